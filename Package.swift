@@ -1,0 +1,118 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 language mode plus the upcoming features the style guide asks for.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "TheCloud",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cloud", targets: ["CLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libssl-dev, zlib1g-dev, libzstd-dev, liblz4-dev, libsqlite3-dev).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // Small C kernels: hardware CRC32C and table-driven CRC64/NVME.
+        .target(name: "CChecksums"),
+
+        // Pure: digests, HMAC, CRCs, hex.
+        .target(
+            name: "Hashing",
+            dependencies: [
+                "COpenSSL", "CZlib", "CChecksums",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Pure: AWS Signature Version 4 (header, presigned, aws-chunked streaming and trailers).
+        .target(
+            name: "SigV4",
+            dependencies: [
+                "Hashing",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The local storage engine: content-addressed blocks on disk, metadata in SQLite (WAL).
+        .target(
+            name: "StorageEngine",
+            dependencies: [
+                "Hashing", "CSQLite", "CZstd", "CLZ4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The S3 API over the engine: operations, XML, errors. No sockets.
+        .target(
+            name: "S3API",
+            dependencies: [
+                "Hashing", "SigV4", "StorageEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The storage daemon: HTTP server, configuration, metrics, services.
+        .target(
+            name: "StorageNode",
+            dependencies: [
+                "S3API", "StorageEngine", "SigV4", "Hashing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "CLI",
+            dependencies: [
+                "StorageNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Test doubles shared by test targets; not a product.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "StorageEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        .testTarget(name: "HashingTests", dependencies: ["Hashing"], swiftSettings: strictSettings),
+        .testTarget(name: "SigV4Tests", dependencies: ["SigV4", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "StorageEngineTests",
+            dependencies: ["StorageEngine", "TestSupport", "Hashing"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "S3APITests",
+            dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

