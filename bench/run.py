@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -145,6 +146,33 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """user+system CPU seconds consumed so far by a process tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                rest = f.read().rsplit(b")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def system_busy_percent(interval: float = 1.0) -> float:
+    """Share of all CPUs that was busy (not idle/iowait) during `interval`."""
+    def snap():
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+    t0, i0 = snap()
+    time.sleep(interval)
+    t1, i1 = snap()
+    return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
 def read_status_kib(pid: int, field: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -220,6 +248,7 @@ class Target:
     name = "?"
     is_s3 = True
     manages_process = True
+    stop_grace = 20  # seconds between SIGTERM and SIGKILL
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -293,7 +322,7 @@ class Target:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=self.stop_grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
@@ -378,6 +407,7 @@ class OursTarget(Target):
 
 class SeaweedTarget(Target):
     name = "seaweedfs"
+    stop_grace = 3  # a graceful `weed server` shutdown takes ~17 s; its data dir is discarded anyway
 
     def __init__(self, args):
         super().__init__(args)
@@ -405,6 +435,9 @@ class SeaweedTarget(Target):
         os.makedirs(data, exist_ok=True)
         master, volume, filer = free_port(), free_port(), free_port()
         grpc = [free_port() for _ in range(4)]
+        self.sockets = [f"/tmp/seaweedfs-s3-{self.port}.sock", f"/tmp/seaweedfs-s3-grpc-{grpc[3]}.sock",
+                        f"/tmp/seaweedfs-filer-{filer}.sock", f"/tmp/seaweedfs-filer-grpc-{grpc[2]}.sock",
+                        f"/tmp/seaweedfs-master-grpc-{grpc[0]}.sock", f"/tmp/seaweedfs-volume-grpc-{grpc[1]}.sock"]
         cmd = [
             self.weed, "server",
             f"-dir={data}",
@@ -424,6 +457,14 @@ class SeaweedTarget(Target):
 
     def ready(self) -> bool:
         return self.s3_ready()
+
+    def stop(self) -> None:
+        super().stop()
+        for path in getattr(self, "sockets", []):  # weed leaves its unix sockets behind in /tmp
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def durability(self) -> str:
         return ("no fsync: SeaweedFS acknowledges a write once the volume server has written it to its "
@@ -651,7 +692,12 @@ class Workload:
         if body_path:
             env["BENCH_BODY"] = body_path
         t0 = time.time()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        srv0 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 120)
+        wall = time.time() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        srv1 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
         raw = proc.stdout + proc.stderr
         with open(os.path.join(self.args.raw_dir, f"{self.t.name}-{label}.txt"), "w") as f:
             f.write(shlex.join(cmd) + "\n" + raw)
@@ -659,6 +705,8 @@ class Workload:
         if proc.returncode != 0 or not m:
             return {"error": f"wrk failed (rc {proc.returncode}): {raw.strip()[-300:]}", "wall_s": time.time() - t0}
         r = json.loads(m.group(1))
+        r["wrk_cpu_pct"] = round(100 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / wall, 1)
+        r["server_cpu_pct"] = None if srv0 is None else round(100 * (srv1 - srv0) / wall, 1)
         r["wrk_cmd"] = shlex.join(cmd)
         r["threads"] = threads
         r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
@@ -703,7 +751,8 @@ class Workload:
                     else:
                         log(f"{self.t.name}: {label}: {r['ops_s']:.0f} ops/s "
                             f"({r['ops_s'] * size / MIB:.1f} MiB/s) p50 {r['lat_p50_us'] / 1000:.2f} ms "
-                            f"p99 {r['lat_p99_us'] / 1000:.2f} ms errors {r['errors']}")
+                            f"p99 {r['lat_p99_us'] / 1000:.2f} ms errors {r['errors']} "
+                            f"cpu srv {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}%")
         return rows
 
 
@@ -752,9 +801,10 @@ def memory_test(target: Target, args) -> dict:
     from boto3.s3.transfer import TransferConfig
 
     res = {"target": target.name, "size": args.memory_size, "part": args.memory_part}
-    target.start("mem")
-    sampler = RssSampler(target.proc.pid).start() if target.proc else None
+    sampler = None
     try:
+        target.start("mem")
+        sampler = RssSampler(target.proc.pid).start() if target.proc else None
         wl = Workload(target, args, target.workdir)
         wl.ensure_bucket()
         s3 = target.s3_client(max_pool=16)
@@ -850,7 +900,7 @@ def tool_versions() -> dict:
 
 
 def render(args, started: dt.datetime, elapsed: float, targets: list[Target], rows: list[dict],
-           rss: dict, mem: list[dict], failures: dict, auth: dict) -> str:
+           rss: dict, mem: list[dict], failures: dict, auth: dict, busy: dict) -> str:
     names = [t.name for t in targets]
     by = {(r["target"], r["op"], r["size"], r["conc"]): r for r in rows}
     mi = machine_info()
@@ -872,6 +922,10 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
     if auth:
         L.append("- Tampered presigned signature refused (auth really checked): "
                  + ", ".join(f"{TARGET_TITLES.get(k, k)} {v}" for k, v in auth.items()))
+    if busy:
+        L.append("- CPU already busy (other processes) in the 1 s before each server started: "
+                 + ", ".join(f"{TARGET_TITLES.get(k, k)} {v:.0f}%" for k, v in busy.items())
+                 + (" — **machine not idle, treat figures as noisy**" if max(busy.values()) > 15 else ""))
     for name, err in failures.items():
         L.append(f"- **{TARGET_TITLES.get(name, name)} failed: {err}**")
     L.append("")
@@ -941,6 +995,26 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
             L.append(f"- GET within 70% of nginx (ratio ≥ 0.70): {goals['ng_met']}/{goals['ng_total']} rows")
         L.append("")
 
+    L.append("<details><summary>Per-target detail: p99.9 latency and CPU use per row</summary>")
+    L.append("")
+    L.append("CPU % is CPU time per wall second (200% = both CPUs of a 2-CPU machine); srv = server "
+             "process tree, wrk = load generator. If srv + wrk is near nproc x 100%, the machine, "
+             "not the server design, is the limit.")
+    L.append("")
+    L.append("| Target | Row | conc | rate | p50 ms | p99 ms | p99.9 ms | srv CPU % | wrk CPU % | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | "
+                     f"{r['conc']} | FAIL | | | | | | {r['error'][:80]} |")
+            continue
+        L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | {r['conc']} | "
+                 f"{fmt_rate(r, r['size'])} | {fmt_ms(r['lat_p50_us'])} | {fmt_ms(r['lat_p99_us'])} | "
+                 f"{fmt_ms(r['lat_p999_us'])} | {r.get('server_cpu_pct') if r.get('server_cpu_pct') is not None else '–'} | "
+                 f"{r['wrk_cpu_pct']} | {r['errors']} |")
+    L.append("")
+    L.append("</details>")
+    L.append("")
     L.append("### Peak server memory during the throughput rows")
     L.append("")
     L.append("VmHWM = kernel high-water mark of resident memory per process (summed over the server's "
@@ -1046,7 +1120,7 @@ def main() -> int:
     p.add_argument("--tmpdir", default=None, help="parent of the servers' temporary data dirs")
     p.add_argument("--raw-dir", default=None, help="where raw wrk output goes (default: a temp dir)")
     p.add_argument("--keep-data", action="store_true", help="do not delete server data dirs")
-    p.add_argument("--ours-durability", default="see docs/benchmarks.md notes (fill in: fsync policy of `cloud dev`)",
+    p.add_argument("--ours-durability", default="not described in this run (pass --ours-durability to say whether `cloud dev` fsyncs each PUT)",
                    help="one line describing what durability The Cloud gives in this mode")
     args = p.parse_args()
 
@@ -1062,7 +1136,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found (apt-get install wrk)")
     targets = [build_target(s.strip(), args) for s in args.targets.split(",") if s.strip()]
-    if any(t.name == "ours" for t in targets) and not os.access(args.cloud_bin, os.X_OK):
+    if any(isinstance(t, OursTarget) for t in targets) and not os.access(args.cloud_bin, os.X_OK):
         raise SystemExit(f"{args.cloud_bin} not found; build it first or drop 'ours' from --targets")
 
     started = dt.datetime.now(dt.timezone.utc)
@@ -1072,8 +1146,12 @@ def main() -> int:
     auth: dict[str, str] = {}
     failures: dict[str, str] = {}
     mem_results: list[dict] = []
+    busy: dict[str, float] = {}
     for t in targets:
         t.ver = t.version()
+        busy[t.name] = system_busy_percent(1.0)
+        if busy[t.name] > 15:
+            log(f"warning: machine is {busy[t.name]:.0f}% busy before {t.name} starts; figures will be noisy")
         try:
             t.start("load")
             sampler = RssSampler(t.proc.pid).start() if t.manages_process and t.proc else None
@@ -1101,7 +1179,7 @@ def main() -> int:
                 mem_results.append(memory_test(t, args))
     elapsed = time.time() - t_start
 
-    report = render(args, started, elapsed, targets, rows, rss, mem_results, failures, auth)
+    report = render(args, started, elapsed, targets, rows, rss, mem_results, failures, auth, busy)
     with open(os.path.join(args.raw_dir, "results.json"), "w") as f:
         json.dump({"rows": rows, "rss": rss, "memory": mem_results, "failures": failures}, f, indent=1)
     if args.json:

@@ -283,6 +283,14 @@ public final class StorageEngine: Sendable {
         return try await self.runIO { try blocks.read(ref, allocator: ByteBufferAllocator()) }
     }
 
+    /// Starts reading one block, verified, so that a GET can read ahead while it sends.
+    public func startReadingBlock(_ ref: BlockRef) -> EventLoopFuture<ByteBuffer> {
+        let blocks = self.blocks
+        return self.threadPool.runIfActive(eventLoop: self.eventLoop) {
+            try blocks.read(ref, allocator: ByteBufferAllocator())
+        }
+    }
+
     // MARK: - Listing
 
     /// One entry of a listing.

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// The `cloud` command: the daemons and, later, the client commands.
+@main
+struct Cloud: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cloud",
+        abstract: "The Cloud: an open-source cloud platform you run on your own hosts.",
+        version: "0.1.0",
+        subcommands: [Dev.self, Node.self]
+    )
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StorageEngine
+import StorageNode
+
+/// Options shared by the daemons that run a storage node.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "Directory that holds all state (metadata, blocks, generated credentials).")
+    var dataDir: String = "./cloud-data"
+
+    @Option(help: "Address the S3 API listens on, host:port.")
+    var s3Address: String = "127.0.0.1:9000"
+
+    @Option(help: "Domain for virtual-hosted-style requests (bucket.<domain>); path style always works.")
+    var domain: String?
+
+    @Option(help: "Region reported to S3 clients.")
+    var region: String = "us-east-1"
+
+    @Option(help: "Block compression: none, lz4 or zstd (used only where it saves at least 1/8).")
+    var compression: String = "lz4"
+
+    @Flag(help: "Do not fsync blocks and metadata: faster, safe against a process crash but not a power loss.")
+    var noFsync = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. Access logs are at debug.")
+    var logLevel: String = "info"
+
+    func makeConfiguration() throws -> NodeConfiguration {
+        var configuration = NodeConfiguration()
+        configuration.dataDirectory = self.dataDir
+        configuration.s3Address = self.s3Address
+        configuration.domain = self.domain
+        configuration.region = self.region
+        guard let compression = BlockCompression(rawValue: self.compression) else {
+            throw ValidationError("--compression must be none, lz4 or zstd")
+        }
+        configuration.compression = compression
+        configuration.syncWrites = !self.noFsync
+        let environment = ProcessInfo.processInfo.environment
+        configuration.rootAccessKey = environment["CLOUD_ROOT_ACCESS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        configuration.rootSecretKey = environment["CLOUD_ROOT_SECRET_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        return configuration
+    }
+
+    func makeLogger() throws -> Logger {
+        guard let level = Logger.Level(rawValue: self.logLevel) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "cloud")
+        logger.logLevel = level
+        return logger
+    }
+
+    func runNode() async throws {
+        let logger = try self.makeLogger()
+        let configuration = try self.makeConfiguration()
+        let node: StorageNode
+        do {
+            node = try StorageNode(configuration: configuration, logger: logger)
+        } catch let error as NodeError {
+            throw ValidationError(error.description)
+        }
+        if node.credentials.generated {
+            // Printed once, on the start that generated them; kept in the data directory (0600).
+            print("Generated root credentials (saved in \(configuration.dataDirectory)/root-credentials):")
+            print("  CLOUD_ROOT_ACCESS_KEY=\(node.credentials.accessKey)")
+            print("  CLOUD_ROOT_SECRET_KEY=\(node.credentials.secretKey)")
+        }
+        logger.notice(
+            "storage node starting",
+            metadata: ["data-dir": "\(configuration.dataDirectory)", "s3": "\(configuration.s3Address)", "access-key": "\(node.credentials.accessKey)"]
+        )
+        try await node.run()
+        logger.notice("storage node stopped")
+    }
+}
+
+/// `cloud dev`: everything on one host with embedded state.
+struct Dev: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the platform on this host for development: a single storage node with embedded state."
+    )
+
+    @OptionGroup var options: NodeOptions
+
+    func run() async throws {
+        try await self.options.runNode()
+    }
+}
+
+/// `cloud node`: the storage daemon of one host.
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the storage daemon of this host (a single node until clustering lands)."
+    )
+
+    @OptionGroup var options: NodeOptions
+
+    func run() async throws {
+        try await self.options.runNode()
+    }
+}

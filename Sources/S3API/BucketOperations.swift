@@ -1,0 +1,229 @@
+import Foundation
+import Hashing
+import NIOCore
+import StorageEngine
+
+extension S3Handler {
+    // MARK: - Bucket names
+
+    /// Whether `name` follows the S3 bucket naming rules (general purpose buckets).
+    public static func isValidBucketName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard bytes.count >= 3, bytes.count <= 63 else { return false }
+        func isLowerOrDigit(_ byte: UInt8) -> Bool {
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+        }
+        guard isLowerOrDigit(bytes.first!), isLowerOrDigit(bytes.last!) else { return false }
+        for byte in bytes where !(isLowerOrDigit(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")) {
+            return false
+        }
+        if name.contains("..") || name.contains(".-") || name.contains("-.") { return false }
+        if name.hasPrefix("xn--") || name.hasPrefix("sthree-") || name.hasSuffix("-s3alias") || name.hasSuffix("--ol-s3") {
+            return false
+        }
+        // Not formatted as an IP address.
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.count == 4 && parts.allSatisfy({ Int($0).map { (0...255).contains($0) } ?? false }) { return false }
+        return true
+    }
+
+    // MARK: - ListBuckets
+
+    func listBuckets(_ context: Context) async throws -> S3Response {
+        let buckets = try await self.engine.listBuckets().filter { $0.owner == context.accessKey }
+        var xml = XMLWriter()
+        xml.group("ListAllMyBucketsResult", namespace: true) { xml in
+            Self.writeOwner(&xml, context.accessKey)
+            xml.group("Buckets") { xml in
+                for bucket in buckets {
+                    xml.group("Bucket") { xml in
+                        xml.element("Name", bucket.name)
+                        xml.element("CreationDate", HTTPDate.iso8601(bucket.created))
+                    }
+                }
+            }
+        }
+        return Self.xmlResponse(xml, operation: "ListBuckets")
+    }
+
+    // MARK: - CreateBucket / HeadBucket / DeleteBucket / GetBucketLocation
+
+    func createBucket(_ context: Context, bucket: String, payload: PayloadReader) async throws -> S3Response {
+        guard Self.isValidBucketName(bucket) else { throw S3Error.invalidBucketName }
+        let body = try await payload.readAll(limit: 64 * 1024)
+        if !body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+            let root = try XMLParser.parse(body)
+            guard root.name == "CreateBucketConfiguration" else { throw S3Error.malformedXML }
+            if let location = root.child("LocationConstraint")?.text, !location.isEmpty, location != self.configuration.region {
+                throw S3Error(
+                    "IllegalLocationConstraintException", 400,
+                    "The \(location) location constraint is incompatible for the region specific endpoint this request was sent to."
+                )
+            }
+        }
+        if let acl = context.header("x-amz-acl"), acl != "private" {
+            throw S3Error.notImplemented("x-amz-acl: \(acl)")
+        }
+        try await self.engine.createBucket(bucket, owner: context.accessKey)
+        return S3Response(status: 200, headers: [("Location", "/" + bucket)], operation: "CreateBucket")
+    }
+
+    /// The bucket if it exists and belongs to the caller; AccessDenied for another account's bucket.
+    func ownedBucket(_ context: Context, _ bucket: String) async throws -> BucketRecord {
+        guard let record = try await self.engine.bucket(bucket) else { throw S3Error.noSuchBucket }
+        guard record.owner == context.accessKey else { throw S3Error.accessDenied() }
+        return record
+    }
+
+    func headBucket(_ context: Context, bucket: String) async throws -> S3Response {
+        _ = try await self.ownedBucket(context, bucket)
+        return S3Response(status: 200, headers: [("x-amz-bucket-region", self.configuration.region)], operation: "HeadBucket")
+    }
+
+    func deleteBucket(_ context: Context, bucket: String) async throws -> S3Response {
+        _ = try await self.ownedBucket(context, bucket)
+        try await self.engine.deleteBucket(bucket)
+        return S3Response(status: 204, operation: "DeleteBucket")
+    }
+
+    func getBucketLocation(_ context: Context, bucket: String) async throws -> S3Response {
+        _ = try await self.ownedBucket(context, bucket)
+        var xml = XMLWriter()
+        xml.open("LocationConstraint", namespace: true)
+        // AWS answers an empty constraint for us-east-1.
+        if self.configuration.region != "us-east-1" { xml.raw(XMLWriter.escape(self.configuration.region)) }
+        xml.close("LocationConstraint")
+        return Self.xmlResponse(xml, operation: "GetBucketLocation")
+    }
+
+    func getBucketVersioning(_ context: Context, bucket: String) async throws -> S3Response {
+        _ = try await self.ownedBucket(context, bucket)
+        var xml = XMLWriter()
+        // Versioning has never been enabled: the configuration is empty.
+        xml.group("VersioningConfiguration", namespace: true) { _ in }
+        return Self.xmlResponse(xml, operation: "GetBucketVersioning")
+    }
+
+    // MARK: - ListObjects (v1) and ListObjectsV2
+
+    func listObjects(_ context: Context, bucket: String, version2: Bool) async throws -> S3Response {
+        let q = context.query
+        var maxKeys = 1000
+        if let text = q["max-keys"] {
+            guard let value = Int(text), value >= 0 else {
+                throw S3Error.invalidArgument("Provided max-keys not an integer or within integer range", name: "max-keys", value: text)
+            }
+            maxKeys = min(value, 1000)
+        }
+        let encodeURL: Bool
+        switch q["encoding-type"] {
+        case nil: encodeURL = false
+        case "url": encodeURL = true
+        case let other?: throw S3Error.invalidArgument("Invalid Encoding Method specified in Request", name: "encoding-type", value: other)
+        }
+        func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
+        let prefix = q["prefix"] ?? ""
+        let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
+        var startAfter: String?
+        if version2 {
+            if let token = q["continuation-token"] {
+                guard let bytes = Base64.decode(token), let key = String(validating: bytes, as: UTF8.self) else {
+                    throw S3Error.invalidArgument("The continuation token provided is incorrect", name: "continuation-token", value: token)
+                }
+                startAfter = key
+            } else {
+                startAfter = q["start-after"]
+            }
+        } else {
+            startAfter = q["marker"]
+        }
+        let owner = try await self.ownedBucket(context, bucket).owner
+        let page = try await self.engine.list(
+            bucket: bucket,
+            prefix: prefix,
+            delimiter: delimiter,
+            startAfter: startAfter?.isEmpty == true ? nil : startAfter,
+            maxKeys: maxKeys
+        )
+        let fetchOwner = !version2 || q["fetch-owner"] == "true"
+        var xml = XMLWriter()
+        xml.group("ListBucketResult", namespace: true) { xml in
+            xml.element("Name", bucket)
+            xml.element("Prefix", encode(prefix))
+            if version2 {
+                if let token = q["continuation-token"] { xml.element("ContinuationToken", token) }
+                if let after = q["start-after"] { xml.element("StartAfter", encode(after)) }
+                xml.element("KeyCount", page.entries.count + page.commonPrefixes.count)
+            } else {
+                xml.element("Marker", encode(q["marker"] ?? ""))
+            }
+            xml.element("MaxKeys", maxKeys)
+            if let delimiter { xml.element("Delimiter", encode(delimiter)) }
+            if encodeURL { xml.element("EncodingType", "url") }
+            xml.element("IsTruncated", page.isTruncated)
+            if page.isTruncated, let last = page.lastReturned {
+                if version2 {
+                    xml.element("NextContinuationToken", Base64.encode(Array(last.utf8)))
+                } else {
+                    xml.element("NextMarker", encode(last))
+                }
+            }
+            for entry in page.entries {
+                xml.group("Contents") { xml in
+                    xml.element("Key", encode(entry.key))
+                    xml.element("LastModified", HTTPDate.iso8601(entry.lastModified))
+                    xml.element("ETag", "\"\(entry.etag)\"")
+                    xml.element("Size", entry.size)
+                    if fetchOwner { Self.writeOwner(&xml, owner) }
+                    xml.element("StorageClass", "STANDARD")
+                }
+            }
+            for commonPrefix in page.commonPrefixes {
+                xml.group("CommonPrefixes") { xml in xml.element("Prefix", encode(commonPrefix)) }
+            }
+        }
+        return Self.xmlResponse(xml, operation: version2 ? "ListObjectsV2" : "ListObjects")
+    }
+
+    // MARK: - DeleteObjects
+
+    func deleteObjects(_ context: Context, bucket: String, payload: PayloadReader) async throws -> S3Response {
+        var integrity = try IntegrityCheck(context)
+        let body = try await payload.readAll(limit: 2 << 20)
+        integrity.update(ByteBuffer(bytes: body))
+        _ = try integrity.finish(payload)
+        let root = try XMLParser.parse(body)
+        guard root.name == "Delete" else { throw S3Error.malformedXML }
+        let quiet = root.child("Quiet")?.text.trimmingCharacters(in: .whitespaces).lowercased() == "true"
+        let objects = root.children("Object")
+        guard !objects.isEmpty, objects.count <= 1000 else { throw S3Error.malformedXML }
+        var keys: [String] = []
+        var errors: [(String, S3Error)] = []
+        for object in objects {
+            guard let key = object.child("Key")?.text else { throw S3Error.malformedXML }
+            if key.isEmpty || key.utf8.count > 1024 {
+                errors.append((key, key.isEmpty ? S3Error.invalidArgument("Invalid key") : S3Error.keyTooLong))
+            } else {
+                keys.append(key)
+            }
+        }
+        _ = try await self.ownedBucket(context, bucket)
+        try await self.engine.deleteObjects(bucket: bucket, keys: keys)
+        var xml = XMLWriter()
+        xml.group("DeleteResult", namespace: true) { xml in
+            if !quiet {
+                for key in keys {
+                    xml.group("Deleted") { xml in xml.element("Key", key) }
+                }
+            }
+            for (key, error) in errors {
+                xml.group("Error") { xml in
+                    xml.element("Key", key)
+                    xml.element("Code", error.code)
+                    xml.element("Message", error.message)
+                }
+            }
+        }
+        return Self.xmlResponse(xml, operation: "DeleteObjects")
+    }
+}

@@ -1,0 +1,360 @@
+public import Foundation
+import Hashing
+public import Logging
+public import NIOCore
+import SigV4
+public import StorageEngine
+
+/// Looks up the secret of an access key.
+public protocol CredentialStore: Sendable {
+    /// The secret key of `accessKey`, or nil when there is no such key.
+    func secretKey(forAccessKey accessKey: String) async throws -> String?
+}
+
+/// A fixed set of credentials (the node's root key pair).
+public struct StaticCredentialStore: CredentialStore {
+    private let keys: [String: String]
+
+    public init(_ keys: [String: String]) { self.keys = keys }
+
+    public func secretKey(forAccessKey accessKey: String) async throws -> String? { self.keys[accessKey] }
+}
+
+/// Settings of the S3 API.
+public struct S3Configuration: Sendable {
+    /// The region this endpoint reports (`GetBucketLocation`) and expects in signatures' scope.
+    public var region: String = "us-east-1"
+    /// When set, `bucket.<domain>` in the Host header addresses a bucket (virtual-hosted style).
+    public var domain: String?
+    /// The largest single PUT, 5 GiB as in AWS.
+    public var maxObjectSize: Int64 = 5 << 30
+    /// The smallest part but the last of a multipart upload, 5 MiB as in AWS.
+    public var minPartSize: Int64 = 5 << 20
+    /// The largest part, 5 GiB.
+    public var maxPartSize: Int64 = 5 << 30
+    /// The most parts of an upload.
+    public var maxParts: Int = 10_000
+    /// How far a signed request's time may be from ours.
+    public var maxClockSkew: Duration = .seconds(15 * 60)
+
+    public init() {}
+}
+
+/// Serves S3 requests against a storage engine. Has no sockets: the HTTP layer passes a request head,
+/// a body reader, and writes the returned response.
+public struct S3Handler: Sendable {
+    let engine: StorageEngine
+    let credentials: any CredentialStore
+    let configuration: S3Configuration
+    let now: @Sendable () -> Date
+    let logger: Logger
+
+    public init(
+        engine: StorageEngine,
+        credentials: any CredentialStore,
+        configuration: S3Configuration,
+        logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.engine = engine
+        self.credentials = credentials
+        self.configuration = configuration
+        self.logger = logger
+        self.now = now
+    }
+
+    /// Serves one request. Never throws: every failure becomes an S3 error response.
+    public func handle(_ request: S3Request, body: any RequestBody) async -> S3Response {
+        var operation = "Unknown"
+        do {
+            let context = try await self.authenticate(request)
+            operation = Self.operationName(context)
+            let payload = try PayloadReader(body: body, context: context, maxSize: self.configuration.maxObjectSize)
+            return try await self.dispatch(context, payload: payload)
+        } catch {
+            let s3Error = S3Error(error)
+            if s3Error.status >= 500 {
+                self.logger.error("request failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+            }
+            return self.errorResponse(s3Error, request: request, operation: operation)
+        }
+    }
+
+    /// Renders an error document; HEAD responses carry no body.
+    public func errorResponse(_ error: S3Error, request: S3Request, operation: String) -> S3Response {
+        var headers = error.headers
+        var body = S3Response.Body.empty
+        if error.status != 304 {
+            var xml = XMLWriter()
+            xml.group("Error") { xml in
+                xml.element("Code", error.code)
+                xml.element("Message", error.message)
+                for (name, value) in error.fields { xml.element(name, value) }
+                xml.element("Resource", URLEncoding.decode(Substring(request.rawPath)) ?? request.rawPath)
+                xml.element("RequestId", request.requestID)
+                xml.element("HostId", request.requestID)
+            }
+            if request.method != "HEAD" {
+                body = .buffer(ByteBuffer(string: xml.text))
+            }
+            headers.append(("Content-Type", "application/xml"))
+        }
+        var response = S3Response(status: error.status, headers: headers, body: body, operation: operation)
+        response.errorCode = error.code
+        if request.method == "HEAD", case .empty = body, error.status != 304 {
+            // HEAD answers carry the status only.
+            response.body = .empty
+        }
+        return response
+    }
+
+    // MARK: - Addressing and authentication
+
+    /// What a request addresses and who signed it.
+    struct Context {
+        var request: S3Request
+        var bucket: String?
+        var key: String?
+        /// Decoded query parameters, first value of each name.
+        var query: [String: String]
+        var accessKey: String
+        var payloadMode: SigV4.PayloadMode
+        var signing: SigV4.SigningContext
+        var method: String { self.request.method }
+
+        func header(_ name: String) -> String? { self.request.header(name) }
+    }
+
+    func authenticate(_ request: S3Request) async throws -> Context {
+        guard let pairs = URLEncoding.parseQuery(request.rawQuery) else {
+            throw S3Error.invalidArgument("The query string is not valid.")
+        }
+        var query: [String: String] = [:]
+        for (name, value) in pairs where query[name] == nil { query[name] = value }
+        guard let path = URLEncoding.decode(Substring(request.rawPath)), path.hasPrefix("/") else {
+            throw S3Error.invalidRequest("The request path is not valid.")
+        }
+        var bucket: String?
+        var key: String?
+        if let domain = self.configuration.domain, let host = request.header("host"),
+            let virtualBucket = Self.virtualHostBucket(host: host, domain: domain)
+        {
+            bucket = virtualBucket
+            let rest = path.dropFirst()
+            key = rest.isEmpty ? nil : String(rest)
+        } else {
+            let rest = path.dropFirst()
+            if let slash = rest.firstIndex(of: "/") {
+                bucket = String(rest[..<slash])
+                let keyPart = rest[rest.index(after: slash)...]
+                key = keyPart.isEmpty ? nil : String(keyPart)
+            } else if !rest.isEmpty {
+                bucket = String(rest)
+            }
+        }
+
+        let head = SigV4.RequestHead(
+            method: request.method,
+            rawPath: request.rawPath,
+            rawQuery: request.rawQuery,
+            headers: request.headers
+        )
+        guard case .signed(let credential) = try SigV4.parse(head) else {
+            throw S3Error.accessDenied("Anonymous access is not allowed; sign the request with an access key.")
+        }
+        guard let secret = try await self.credentials.secretKey(forAccessKey: credential.accessKey) else {
+            throw S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
+        }
+        let signing = try SigV4.verify(
+            credential,
+            head: head,
+            secretKey: secret,
+            now: self.now(),
+            maxSkew: self.configuration.maxClockSkew
+        )
+        return Context(
+            request: request,
+            bucket: bucket,
+            key: key,
+            query: query,
+            accessKey: credential.accessKey,
+            payloadMode: credential.payloadMode,
+            signing: signing
+        )
+    }
+
+    /// The bucket named by a virtual-hosted-style Host header, or nil for path style.
+    static func virtualHostBucket(host: String, domain: String) -> String? {
+        var name = host.lowercased()
+        if let colon = name.lastIndex(of: ":"), !name.hasSuffix("]") { name = String(name[..<colon]) }
+        let suffix = "." + domain.lowercased()
+        guard name.hasSuffix(suffix), name.count > suffix.count else { return nil }
+        return String(name.dropLast(suffix.count))
+    }
+
+    // MARK: - Dispatch
+
+    static let unsupportedSubresources: Set<String> = [
+        "acl", "policy", "cors", "lifecycle", "tagging", "encryption", "website", "logging", "notification",
+        "replication", "requestPayment", "object-lock", "retention", "legal-hold", "torrent", "restore", "select",
+        "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
+        "accelerate", "versions", "policyStatus", "attributes",
+    ]
+
+    static func operationName(_ context: Context) -> String {
+        let q = context.query
+        guard context.bucket != nil else { return "ListBuckets" }
+        if context.key == nil {
+            switch context.method {
+            case "PUT": return "CreateBucket"
+            case "HEAD": return "HeadBucket"
+            case "DELETE": return "DeleteBucket"
+            case "POST": return q["delete"] != nil ? "DeleteObjects" : "PostBucket"
+            default:
+                if q["location"] != nil { return "GetBucketLocation" }
+                if q["uploads"] != nil { return "ListMultipartUploads" }
+                if q["versioning"] != nil { return "GetBucketVersioning" }
+                return q["list-type"] == "2" ? "ListObjectsV2" : "ListObjects"
+            }
+        }
+        switch context.method {
+        case "PUT":
+            if q["uploadId"] != nil { return context.header("x-amz-copy-source") != nil ? "UploadPartCopy" : "UploadPart" }
+            return context.header("x-amz-copy-source") != nil ? "CopyObject" : "PutObject"
+        case "GET": return q["uploadId"] != nil ? "ListParts" : "GetObject"
+        case "HEAD": return "HeadObject"
+        case "DELETE": return q["uploadId"] != nil ? "AbortMultipartUpload" : "DeleteObject"
+        case "POST":
+            if q["uploads"] != nil { return "CreateMultipartUpload" }
+            return q["uploadId"] != nil ? "CompleteMultipartUpload" : "PostObject"
+        default: return "Unknown"
+        }
+    }
+
+    func dispatch(_ context: Context, payload: PayloadReader) async throws -> S3Response {
+        let q = context.query
+        guard let bucket = context.bucket else {
+            guard context.method == "GET" || context.method == "HEAD" else { throw S3Error.methodNotAllowed }
+            return try await self.listBuckets(context)
+        }
+        if let key = context.key, key.utf8.count > 1024 {
+            throw S3Error.keyTooLong
+        }
+        // Read-only views of configuration we do not support, answered truthfully as "none".
+        if context.method == "GET" {
+            if q["acl"] != nil { return try await self.getACL(context, bucket: bucket) }
+            if context.key == nil, let answer = Self.emptyConfigurationError(q) { throw answer }
+        }
+        for name in q.keys where Self.unsupportedSubresources.contains(name) {
+            throw S3Error.notImplemented("?\(name)")
+        }
+        guard let key = context.key else {
+            switch context.method {
+            case "PUT": return try await self.createBucket(context, bucket: bucket, payload: payload)
+            case "HEAD": return try await self.headBucket(context, bucket: bucket)
+            case "DELETE": return try await self.deleteBucket(context, bucket: bucket)
+            case "POST":
+                guard q["delete"] != nil else { throw S3Error.methodNotAllowed }
+                return try await self.deleteObjects(context, bucket: bucket, payload: payload)
+            case "GET":
+                if q["location"] != nil { return try await self.getBucketLocation(context, bucket: bucket) }
+                if q["uploads"] != nil { return try await self.listUploads(context, bucket: bucket) }
+                if q["versioning"] != nil { return try await self.getBucketVersioning(context, bucket: bucket) }
+                return try await self.listObjects(context, bucket: bucket, version2: q["list-type"] == "2")
+            default:
+                throw S3Error.methodNotAllowed
+            }
+        }
+        switch context.method {
+        case "PUT":
+            if let uploadID = q["uploadId"] {
+                if context.header("x-amz-copy-source") != nil {
+                    return try await self.uploadPartCopy(context, bucket: bucket, key: key, uploadID: uploadID)
+                }
+                return try await self.uploadPart(context, bucket: bucket, key: key, uploadID: uploadID, payload: payload)
+            }
+            if context.header("x-amz-copy-source") != nil {
+                return try await self.copyObject(context, bucket: bucket, key: key)
+            }
+            return try await self.putObject(context, bucket: bucket, key: key, payload: payload)
+        case "GET", "HEAD":
+            if let uploadID = q["uploadId"], context.method == "GET" {
+                return try await self.listParts(context, bucket: bucket, key: key, uploadID: uploadID)
+            }
+            return try await self.getObject(context, bucket: bucket, key: key)
+        case "DELETE":
+            if let uploadID = q["uploadId"] {
+                return try await self.abortUpload(context, bucket: bucket, key: key, uploadID: uploadID)
+            }
+            return try await self.deleteObject(context, bucket: bucket, key: key)
+        case "POST":
+            if q["uploads"] != nil { return try await self.createUpload(context, bucket: bucket, key: key) }
+            if let uploadID = q["uploadId"] {
+                return try await self.completeUpload(context, bucket: bucket, key: key, uploadID: uploadID, payload: payload)
+            }
+            throw S3Error.methodNotAllowed
+        default:
+            throw S3Error.methodNotAllowed
+        }
+    }
+
+    /// For bucket configuration that this store does not keep, the "not configured" error AWS returns.
+    static func emptyConfigurationError(_ query: [String: String]) -> S3Error? {
+        if query["policy"] != nil { return S3Error("NoSuchBucketPolicy", 404, "The bucket policy does not exist") }
+        if query["cors"] != nil { return S3Error("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist") }
+        if query["lifecycle"] != nil {
+            return S3Error("NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist")
+        }
+        if query["tagging"] != nil { return S3Error("NoSuchTagSet", 404, "The TagSet does not exist") }
+        if query["website"] != nil {
+            return S3Error("NoSuchWebsiteConfiguration", 404, "The specified bucket does not have a website configuration")
+        }
+        if query["encryption"] != nil {
+            return S3Error(
+                "ServerSideEncryptionConfigurationNotFoundError", 404,
+                "The server side encryption configuration was not found"
+            )
+        }
+        return nil
+    }
+
+    // MARK: - Helpers shared by operations
+
+    /// The canonical owner id of an access key.
+    static func ownerID(_ accessKey: String) -> String { Hex.encode(Digests.sha256(Array(accessKey.utf8))) }
+
+    static func writeOwner(_ xml: inout XMLWriter, _ accessKey: String, element: String = "Owner") {
+        xml.group(element) { xml in
+            xml.element("ID", ownerID(accessKey))
+            xml.element("DisplayName", accessKey)
+        }
+    }
+
+    static func xmlResponse(_ xml: XMLWriter, operation: String, status: Int = 200, headers: [(String, String)] = []) -> S3Response {
+        S3Response(
+            status: status,
+            headers: [("Content-Type", "application/xml")] + headers,
+            body: .buffer(ByteBuffer(string: xml.text)),
+            operation: operation
+        )
+    }
+
+    func getACL(_ context: Context, bucket: String) async throws -> S3Response {
+        guard let record = try await self.engine.bucket(bucket) else { throw S3Error.noSuchBucket }
+        if let key = context.key, try await self.engine.object(bucket: bucket, key: key) == nil {
+            throw S3Error.noSuchKey
+        }
+        var xml = XMLWriter()
+        xml.group("AccessControlPolicy", namespace: true) { xml in
+            Self.writeOwner(&xml, record.owner)
+            xml.group("AccessControlList") { xml in
+                xml.raw("<Grant><Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\">")
+                xml.element("ID", Self.ownerID(record.owner))
+                xml.element("DisplayName", record.owner)
+                xml.raw("</Grantee><Permission>FULL_CONTROL</Permission></Grant>")
+            }
+        }
+        return Self.xmlResponse(xml, operation: context.key == nil ? "GetBucketAcl" : "GetObjectAcl")
+    }
+}
+
