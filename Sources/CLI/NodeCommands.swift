@@ -69,9 +69,10 @@ struct NodeOptions: ParsableArguments {
         }
         if node.credentials.generated {
             // Printed once, on the start that generated them; kept in the data directory (0600).
-            print("Generated root credentials (saved in \(configuration.dataDirectory)/root-credentials):")
-            print("  CLOUD_ROOT_ACCESS_KEY=\(node.credentials.accessKey)")
-            print("  CLOUD_ROOT_SECRET_KEY=\(node.credentials.secretKey)")
+            print("Generated root credentials (shown this once; kept in \(configuration.dataDirectory)/root-credentials, mode 0600):")
+            print("  access key: \(node.credentials.accessKey)")
+            print("  secret key: \(node.credentials.secretKey)")
+            fflush(nil)
         }
         logger.notice(
             "storage node starting",

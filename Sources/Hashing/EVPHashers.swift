@@ -202,21 +202,39 @@ public enum Digests {
     }
 
     /// HMAC-SHA256 of `message` under `key` (32 bytes), RFC 2104.
+    ///
+    /// Built on the prefetched SHA-256 `EVP_MD` rather than OpenSSL's `HMAC()`, which looks the
+    /// algorithms up by name on every call (SigV4 does five or more HMACs per request).
     public static func hmacSHA256(key: [UInt8], message: UnsafeRawBufferPointer) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: 32) { out, count in
-            var written: UInt32 = 0
-            let result = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { dummy in
-                let dummyPointer = UnsafeRawPointer(dummy.baseAddress!)
-                return key.withUnsafeBytes { keyBytes in
-                    HMAC(
-                        evpSHA256, keyBytes.baseAddress ?? dummyPointer, Int32(keyBytes.count),
-                        (message.baseAddress ?? dummyPointer).assumingMemoryBound(to: UInt8.self), message.count,
-                        out.baseAddress, &written)
-                }
-            }
-            precondition(result != nil && written == 32, "HMAC-SHA256 failed")
-            count = 32
+        let blockSize = 64
+        var block = [UInt8](repeating: 0, count: blockSize)
+        if key.count > blockSize {
+            let hashed = key.withUnsafeBytes { digest(.sha256, $0) }
+            block.replaceSubrange(0..<hashed.count, with: hashed)
+        } else {
+            block.replaceSubrange(0..<key.count, with: key)
         }
+        guard let ctx = EVP_MD_CTX_new() else { fatalError("EVP_MD_CTX_new failed (out of memory)") }
+        defer { EVP_MD_CTX_free(ctx) }
+        var inner = [UInt8](repeating: 0, count: 32)
+        var outer = [UInt8](repeating: 0, count: 32)
+        var written: UInt32 = 0
+        var ok = EVP_DigestInit_ex(ctx, evpSHA256, nil)
+        for i in 0..<blockSize { block[i] ^= 0x36 }
+        ok &= block.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, blockSize) }
+        if let base = message.baseAddress, message.count > 0 {
+            ok &= EVP_DigestUpdate(ctx, base, message.count)
+        }
+        ok &= inner.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(ctx, $0.baseAddress, &written) }
+        ok &= EVP_DigestInit_ex(ctx, evpSHA256, nil)
+        for i in 0..<blockSize { block[i] ^= 0x36 ^ 0x5C }
+        ok &= block.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, blockSize) }
+        ok &= inner.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, 32) }
+        ok &= outer.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(ctx, $0.baseAddress, &written) }
+        precondition(ok == 1 && written == 32, "HMAC-SHA256 failed")
+        // Best effort: do not leave key-derived pads in freed memory.
+        for i in 0..<blockSize { block[i] = 0 }
+        return outer
     }
 }
 

@@ -164,7 +164,8 @@ extension S3Handler {
             if page.isTruncated, let last = page.lastReturned {
                 if version2 {
                     xml.element("NextContinuationToken", Base64.encode(Array(last.utf8)))
-                } else {
+                } else if delimiter != nil {
+                    // As in AWS: without a delimiter, clients continue from the last key listed.
                     xml.element("NextMarker", encode(last))
                 }
             }

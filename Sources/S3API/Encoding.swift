@@ -102,11 +102,11 @@ public enum HTTPDate {
             + "\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec)) GMT"
     }
 
-    /// `2009-10-12T17:50:30.000Z`
+    /// `2009-10-12T17:50:30.000Z`. Whole seconds, like `Last-Modified`, so that a listing and a HEAD
+    /// of the same object agree.
     public static func iso8601(_ date: Date) -> String {
         let t = components(date)
-        let millis = Int32((date.timeIntervalSince1970 * 1000).truncatingRemainder(dividingBy: 1000))
-        return "\(t.tm_year + 1900)-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec)).\(pad(max(0, millis), 3))Z"
+        return "\(t.tm_year + 1900)-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec)).000Z"
     }
 
     /// Parses an HTTP date (RFC 1123, RFC 850 or asctime) or ISO 8601; nil when it is none of them.

@@ -192,8 +192,12 @@ extension S3Handler {
             var md5s: [UInt8] = []
             var checksumBytes: [UInt8] = []
             var allHaveChecksums = upload.checksumAlgorithm != nil
-            for (index, wanted) in list.enumerated() {
+            // Every named part must exist with its ETag before sizes are judged.
+            for wanted in list {
                 guard let part = byNumber[wanted.number], part.etag == wanted.etag else { throw S3Error.invalidPart }
+            }
+            for (index, wanted) in list.enumerated() {
+                let part = byNumber[wanted.number]!
                 if index < list.count - 1 && part.size < minPartSize {
                     var error = S3Error.entityTooSmall
                     error.fields = [("ProposedSize", String(part.size)), ("MinSizeAllowed", String(minPartSize)), ("PartNumber", String(wanted.number)), ("ETag", "\"\(part.etag)\"")]
@@ -320,10 +324,30 @@ extension S3Handler {
             prefix: prefix,
             keyMarker: q["key-marker"].flatMap { $0.isEmpty ? nil : $0 },
             uploadIDMarker: q["upload-id-marker"].flatMap { $0.isEmpty ? nil : $0 },
-            limit: maxUploads
+            limit: q["delimiter"].map { $0.isEmpty ? maxUploads : 100_000 } ?? maxUploads
         )
-        let truncated = uploads.count > maxUploads
-        let shown = Array(uploads.prefix(maxUploads))
+        // Roll keys with the delimiter after the prefix up into common prefixes.
+        var shown: [UploadRecord] = []
+        var commonPrefixes: [String] = []
+        var truncated = false
+        let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
+        for upload in uploads {
+            if let delimiter, let range = upload.key.dropFirst(prefix.count).range(of: delimiter) {
+                let commonPrefix = String(upload.key[..<range.upperBound])
+                if commonPrefixes.last == commonPrefix { continue }
+                if shown.count + commonPrefixes.count >= maxUploads {
+                    truncated = true
+                    break
+                }
+                commonPrefixes.append(commonPrefix)
+                continue
+            }
+            if shown.count + commonPrefixes.count >= maxUploads {
+                truncated = true
+                break
+            }
+            shown.append(upload)
+        }
         let encodeURL = q["encoding-type"] == "url"
         func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
         var xml = XMLWriter()
@@ -348,6 +372,9 @@ extension S3Handler {
                     xml.element("Initiated", HTTPDate.iso8601(upload.initiated))
                     if let algorithm = upload.checksumAlgorithm { xml.element("ChecksumAlgorithm", algorithm.rawValue) }
                 }
+            }
+            for commonPrefix in commonPrefixes {
+                xml.group("CommonPrefixes") { xml in xml.element("Prefix", encode(commonPrefix)) }
             }
         }
         return Self.xmlResponse(xml, operation: "ListMultipartUploads")

@@ -158,6 +158,15 @@ public struct AwsChunkedDecoder {
             // the closing empty line.
             do throws(SigV4Error) {
                 line.removeAll()
+                // Without the closing empty line, a missing declared trailer or trailer signature means the
+                // stream was cut short rather than malformed.
+                if mode.hasTrailer {
+                    let missingDeclared = declaredTrailers.contains { name in !trailers.contains { $0.name == name } }
+                    let missingSignature = mode == .streamingSignedTrailer && !trailers.isEmpty && trailerSignature == nil
+                    if missingDeclared || missingSignature {
+                        throw SigV4Error(.incompleteBody, "The aws-chunked body ended inside its trailer section.")
+                    }
+                }
                 try completeTrailers()
                 state = .done
                 return trailers

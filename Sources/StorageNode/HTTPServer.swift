@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import S3API
 import ServiceLifecycle
+import Synchronization
 
 /// The node's HTTP listener: S3 on every path, plus `/health/live`, `/health/ready` and `/metrics`
 /// for requests that carry no signature (a signed `GET /health/live` is an S3 GetObject).
@@ -40,7 +41,7 @@ final class HTTPServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .bind(host: self.host, port: self.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
@@ -59,7 +60,12 @@ final class HTTPServer: Service, Sendable {
                 try await server.executeThenClose { inbound in
                     for try await connection in inbound {
                         group.addTask {
-                            await self.serve(connection)
+                            let state = ConnectionState(channel: connection.channel)
+                            await withGracefulShutdownHandler {
+                                await self.serve(connection, state: state)
+                            } onGracefulShutdown: {
+                                state.shutDown()
+                            }
                         }
                     }
                 }
@@ -71,13 +77,22 @@ final class HTTPServer: Service, Sendable {
 
     // MARK: - One connection
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: ConnectionState) async {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var iterator = inbound.makeAsyncIterator()
                 while true {
-                    guard let part = try await iterator.next() else { return }
-                    guard case .head(let head) = part else { return }
+                    let part: HTTPServerRequestPart?
+                    guard state.becomeIdle() else { return }
+                    do {
+                        part = try await iterator.next()
+                        state.becomeBusy()
+                    } catch {
+                        // Not HTTP (or a head too large): answer 400 once, then close.
+                        try? await self.writeBadRequest(outbound, error: error)
+                        return
+                    }
+                    guard let part, case .head(let head) = part else { return }
                     let body = ChannelRequestBody(iterator: iterator, head: head, outbound: outbound)
                     let keepAlive = try await self.respond(to: head, body: body, outbound: outbound)
                     iterator = body.iterator
@@ -87,6 +102,22 @@ final class HTTPServer: Service, Sendable {
         } catch {
             self.logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
+    }
+
+    private func writeBadRequest(_ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, error: any Error) async throws {
+        let requestID = Self.makeRequestID()
+        let body = ByteBuffer(
+            string: "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>BadRequest</Code><Message>The request is not valid HTTP.</Message><RequestId>\(requestID)</RequestId></Error>"
+        )
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/xml")
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: "x-amz-request-id", value: requestID)
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
+        try await outbound.write(.body(.byteBuffer(body)))
+        try await outbound.write(.end(nil))
+        self.logger.debug("bad request", metadata: ["request-id": "\(requestID)", "error": "\(error)"])
     }
 
     /// Serves one request; returns whether the connection may serve another.
@@ -231,6 +262,42 @@ final class HTTPServer: Service, Sendable {
     static func httpDate() -> String { HTTPDate.rfc1123(Date()) }
 }
 
+/// Whether a connection is between requests, so that a graceful shutdown closes idle connections
+/// at once and busy ones after their current response.
+final class ConnectionState: Sendable {
+    private struct State {
+        var idle = true
+        var shuttingDown = false
+    }
+
+    private let state = Mutex(State())
+    private let channel: any Channel
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// Marks the connection idle; false when it should close instead of reading another request.
+    func becomeIdle() -> Bool {
+        self.state.withLock { state in
+            state.idle = true
+            return !state.shuttingDown
+        }
+    }
+
+    func becomeBusy() {
+        self.state.withLock { $0.idle = false }
+    }
+
+    func shutDown() {
+        let closeNow = self.state.withLock { state in
+            state.shuttingDown = true
+            return state.idle
+        }
+        if closeNow { self.channel.close(promise: nil) }
+    }
+}
+
 /// A request body read from the connection's inbound stream by the task serving the request.
 final class ChannelRequestBody: RequestBody {
     var iterator: NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator
@@ -258,9 +325,14 @@ final class ChannelRequestBody: RequestBody {
             self.sentContinue = true
             try await self.outbound.write(.head(HTTPResponseHead(version: self.version, status: .continue)))
         }
-        guard let part = try await self.iterator.next() else {
-            throw S3Error("IncompleteBody", 400, "The connection closed before the whole request body was received.")
+        let incomplete = S3Error("IncompleteBody", 400, "The connection closed before the whole request body was received.")
+        let next: HTTPServerRequestPart?
+        do {
+            next = try await self.iterator.next()
+        } catch {
+            throw incomplete
         }
+        guard let part = next else { throw incomplete }
         switch part {
         case .body(let buffer):
             self.received += Int64(buffer.readableBytes)

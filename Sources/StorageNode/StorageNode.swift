@@ -171,13 +171,15 @@ public struct StorageNode: Sendable {
     /// Runs the node until SIGTERM or SIGINT, then shuts down gracefully.
     public func run() async throws {
         try await self.engine.start()
-        let group = ServiceGroup(
-            configuration: .init(
-                services: try self.services().map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: self.logger
-            )
+        var configuration = ServiceGroupConfiguration(
+            services: try self.services().map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: self.logger
         )
+        // In-flight requests get this long to finish after SIGTERM; then they are cancelled.
+        configuration.maximumGracefulShutdownDuration = .seconds(20)
+        configuration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: configuration)
         do {
             try await group.run()
         } catch {

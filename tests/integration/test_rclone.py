@@ -11,7 +11,8 @@ from cloudtest import MiB, REGION, md5_hex, payload
 
 @pytest.fixture
 def rclone(server, run, tmp_path):
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "RCLONE_"))}
     env.update({
         "RCLONE_CONFIG": str(tmp_path / "rclone-none.conf"),
         "RCLONE_CONFIG_CLOUD_TYPE": "s3",
@@ -48,6 +49,8 @@ def make_tree(root):
     return files
 
 
+# moto_gap: moto answers rclone's HEAD ?versionId=null after a multipart upload with 400
+@pytest.mark.moto_gap
 @pytest.mark.deadline(600)
 def test_rclone_full_cycle(rclone, s3, tmp_path):
     bucket = f"rc-{uuid.uuid4().hex[:20]}"

@@ -32,6 +32,8 @@ def s3cmd(server, run, tmp_path):
     return call
 
 
+# moto_gap: moto fails GET ?acl (s3cmd info) on multipart objects with 500
+@pytest.mark.moto_gap
 @pytest.mark.deadline(600)
 def test_s3cmd_full_cycle(s3cmd, s3, tmp_path):
     bucket = f"sc-{uuid.uuid4().hex[:20]}"
