@@ -73,7 +73,7 @@ public struct AwsChunkedDecoder {
     ) {
         self.mode = mode
         self.signing = signing
-        self.declaredTrailers = declaredTrailers.map { asciiLowercased($0.trimmingASCIISpaces()) }
+        self.declaredTrailers = declaredTrailers.map { asciiLowercased($0[...].trimmingASCIISpaces()) }
         self.decodedContentLength = decodedContentLength
         self.maxChunkSize = max(0, maxChunkSize)
         self.previousSignature = signing?.seedSignature ?? ""

@@ -66,11 +66,11 @@ extension SigV4 {
     /// a segment without `=` has the value `""`.
     public static func decodeQuery(_ rawQuery: String) -> [(name: String, value: String)] {
         var pairs: [(name: String, value: String)] = []
-        for segment in rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
+        for segment in rawQuery[...].splitASCII(UInt8(ascii: "&"), omittingEmpty: true) {
             let name: Substring, value: Substring
-            if let eq = segment.firstIndex(of: "=") {
+            if let eq = segment.utf8.firstIndex(of: UInt8(ascii: "=")) {
                 name = segment[..<eq]
-                value = segment[segment.index(after: eq)...]
+                value = segment[segment.utf8.index(after: eq)...]
             } else {
                 name = segment
                 value = ""
@@ -91,11 +91,11 @@ extension SigV4 {
     public static func canonicalQuery(rawQuery: String, excludingSignature: Bool) -> String {
         if rawQuery.isEmpty { return "" }
         var encoded: [(name: [UInt8], value: [UInt8])] = []
-        for segment in rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
+        for segment in rawQuery[...].splitASCII(UInt8(ascii: "&"), omittingEmpty: true) {
             let name: Substring, value: Substring
-            if let eq = segment.firstIndex(of: "=") {
+            if let eq = segment.utf8.firstIndex(of: UInt8(ascii: "=")) {
                 name = segment[..<eq]
-                value = segment[segment.index(after: eq)...]
+                value = segment[segment.utf8.index(after: eq)...]
             } else {
                 name = segment
                 value = ""
