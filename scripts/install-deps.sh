@@ -14,10 +14,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The S3 clients the integration tests drive (aws-cli v1, boto3) and pytest.
-python3 - <<'PY' || python3 -m pip install -q -r "$(dirname "$0")/requirements-test.txt"
-import importlib, sys
-for module in ("boto3", "botocore", "pytest", "awscli"):
-    importlib.import_module(module)
-PY
-command -v aws >/dev/null || python3 -m pip install -q awscli
+# The S3 clients the integration tests drive (aws-cli v1, boto3, the AWS CRT for CRC32C/CRC64NVME)
+# and pytest.
+here="$(cd "$(dirname "$0")" && pwd)"
+if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest' 2>/dev/null || ! command -v aws >/dev/null; then
+    echo "installing Python test clients"
+    python3 -m pip install -q -r "$here/requirements-test.txt" -r "$here/../tests/requirements.txt"
+fi
