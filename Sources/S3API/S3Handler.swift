@@ -67,8 +67,9 @@ public struct S3Handler: Sendable {
     public func handle(_ request: S3Request, body: any RequestBody) async -> S3Response {
         var operation = "Unknown"
         do {
-            let context = try await self.authenticate(request)
+            var context = try self.address(request)
             operation = Self.operationName(context)
+            try await self.authenticate(&context)
             let payload = try PayloadReader(body: body, context: context, maxSize: self.configuration.maxObjectSize)
             return try await self.dispatch(context, payload: payload)
         } catch {
@@ -117,15 +118,17 @@ public struct S3Handler: Sendable {
         var key: String?
         /// Decoded query parameters, first value of each name.
         var query: [String: String]
-        var accessKey: String
-        var payloadMode: SigV4.PayloadMode
-        var signing: SigV4.SigningContext
+        /// Who signed the request (set by ``S3Handler/authenticate(_:)``).
+        var accessKey = ""
+        var payloadMode = SigV4.PayloadMode.unsigned
+        var signing: SigV4.SigningContext?
         var method: String { self.request.method }
 
         func header(_ name: String) -> String? { self.request.header(name) }
     }
 
-    func authenticate(_ request: S3Request) async throws -> Context {
+    /// Works out what a request addresses: bucket, key and query. No credentials are looked at.
+    func address(_ request: S3Request) throws -> Context {
         guard let pairs = URLEncoding.parseQuery(request.rawQuery) else {
             throw S3Error.invalidArgument("The query string is not valid.")
         }
@@ -152,7 +155,12 @@ public struct S3Handler: Sendable {
                 bucket = String(rest)
             }
         }
+        return Context(request: request, bucket: bucket, key: key, query: query)
+    }
 
+    /// Checks the request's signature and records who signed it.
+    func authenticate(_ context: inout Context) async throws {
+        let request = context.request
         let head = SigV4.RequestHead(
             method: request.method,
             rawPath: request.rawPath,
@@ -165,22 +173,15 @@ public struct S3Handler: Sendable {
         guard let secret = try await self.credentials.secretKey(forAccessKey: credential.accessKey) else {
             throw S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
         }
-        let signing = try SigV4.verify(
+        context.signing = try SigV4.verify(
             credential,
             head: head,
             secretKey: secret,
             now: self.now(),
             maxSkew: self.configuration.maxClockSkew
         )
-        return Context(
-            request: request,
-            bucket: bucket,
-            key: key,
-            query: query,
-            accessKey: credential.accessKey,
-            payloadMode: credential.payloadMode,
-            signing: signing
-        )
+        context.accessKey = credential.accessKey
+        context.payloadMode = credential.payloadMode
     }
 
     /// The bucket named by a virtual-hosted-style Host header, or nil for path style.
