@@ -173,12 +173,12 @@ def system_busy_percent(interval: float = 1.0) -> float:
     return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
 
 
-def system_busy_seconds() -> float:
-    """CPU seconds all CPUs spent not idle (user, nice, system, irq, softirq, steal)."""
+def system_cpu_seconds() -> dict:
+    """Machine-wide CPU seconds so far: task time (user+nice+system), irq+softirq, steal."""
     with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(vals[:8]) - vals[3] - (vals[4] if len(vals) > 4 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
+        v = [int(x) for x in f.readline().split()[1:]] + [0] * 10
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"task": (v[0] + v[1] + v[2]) / tick, "irq": (v[5] + v[6]) / tick, "steal": v[7] / tick}
 
 
 def read_status_kib(pid: int, field: str) -> int | None:
@@ -711,18 +711,21 @@ class Workload:
         t0 = time.time()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
-        sys0 = system_busy_seconds()
+        sys0 = system_cpu_seconds()
         srv0 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 120)
         wall = time.time() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self1 = resource.getrusage(resource.RUSAGE_SELF)
-        sys1 = system_busy_seconds()
+        sys1 = system_cpu_seconds()
         srv1 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
         raw = proc.stdout + proc.stderr
         with open(os.path.join(self.args.raw_dir, f"{self.t.name}-{label}.txt"), "w") as f:
             f.write(shlex.join(cmd) + "\n" + raw)
         m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
+        if self.t.proc is not None and self.t.proc.poll() is not None:
+            return {"error": f"server process exited (rc {self.t.proc.returncode}) during the row; "
+                             f"log tail: {self.t.log_tail(5)[-300:]}", "wall_s": wall, "server_died": True}
         if proc.returncode != 0 or not m:
             return {"error": f"wrk failed (rc {proc.returncode}): {raw.strip()[-300:]}", "wall_s": time.time() - t0}
         r = json.loads(m.group(1))
@@ -731,11 +734,16 @@ class Workload:
         srv_s = 0.0 if srv0 is None else srv1 - srv0
         r["wrk_cpu_pct"] = round(100 * wrk_s / wall, 1)
         r["server_cpu_pct"] = None if srv0 is None else round(100 * srv_s / wall, 1)
-        # Everything else on the machine (other sessions, builds, kernel threads, this script).
-        r["other_cpu_pct"] = round(max(0.0, 100 * (sys1 - sys0 - wrk_s - srv_s - self_s) / wall), 1)
+        # Other processes on the machine (other sessions, builds, kernel threads), excluding
+        # interrupt/softirq time (loopback TCP is processed there) and hypervisor steal time.
+        r["other_cpu_pct"] = round(max(0.0, 100 * (sys1["task"] - sys0["task"] - wrk_s - srv_s - self_s) / wall), 1)
+        r["softirq_pct"] = round(100 * (sys1["irq"] - sys0["irq"]) / wall, 1)
+        r["steal_pct"] = round(100 * (sys1["steal"] - sys0["steal"]) / wall, 1)
         r["wrk_cmd"] = shlex.join(cmd)
         r["threads"] = threads
         r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+        if r["requests"] == 0:
+            r["error"] = "no request completed in the whole row (server stalled?)"
         r["ops_s"] = r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
         return r
 
@@ -774,11 +782,14 @@ class Workload:
                     rows.append(r)
                     if "error" in r:
                         log(f"{self.t.name}: {label}: {r['error']}")
+                        if r.get("server_died"):
+                            raise RuntimeError(f"server exited during {label}: {r['error']}")
                     else:
                         log(f"{self.t.name}: {label}: {r['ops_s']:.0f} ops/s "
                             f"({r['ops_s'] * size / MIB:.1f} MiB/s) p50 {r['lat_p50_us'] / 1000:.2f} ms "
                             f"p99 {r['lat_p99_us'] / 1000:.2f} ms errors {r['errors']} "
-                            f"cpu srv {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% other {r['other_cpu_pct']}%")
+                            f"cpu srv {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% other {r['other_cpu_pct']}% "
+                            f"irq {r['softirq_pct']}% steal {r['steal_pct']}%")
         return rows
 
 
@@ -950,10 +961,12 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
         L.append("- Tampered presigned signature refused (auth really checked): "
                  + ", ".join(f"{TARGET_TITLES.get(k, k)} {v}" for k, v in auth.items()))
     other_max = max((r.get("other_cpu_pct") or 0 for r in rows), default=0.0)
+    steal_max = max((r.get("steal_pct") or 0 for r in rows), default=0.0)
     if busy:
         L.append("- CPU used by other processes: in the 1 s before each server started "
                  + ", ".join(f"{TARGET_TITLES.get(k, k)} {v:.0f}%" for k, v in busy.items())
-                 + f"; during the rows at most {other_max:.0f}% (column 'other CPU %' in the detail table)"
+                 + f"; during the rows at most {other_max:.0f}% (column 'other procs %' in the detail table)"
+                 + f"; hypervisor steal up to {steal_max:.0f}% in a row (column 'steal %')"
                  + (" — **machine not idle, treat figures as noisy**"
                     if max(max(busy.values()), other_max) > 15 else ""))
     for name, err in failures.items():
@@ -1028,11 +1041,13 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
     L.append("<details><summary>Per-target detail: p99.9 latency and CPU use per row</summary>")
     L.append("")
     L.append("CPU % is CPU time per wall second (200% = both CPUs of a 2-CPU machine); srv = server "
-             "process tree, wrk = load generator, other = everything else on the machine. If srv + wrk is near nproc x 100%, the machine, "
+             "process tree, wrk = load generator, other procs = every other process on the machine "
+             "(builds, tests of other sessions), irq = interrupt + softirq time (loopback TCP is "
+             "processed there; kernel accounting may overlap it with srv/wrk), steal = time the hypervisor gave this VM's CPUs to others. If srv + wrk is near nproc x 100%, the machine, "
              "not the server design, is the limit.")
     L.append("")
-    L.append("| Target | Row | conc | rate | p50 ms | p99 ms | p99.9 ms | srv CPU % | wrk CPU % | other CPU % | errors |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| Target | Row | conc | rate | p50 ms | p99 ms | p99.9 ms | srv CPU % | wrk CPU % | other procs % | irq % | steal % | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | "
@@ -1041,7 +1056,8 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
         L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | {r['conc']} | "
                  f"{fmt_rate(r, r['size'])} | {fmt_ms(r['lat_p50_us'])} | {fmt_ms(r['lat_p99_us'])} | "
                  f"{fmt_ms(r['lat_p999_us'])} | {r.get('server_cpu_pct') if r.get('server_cpu_pct') is not None else '–'} | "
-                 f"{r['wrk_cpu_pct']} | {r.get('other_cpu_pct', '–')} | {r['errors']} |")
+                 f"{r['wrk_cpu_pct']} | {r.get('other_cpu_pct', '–')} | {r.get('softirq_pct', '–')} | "
+                 f"{r.get('steal_pct', '–')} | {r['errors']} |")
     L.append("")
     L.append("</details>")
     L.append("")
@@ -1095,7 +1111,7 @@ DOC_HEADER = """# Benchmarks
 Generated by `bench/run.py`; `bench/README.md` says what is measured and how to read it.
 Re-run (about 10 minutes, on an otherwise idle machine, after `swift build -c release`):
 
-    python3 bench/run.py --targets ours,seaweedfs,nginx --memory-test
+    python3 bench/run.py --targets ours,seaweedfs,nginx --memory-test --wait-idle 300
 
 Goals reported against (measured, never assumed): ahead of SeaweedFS on every row; GET within
 70% of nginx; peak RSS below 256 MiB while a 5 GiB object goes through the server.

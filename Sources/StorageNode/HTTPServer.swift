@@ -45,7 +45,7 @@ final class HTTPServer: Service, Sendable {
                     // connections, stalled uploads, slowloris).
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(300)))
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(
@@ -92,8 +92,9 @@ final class HTTPServer: Service, Sendable {
                         part = try await iterator.next()
                         state.becomeBusy()
                     } catch {
-                        // Not HTTP (or a head too large): answer 400 once, then close.
-                        try? await self.writeBadRequest(outbound, error: error)
+                        // Not HTTP (or a head too large). NIO's protocol error handler has
+                        // answered 400 where it still could; close.
+                        self.logger.debug("bad request", metadata: ["error": "\(error)"])
                         return
                     }
                     guard let part, case .head(let head) = part else { return }
@@ -106,22 +107,6 @@ final class HTTPServer: Service, Sendable {
         } catch {
             self.logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func writeBadRequest(_ outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>, error: any Error) async throws {
-        let requestID = Self.makeRequestID()
-        let body = ByteBuffer(
-            string: "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>BadRequest</Code><Message>The request is not valid HTTP.</Message><RequestId>\(requestID)</RequestId></Error>"
-        )
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/xml")
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
-        headers.add(name: "Connection", value: "close")
-        headers.add(name: "x-amz-request-id", value: requestID)
-        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
-        try await outbound.write(.body(.byteBuffer(body)))
-        try await outbound.write(.end(nil))
-        self.logger.debug("bad request", metadata: ["request-id": "\(requestID)", "error": "\(error)"])
     }
 
     /// Serves one request; returns whether the connection may serve another.
@@ -142,6 +127,12 @@ final class HTTPServer: Service, Sendable {
             response = await self.routes.handler.handle(request, body: body)
         }
 
+        if body.broken {
+            // The client went away or sent bad framing mid-body: nothing was stored, and there is
+            // no one to answer.
+            self.record(response, start: start, bytesIn: body.received, bytesOut: 0)
+            return false
+        }
         var keepAlive = head.isKeepAlive
         // The request body must be consumed before the next request can be read. A client that
         // asked for 100-continue and did not get it will not send its body: close instead.
@@ -324,6 +315,8 @@ final class ChannelRequestBody: RequestBody {
     let expectsContinue: Bool
     private(set) var sentContinue = false
     private(set) var finished = false
+    /// The connection failed while the body was read; no response can be written.
+    private(set) var broken = false
     private(set) var received: Int64 = 0
 
     init(
@@ -348,9 +341,15 @@ final class ChannelRequestBody: RequestBody {
         do {
             next = try await self.iterator.next()
         } catch {
+            // The HTTP layer failed (a body cut short, bad chunked framing): the connection's
+            // request/response state is gone, so nothing more may be written on it.
+            self.broken = true
             throw incomplete
         }
-        guard let part = next else { throw incomplete }
+        guard let part = next else {
+            self.broken = true
+            throw incomplete
+        }
         switch part {
         case .body(let buffer):
             self.received += Int64(buffer.readableBytes)

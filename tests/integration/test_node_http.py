@@ -114,3 +114,37 @@ def test_sigterm_stops_promptly_with_idle_keepalive_connections(fresh_server_fac
     started = time.monotonic()
     srv.stop(timeout=15)
     assert time.monotonic() - started < 10
+
+
+def test_clients_vanishing_mid_body_leave_the_server_serving(server, s3, bucket):
+    """Many uploads cut off at random points (as a load generator does when it
+    stops) must neither crash the server nor leave objects behind."""
+    import random
+    import threading
+
+    rng = random.Random(7)
+    body = payload(1 << 20, seed="vanish")
+    cuts = [rng.randrange(0, len(body)) for _ in range(24)]
+
+    def cut_upload(index, cut):
+        key = f"vanished-{index}"
+        signed = sign("PUT", f"/{bucket}/{key}", [],
+                      {"Host": server.hostport, "Content-Length": str(len(body))},
+                      UNSIGNED, server.access_key, server.secret_key)
+        head = f"PUT /{bucket}/{key} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in signed.headers.items()) + "\r\n"
+        with socket.create_connection(host_port(server), timeout=10) as sock:
+            sock.sendall(head.encode() + body[:cut])
+            time.sleep(0.05)
+            # An abortive close (RST), like a killed client.
+            if index % 2: sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    threads = [threading.Thread(target=cut_upload, args=(i, c)) for i, c in enumerate(cuts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    time.sleep(0.5)
+    assert requests.get(f"{server.endpoint}/health/live", timeout=5).status_code == 200
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [o["Key"] for o in listed] == []
