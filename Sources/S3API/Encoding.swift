@@ -7,6 +7,10 @@ public import Foundation
 enum URLEncoding {
     /// Decodes `%XX` escapes (and `+` as space when `plusAsSpace`); nil for a bad escape or bad UTF-8.
     static func decode(_ text: Substring, plusAsSpace: Bool = false) -> String? {
+        // Most names and values have nothing to decode.
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || (plusAsSpace && $0 == UInt8(ascii: "+")) }) {
+            return String(text)
+        }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count)
         var iterator = text.utf8.makeIterator()

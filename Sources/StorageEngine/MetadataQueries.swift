@@ -9,12 +9,12 @@ enum MetadataQueries {
         return encoder
     }()
 
-    static func encodeMetadata(_ metadata: ObjectMetadata) throws -> String {
-        String(decoding: try encoder.encode(metadata), as: UTF8.self)
+    static func encodeMetadata(_ metadata: ObjectMetadata) -> [UInt8] {
+        MetadataCodec.encode(metadata)
     }
 
-    static func decodeMetadata(_ text: String) throws -> ObjectMetadata {
-        try JSONDecoder().decode(ObjectMetadata.self, from: Data(text.utf8))
+    static func decodeMetadata(_ bytes: [UInt8]) throws -> ObjectMetadata {
+        try MetadataCodec.decode(bytes)
     }
 
     // MARK: Buckets
@@ -49,7 +49,7 @@ enum MetadataQueries {
             size: row.int(2),
             etag: row.text(3),
             timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.int(1))),
-            metadata: try decodeMetadata(row.text(4)),
+            metadata: try decodeMetadata(row.blob(4)),
             data: data
         )
     }
@@ -89,7 +89,7 @@ enum MetadataQueries {
             [
                 .text(record.bucket), .blob(Array(record.key.utf8)),
                 .integer(Int64(bitPattern: record.timestamp.rawValue)), .integer(record.size),
-                .text(record.etag), .text(try encodeMetadata(record.metadata)), inline, blocks,
+                .text(record.etag), .blob(encodeMetadata(record.metadata)), inline, blocks,
             ]
         )
         try adjustRefs(db, record.data.blocks, by: 1, nowMs: nowMs)
@@ -148,7 +148,7 @@ enum MetadataQueries {
                 key: String(decoding: row.blob(1), as: UTF8.self),
                 initiated: Date(timeIntervalSince1970: Double(row.int(2)) / 1000),
                 owner: row.text(3),
-                metadata: try decodeMetadata(row.text(4)),
+                metadata: try decodeMetadata(row.blob(4)),
                 checksumAlgorithm: row.isNull(5) ? nil : ChecksumAlgorithm(rawValue: row.text(5))
             )
         }

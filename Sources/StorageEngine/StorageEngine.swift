@@ -353,7 +353,7 @@ public final class StorageEngine: Sendable {
             metadata: metadata,
             checksumAlgorithm: checksumAlgorithm
         )
-        let meta = try MetadataQueries.encodeMetadata(metadata)
+        let meta = MetadataQueries.encodeMetadata(metadata)
         try await self.metadata.write { db in
             try MetadataQueries.requireBucket(db, bucket)
             try db.query(
@@ -362,7 +362,7 @@ public final class StorageEngine: Sendable {
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 """,
                 [
-                    .text(uploadID), .text(bucket), .blob(Array(key.utf8)), .integer(now), .text(owner), .text(meta),
+                    .text(uploadID), .text(bucket), .blob(Array(key.utf8)), .integer(now), .text(owner), .blob(meta),
                     checksumAlgorithm.map { .text($0.rawValue) } ?? .null,
                 ]
             )

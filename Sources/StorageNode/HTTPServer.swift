@@ -153,37 +153,33 @@ final class HTTPServer: Service, Sendable {
         if !keepAlive { responseHeaders.replaceOrAdd(name: "Connection", value: "close") }
 
         let status = HTTPResponseStatus(statusCode: response.status)
-        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: status, headers: responseHeaders)))
+        let responseHead = HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: status, headers: responseHeaders))
         var sent: Int64 = 0
-        var bodyError: (any Error)?
-        if head.method != .HEAD {
-            switch response.body {
-            case .empty:
-                break
-            case .buffer(let buffer):
-                sent = Int64(buffer.readableBytes)
-                try await outbound.write(.body(.byteBuffer(buffer)))
-            case .stream(_, let producer):
-                let writer = ChannelBodyWriter(outbound: outbound)
-                do {
-                    try await producer(writer)
-                } catch {
-                    bodyError = error
-                }
-                sent = writer.count
+        // Head, body and end go out in one write (one flush, one syscall) when the body is in memory.
+        switch head.method == .HEAD ? .empty : response.body {
+        case .empty:
+            try await outbound.write(contentsOf: [responseHead, .end(nil)])
+        case .buffer(let buffer):
+            sent = Int64(buffer.readableBytes)
+            try await outbound.write(contentsOf: [responseHead, .body(.byteBuffer(buffer)), .end(nil)])
+        case .stream(_, let producer):
+            try await outbound.write(responseHead)
+            let writer = ChannelBodyWriter(outbound: outbound)
+            do {
+                try await producer(writer)
+            } catch {
+                // The head is out: the only honest thing left is to cut the connection, so the
+                // client sees a short body instead of wrong bytes.
+                self.logger.error(
+                    "response body failed",
+                    metadata: ["request-id": "\(requestID)", "error": "\(error)"]
+                )
+                self.record(response, start: start, bytesIn: body.received, bytesOut: writer.count)
+                return false
             }
+            sent = writer.count
+            try await outbound.write(.end(nil))
         }
-        if let bodyError {
-            // The head is out: the only honest thing left is to cut the connection, so the client
-            // sees a short body instead of wrong bytes.
-            self.logger.error(
-                "response body failed",
-                metadata: ["request-id": "\(requestID)", "error": "\(bodyError)"]
-            )
-            self.record(response, start: start, bytesIn: body.received, bytesOut: sent)
-            return false
-        }
-        try await outbound.write(.end(nil))
 
         // Read what is left of a body the handler did not consume (an error answered early), so
         // that the connection can go on; give up past a bound.
