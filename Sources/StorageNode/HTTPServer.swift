@@ -212,7 +212,10 @@ final class HTTPServer: Service, Sendable {
     /// Health and metrics endpoints, for unsigned GETs of their exact paths.
     private func specialRoute(_ request: S3Request) async -> S3Response? {
         guard request.method == "GET" || request.method == "HEAD" else { return nil }
-        guard request.header("authorization") == nil, !request.rawQuery.contains("X-Amz-Signature") else { return nil }
+        guard request.rawPath == "/health/live" || request.rawPath == "/health/ready" || request.rawPath == "/metrics",
+            request.header("authorization") == nil,
+            !request.rawQuery.contains("X-Amz-Signature")
+        else { return nil }
         switch request.rawPath {
         case "/health/live":
             return S3Response(
