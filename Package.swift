@@ -29,10 +29,6 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Small C kernels: hardware CRC32C and table-driven CRC64/NVME.
         .target(name: "CChecksums"),
-        // Pure: partitions, placement, layout versions and the builder. No I/O, no dependencies.
-        .target(name: "Ring", dependencies: [], swiftSettings: strictSettings),
-        // Pure: SWIM + Lifeguard state machine, member metadata, binary wire codec. NIOCore only.
-        .target(name: "Gossip", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSettings),
 
         // Pure: digests, HMAC, CRCs, hex.
         .target(
@@ -121,7 +117,5 @@ let package = Package(
             dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
     ]
 )
