@@ -249,13 +249,17 @@ public struct S3Handler: Sendable {
         for name in q.keys where Self.unsupportedSubresources.contains(name) {
             throw S3Error.notImplemented("?\(name)")
         }
+        // Buckets are never versioned: the only version that exists is "null".
+        if let versionID = q["versionId"], versionID != "null" {
+            throw S3Error.invalidArgument("Invalid version id specified", name: "versionId", value: versionID)
+        }
         guard let key = context.key else {
             switch context.method {
             case "PUT": return try await self.createBucket(context, bucket: bucket, payload: payload)
             case "HEAD": return try await self.headBucket(context, bucket: bucket)
             case "DELETE": return try await self.deleteBucket(context, bucket: bucket)
             case "POST":
-                guard q["delete"] != nil else { throw S3Error.methodNotAllowed }
+                guard q["delete"] != nil else { throw S3Error.notImplemented("POST Object (browser-based form uploads)") }
                 return try await self.deleteObjects(context, bucket: bucket, payload: payload)
             case "GET":
                 if q["location"] != nil { return try await self.getBucketLocation(context, bucket: bucket) }
