@@ -30,6 +30,9 @@ let package = Package(
         // Small C kernels: hardware CRC32C and table-driven CRC64/NVME.
         .target(name: "CChecksums"),
 
+        // Pure: quorum policy and the replicated write/read coordinators (state machines).
+        .target(name: "Replication", dependencies: [], swiftSettings: strictSettings),
+
         // Pure: digests, HMAC, CRCs, hex.
         .target(
             name: "Hashing",
@@ -117,5 +120,6 @@ let package = Package(
             dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing"],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication"], swiftSettings: strictSettings),
     ]
 )
