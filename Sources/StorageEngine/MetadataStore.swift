@@ -60,6 +60,16 @@ final class MetadataStore: @unchecked Sendable {
         }
     }
 
+    /// Runs a point lookup on a reader connection on the calling thread.
+    ///
+    /// For lookups by primary key only: on a warm page cache they take microseconds, less than the
+    /// two context switches a hop to the thread pool costs. Range scans MUST use ``read(_:)``.
+    func lookup<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        let connection = try self.readers.withLock { $0.popLast() } ?? self.openReader()
+        defer { self.readers.withLock { $0.append(connection) } }
+        return try body(connection)
+    }
+
     private func openReader() throws -> SQLiteConnection {
         let connection = try SQLiteConnection(path: self.path)
         try connection.execute("PRAGMA query_only=ON")

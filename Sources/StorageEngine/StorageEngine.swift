@@ -142,7 +142,7 @@ public final class StorageEngine: Sendable {
 
     /// The bucket named `name`, or nil.
     public func bucket(_ name: String) async throws -> BucketRecord? {
-        try await self.metadata.read { db in try MetadataQueries.bucket(db, name) }
+        try self.metadata.lookup { db in try MetadataQueries.bucket(db, name) }
     }
 
     /// All buckets, by name.
@@ -190,7 +190,7 @@ public final class StorageEngine: Sendable {
     /// The current record of `key`, or nil.
     /// - Throws: ``StorageError/Code/noSuchBucket``.
     public func object(bucket: String, key: String) async throws -> ObjectRecord? {
-        try await self.metadata.read { db in
+        try self.metadata.lookup { db in
             guard let record = try MetadataQueries.object(db, bucket: bucket, key: key) else {
                 try MetadataQueries.requireBucket(db, bucket)
                 return nil
