@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Small C kernels: hardware CRC32C and table-driven CRC64/NVME.
         .target(name: "CChecksums"),
+        // Pure: partitions, placement, layout versions and the builder. No I/O, no dependencies.
+        .target(name: "Ring", dependencies: [], swiftSettings: strictSettings),
 
         // Pure: quorum policy and the replicated write/read coordinators (state machines).
         .target(name: "Replication", dependencies: [], swiftSettings: strictSettings),
@@ -121,5 +123,6 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication"], swiftSettings: strictSettings),
+        .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
     ]
 )

@@ -1,7 +1,7 @@
 public import Foundation
 import Hashing
 public import Logging
-public import NIOCore
+import NIOCore
 import SigV4
 public import StorageEngine
 

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Hashing
 
 /// Key listing with prefix, delimiter roll-up and pagination, in UTF-8 byte order (as S3 orders keys).

@@ -1,7 +1,7 @@
 public import Foundation
 public import Hashing
 public import NIOCore
-public import NIOPosix
+import NIOPosix
 import Synchronization
 
 /// The local storage engine of one node: content-addressed blocks on disk and metadata records in

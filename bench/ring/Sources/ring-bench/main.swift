@@ -23,8 +23,11 @@ func nanoseconds(_ duration: Duration) -> Double {
 func format(_ value: Double, _ digits: Int = 1) -> String {
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }
-    let rounded = (value * scale).rounded() / scale
-    return String(rounded)
+    // Integer rounding: `Double.rounded()` would need libm, which this Foundation-free package does not link.
+    let units = Int(value * scale + 0.5)
+    let whole = units / Int(scale)
+    let fraction = String(units % Int(scale))
+    return digits == 0 ? String(whole) : "\(whole)." + String(repeating: "0", count: digits - fraction.count) + fraction
 }
 
 // MARK: Lookup cost
@@ -83,10 +86,13 @@ func lookupBenchmark() throws {
 /// Random layouts like the property tests, but more and larger (release mode).
 func survey(power: Int, layouts: Int) throws {
     var worstBalance = 0.0
+    var worstSlots = 0.0
+    var worstLarge = 0.0
     var balanced = 0
     var worstAdd = 0.0, sumAdd = 0.0, adds = 0
     var worstRemove = 0.0, sumRemove = 0.0, removes = 0
     var worstBound = 0.0
+    var addsOver = 0, removesOver = 0
     var rng = SplitMix64(state: 7)
     for _ in 0..<layouts {
         let count = Int.random(in: 3...30, using: &rng)
@@ -101,7 +107,10 @@ func survey(power: Int, layouts: Int) throws {
         let table = layout.table
         if fits(layout) {
             balanced += 1
-            worstBalance = max(worstBalance, deviation(table))
+            let gap = deviation(table)
+            worstBalance = max(worstBalance, gap.relative)
+            worstSlots = max(worstSlots, gap.slots)
+            worstLarge = max(worstLarge, gap.relativeLarge)
         }
         // Add one node, in an existing zone or a new one.
         let zone = Bool.random(using: &rng) ? "z\(Int.random(in: 0..<zones, using: &rng))" : "znew"
@@ -112,6 +121,7 @@ func survey(power: Int, layouts: Int) throws {
         if zone != "znew" && grown.replicaCount == table.replicaCount {
             let ratio = Double(movedAdd) / Double(grown.partitions(of: "added").count)
             worstAdd = max(worstAdd, ratio)
+            if ratio > 1.2 { addsOver += 1 }
             sumAdd += ratio
             adds += 1
         }
@@ -123,14 +133,15 @@ func survey(power: Int, layouts: Int) throws {
         if nodes.contains(where: { $0.zone == gone.zone && $0.id != gone.id }) && shrunk.replicaCount == table.replicaCount {
             let ratio = Double(movedRemove) / Double(table.partitions(of: gone.id).count)
             worstRemove = max(worstRemove, ratio)
+            if ratio > 1.2 { removesOver += 1 }
             sumRemove += ratio
             removes += 1
         }
     }
     print("survey 2^\(power) partitions, \(layouts) random layouts (3-30 nodes, 1-6 zones, 1-8 TB, N 1-3):")
-    print("  balance: \(balanced) layouts where proportional shares fit the zone rules; worst |slots - ideal| / ideal = \(format(worstBalance * 100, 2))%")
-    print("  add a node to an existing zone: moved / new node's slots: worst \(format(worstAdd, 3)), mean \(format(sumAdd / Double(max(adds, 1)), 3)) over \(adds)")
-    print("  remove a node (zone keeps others): moved / removed node's slots: worst \(format(worstRemove, 3)), mean \(format(sumRemove / Double(max(removes, 1)), 3)) over \(removes)")
+    print("  balance: \(balanced) layouts where proportional shares fit the zone rules; worst |slots - ideal| = \(format(worstSlots, 2)) slots; relative: \(format(worstBalance * 100, 2))% overall, \(format(worstLarge * 100, 2))% for nodes with ideal >= 20 slots")
+    print("  add a node to an existing zone: moved / new node's slots: worst \(format(worstAdd, 3)), mean \(format(sumAdd / Double(max(adds, 1)), 3)) over \(adds), \(addsOver) above 1.2")
+    print("  remove a node (zone keeps others): moved / removed node's slots: worst \(format(worstRemove, 3)), mean \(format(sumRemove / Double(max(removes, 1)), 3)) over \(removes), \(removesOver) above 1.2")
     print("  any add/remove: moved / slots nodes must gain: worst \(format(worstBound, 3))")
 }
 
@@ -142,14 +153,19 @@ func mustGain(_ old: Ring.Table, _ new: Ring.Table) -> Int {
     new.layout.nodes.reduce(0) { $0 + max(0, new.partitions(of: $1.id).count - old.partitions(of: $1.id).count) }
 }
 
-func deviation(_ table: Ring.Table) -> Double {
+func deviation(_ table: Ring.Table) -> (relative: Double, slots: Double, relativeLarge: Double) {
     let data = table.layout.nodes.filter { $0.capacity > 0 }
     let total = Double(data.reduce(0) { $0 + $1.capacity })
     let slots = Double(table.replicaCount * table.partitionCount)
-    return data.map { node in
+    var result = (relative: 0.0, slots: 0.0, relativeLarge: 0.0)
+    for node in data {
         let ideal = slots * Double(node.capacity) / total
-        return abs(Double(table.partitions(of: node.id).count) - ideal) / ideal
-    }.max() ?? 0
+        let gap = abs(Double(table.partitions(of: node.id).count) - ideal)
+        result.relative = max(result.relative, gap / ideal)
+        result.slots = max(result.slots, gap)
+        if ideal >= 20 { result.relativeLarge = max(result.relativeLarge, gap / ideal) }
+    }
+    return result
 }
 
 /// Whether capacity-proportional shares fit: no node above 1/R of the capacity, every zone's share within

@@ -1,0 +1,159 @@
+import Ring
+import Testing
+
+/// Properties over many seeded random layouts (256 partitions, N in 1...3, 3 to 14 nodes, 1 to 5 zones).
+@Suite struct PropertyTests {
+    static let seeds: [UInt64] = Array(1...40)
+
+    /// A random layout plus the generator state after drawing it.
+    static func randomLayout(seed: UInt64) throws -> (Ring.Layout, SplitMix64) {
+        var rng = SplitMix64(seed: seed)
+        let replicas = [1, 2, 3, 3, 3][Int.random(in: 0..<5, using: &rng)]
+        let layout = try build(randomNodes(&rng), replicas: replicas)
+        return (layout, rng)
+    }
+
+    @Test(arguments: seeds)
+    func determinism(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        let nodes = randomNodes(&rng)
+        let first = try build(nodes)
+        let again = try build(nodes)
+        let shuffled = try build(nodes.shuffled(using: &rng))
+        #expect(first == again)
+        #expect(first.encoded() == again.encoded())
+        #expect(first == shuffled)  // the order of staged changes does not matter
+        // And the next step from equal layouts is equal too.
+        let extra = node("extra", "z0", 3)
+        #expect(try first.applying([.add(extra)]).encoded() == shuffled.applying([.add(extra)]).encoded())
+    }
+
+    @Test(arguments: seeds)
+    func distinctnessAndZoneSpread(seed: UInt64) throws {
+        let (layout, _) = try Self.randomLayout(seed: seed)
+        let table = layout.table
+        let rules = ExpectedZones(layout)
+        for partition in 0..<table.partitionCount {
+            let replicas = table.replicas(of: Ring.PartitionID(partition))
+            #expect(rules.allows(replicas), "partition \(partition): \(replicas)")
+        }
+        #expect(slotCounts(table).values.reduce(0, +) == table.partitionCount * table.replicaCount)
+    }
+
+    @Test(arguments: seeds)
+    func balanceWhereCapacitiesAllowIt(seed: UInt64) throws {
+        let (layout, _) = try Self.randomLayout(seed: seed)
+        guard proportionalSharesFit(layout) else { return }
+        let table = layout.table
+        let total = Double(layout.nodes.reduce(0) { $0 + $1.capacity })
+        let slots = Double(table.partitionCount * table.replicaCount)
+        for node in layout.nodes {
+            let ideal = slots * Double(node.capacity) / total
+            let actual = Double(table.partitions(of: node.id).count)
+            #expect(abs(actual - ideal) <= max(0.05 * ideal, 1), "\(node.id): \(actual) vs \(ideal)")
+        }
+    }
+
+    @Test(arguments: seeds)
+    func movementOnAdd(seed: UInt64) throws {
+        let (layout, state) = try Self.randomLayout(seed: seed)
+        var rng = state
+        let zones = Set(layout.nodes.map(\.zone)).sorted()
+        let zone = Bool.random(using: &rng) ? zones.randomElement(using: &rng)! : "new-zone"
+        let added = node("added", zone, UInt64.random(in: 1...8, using: &rng))
+        let old = layout.table
+        let new = try layout.applying([.add(added)]).table
+        let moved = movedSlots(old, new)
+        let ideal = new.partitions(of: added.id).count
+        #expect(Double(moved) <= 1.2 * Double(mustGain(old, new)), "moved \(moved), ideal \(ideal)")
+        if zones.contains(zone) && new.replicaCount == old.replicaCount {
+            #expect(Double(moved) <= 1.2 * Double(ideal), "moved \(moved), ideal \(ideal)")
+        }
+    }
+
+    @Test(arguments: seeds)
+    func movementOnRemove(seed: UInt64) throws {
+        let (layout, state) = try Self.randomLayout(seed: seed)
+        var rng = state
+        let gone = layout.nodes.randomElement(using: &rng)!
+        let old = layout.table
+        let new = try layout.applying([.remove(gone.id)]).table
+        let moved = movedSlots(old, new)
+        let ideal = old.partitions(of: gone.id).count
+        #expect(Double(moved) <= 1.2 * Double(mustGain(old, new)), "moved \(moved), ideal \(ideal)")
+        let zoneStays = layout.nodes.contains { $0.zone == gone.zone && $0.id != gone.id }
+        if zoneStays && new.replicaCount == old.replicaCount {
+            #expect(Double(moved) <= 1.2 * Double(ideal), "moved \(moved), ideal \(ideal)")
+        }
+    }
+
+    @Test(arguments: seeds)
+    func handoffOrder(seed: UInt64) throws {
+        let (layout, _) = try Self.randomLayout(seed: seed)
+        let table = layout.table
+        let dataNodes = Set(layout.nodes.filter { $0.capacity > 0 }.map(\.id))
+        for index in stride(from: 0, to: table.partitionCount, by: 7) {
+            let partition = Ring.PartitionID(index)
+            let replicas = table.replicas(of: partition)
+            let handoffs = table.handoffs(of: partition)
+            #expect(handoffs == table.handoffs(of: partition))
+            #expect(Set(handoffs).count == handoffs.count)
+            #expect(Set(handoffs).isDisjoint(with: replicas))
+            #expect(Set(handoffs).union(replicas) == dataNodes)
+            // Zones the replicas do not use come first, each once, before any zone repeats.
+            let usedZones = Set(replicas.map { layout.node($0)!.zone })
+            let freshZones = Set(handoffs.map { layout.node($0)!.zone }).subtracting(usedZones)
+            let head = handoffs.prefix(freshZones.count).map { layout.node($0)!.zone }
+            #expect(Set(head) == freshZones && head.count == freshZones.count)
+        }
+    }
+
+    @Test(arguments: seeds)
+    func encodingRoundTrip(seed: UInt64) throws {
+        let (layout, _) = try Self.randomLayout(seed: seed)
+        let bytes = layout.encoded()
+        let decoded = try Ring.Layout(decoding: bytes)
+        #expect(decoded == layout)
+        #expect(decoded.encoded() == bytes)
+    }
+
+    /// Slots that nodes must gain whatever the algorithm: the sum of their count increases.
+    func mustGain(_ old: Ring.Table, _ new: Ring.Table) -> Int {
+        new.layout.nodes.reduce(0) { sum, node in
+            sum + max(0, new.partitions(of: node.id).count - old.partitions(of: node.id).count)
+        }
+    }
+}
+
+/// A longer walk: a cluster grown and shrunk one node at a time keeps every property at every step.
+@Suite struct EvolutionTests {
+    @Test(arguments: [UInt64(101), 202, 303])
+    func growAndShrink(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        var layout = try Ring.Layout(replicationFactor: 3, partitionPower: 7)
+        var live: [Ring.NodeID] = []
+        for step in 0..<24 {
+            let change: Ring.Change
+            if live.count < 4 || (step < 16 && Bool.random(using: &rng)) {
+                let added = node("s\(step)", "z\(Int.random(in: 0..<4, using: &rng))", UInt64.random(in: 1...4, using: &rng))
+                live.append(added.id)
+                change = .add(added)
+            } else if Bool.random(using: &rng) {
+                let id = live.remove(at: Int.random(in: 0..<live.count, using: &rng))
+                change = .remove(id)
+            } else {
+                let id = live.randomElement(using: &rng)!
+                let zone = layout.node(id)!.zone
+                change = .update(Ring.Node(id: id, zone: zone, capacity: UInt64.random(in: 1...4, using: &rng) * terabyte))
+            }
+            let next = try layout.applying([change])
+            #expect(next.version == layout.version + 1)
+            let rules = ExpectedZones(next)
+            let table = next.table
+            for partition in 0..<table.partitionCount {
+                #expect(rules.allows(table.replicas(of: Ring.PartitionID(partition))))
+            }
+            layout = next
+        }
+    }
+}
