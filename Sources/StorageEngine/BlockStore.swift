@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Hashing
-public import NIOCore
+import NIOCore
 import Synchronization
 
 /// Content-addressed block files under `<data-dir>/blocks/<first hex byte>/<sha256 hex>`.
