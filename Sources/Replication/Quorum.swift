@@ -50,3 +50,44 @@ extension Replication {
         init(_ description: String) { self.description = description }
     }
 }
+
+extension Replication {
+    /// Why a quorum write or read failed, with the counts for the error message.
+    public struct QuorumFailure: Equatable, Sendable, CustomStringConvertible {
+        public enum Reason: Sendable, Equatable {
+            /// Too few owners were reachable, or too many of them failed.
+            case notEnoughOwners
+            /// The deadline passed before the quorum was reached.
+            case timedOut
+        }
+
+        public enum Operation: Sendable, Equatable {
+            case write
+            case read
+        }
+
+        public var operation: Operation
+        public var reason: Reason
+        /// Owners that acknowledged (write) or answered (read).
+        public var responded: Int
+        /// The quorum.
+        public var required: Int
+
+        public init(_ operation: Operation, reason: Reason, responded: Int, required: Int) {
+            self.operation = operation
+            self.reason = reason
+            self.responded = responded
+            self.required = required
+        }
+
+        public var description: String {
+            let verb = self.operation == .write ? "take the write" : "answer"
+            switch self.reason {
+            case .notEnoughOwners:
+                return "only \(self.responded) of the \(self.required) required replicas could \(verb)"
+            case .timedOut:
+                return "\(self.responded) of the \(self.required) required replicas could \(verb) before the deadline"
+            }
+        }
+    }
+}

@@ -19,29 +19,7 @@ extension Replication {
         }
 
         /// Why a read failed.
-        public struct Failure: Equatable, Sendable, CustomStringConvertible {
-            public enum Reason: Sendable, Equatable {
-                case notEnoughOwners
-                case timedOut
-            }
-
-            public var reason: Reason
-            public var answered: Int
-            public var required: Int
-
-            public init(reason: Reason, answered: Int, required: Int) {
-                self.reason = reason
-                self.answered = answered
-                self.required = required
-            }
-
-            public var description: String {
-                switch self.reason {
-                case .notEnoughOwners: return "only \(self.answered) of the \(self.required) required replicas could answer"
-                case .timedOut: return "\(self.answered) of the \(self.required) required replicas answered before the deadline"
-                }
-            }
-        }
+        public typealias Failure = QuorumFailure
 
         private enum Phase: Sendable { case idle, waiting, finished }
 
@@ -72,7 +50,7 @@ extension Replication {
             let reachable = self.owners.filter(isReachable)
             guard reachable.count >= self.quorum else {
                 self.phase = .finished
-                return [.fail(Failure(reason: .notEnoughOwners, answered: 0, required: self.quorum))]
+                return [.fail(Failure(.read, reason: .notEnoughOwners, responded: 0, required: self.quorum))]
             }
             self.phase = .waiting
             self.pending = Set(reachable)
@@ -102,7 +80,7 @@ extension Replication {
             guard self.pending.remove(owner) != nil else { return [] }
             if self.phase == .waiting && self.answers.count + self.pending.count < self.quorum {
                 self.phase = .finished
-                return [.fail(Failure(reason: .notEnoughOwners, answered: self.answers.count, required: self.quorum))]
+                return [.fail(Failure(.read, reason: .notEnoughOwners, responded: self.answers.count, required: self.quorum))]
             }
             return []
         }
@@ -111,7 +89,7 @@ extension Replication {
         public mutating func deadlinePassed() -> [Action] {
             guard self.phase == .waiting else { return [] }
             self.phase = .finished
-            return [.fail(Failure(reason: .timedOut, answered: self.answers.count, required: self.quorum))]
+            return [.fail(Failure(.read, reason: .timedOut, responded: self.answers.count, required: self.quorum))]
         }
 
         private func newest(_ values: [Value?]) -> Value? {

@@ -21,34 +21,8 @@ extension Replication {
             case fail(Failure)
         }
 
-        /// Why a write failed, with the counts for the error message.
-        public struct Failure: Equatable, Sendable, CustomStringConvertible {
-            public enum Reason: Sendable, Equatable {
-                /// Too few owners were reachable or answered without error.
-                case notEnoughOwners
-                /// The deadline passed before `w` owners acknowledged.
-                case timedOut
-            }
-
-            public var reason: Reason
-            public var acknowledged: Int
-            public var required: Int
-
-            public init(reason: Reason, acknowledged: Int, required: Int) {
-                self.reason = reason
-                self.acknowledged = acknowledged
-                self.required = required
-            }
-
-            public var description: String {
-                switch self.reason {
-                case .notEnoughOwners:
-                    return "only \(self.acknowledged) of the \(self.required) required replicas could take the write"
-                case .timedOut:
-                    return "\(self.acknowledged) of the \(self.required) required replicas acknowledged before the deadline"
-                }
-            }
-        }
+        /// Why a write failed.
+        public typealias Failure = QuorumFailure
 
         private enum Phase: Sendable { case idle, waiting, finished }
 
@@ -80,7 +54,7 @@ extension Replication {
             let reachable = self.owners.filter(isReachable)
             guard reachable.count >= self.quorum else {
                 self.phase = .finished
-                return [.fail(Failure(reason: .notEnoughOwners, acknowledged: reachable.count, required: self.quorum))]
+                return [.fail(Failure(.write, reason: .notEnoughOwners, responded: reachable.count, required: self.quorum))]
             }
             self.phase = .waiting
             var actions: [Action] = []
@@ -115,7 +89,7 @@ extension Replication {
             if self.phase == .waiting && self.acknowledged.count + self.pending.count < self.quorum {
                 self.phase = .finished
                 actions.append(
-                    .fail(Failure(reason: .notEnoughOwners, acknowledged: self.acknowledged.count, required: self.quorum))
+                    .fail(Failure(.write, reason: .notEnoughOwners, responded: self.acknowledged.count, required: self.quorum))
                 )
             }
             return actions
@@ -137,7 +111,7 @@ extension Replication {
         public mutating func deadlinePassed() -> [Action] {
             guard self.phase == .waiting else { return [] }
             self.phase = .finished
-            return [.fail(Failure(reason: .timedOut, acknowledged: self.acknowledged.count, required: self.quorum))]
+            return [.fail(Failure(.write, reason: .timedOut, responded: self.acknowledged.count, required: self.quorum))]
         }
 
         /// Whether `.succeed` or `.fail` was emitted.

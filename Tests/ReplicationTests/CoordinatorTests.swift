@@ -51,7 +51,7 @@ private let newer: @Sendable (Versioned, Versioned) -> Bool = { a, b in
     @Test func failsBeforeSendingAnythingWhenTooFewOwnersAreReachable() {
         var write = Write(owners: ["a", "b", "c"], handoffs: ["d"], writeQuorum: 2)
         let actions = write.start { $0 == "a" || $0 == "d" }
-        #expect(actions == [.fail(.init(reason: .notEnoughOwners, acknowledged: 1, required: 2))])
+        #expect(actions == [.fail(.init(.write, reason: .notEnoughOwners, responded: 1, required: 2))])
         #expect(write.isFinished)
     }
 
@@ -59,7 +59,7 @@ private let newer: @Sendable (Versioned, Versioned) -> Bool = { a, b in
         var write = Write(owners: ["a", "b", "c"], handoffs: ["d", "e"], writeQuorum: 2)
         _ = write.start { _ in true }
         #expect(write.ownerFailed("a") == [.send(to: "d", hintFor: "a")])
-        #expect(write.ownerFailed("b") == [.send(to: "e", hintFor: "b"), .fail(.init(reason: .notEnoughOwners, acknowledged: 0, required: 2))])
+        #expect(write.ownerFailed("b") == [.send(to: "e", hintFor: "b"), .fail(.init(.write, reason: .notEnoughOwners, responded: 0, required: 2))])
         #expect(write.ownerAcknowledged("c") == [])
     }
 
@@ -83,7 +83,7 @@ private let newer: @Sendable (Versioned, Versioned) -> Bool = { a, b in
         var write = Write(owners: ["a", "b", "c"], handoffs: [], writeQuorum: 2)
         _ = write.start { _ in true }
         _ = write.ownerAcknowledged("a")
-        #expect(write.deadlinePassed() == [.fail(.init(reason: .timedOut, acknowledged: 1, required: 2))])
+        #expect(write.deadlinePassed() == [.fail(.init(.write, reason: .timedOut, responded: 1, required: 2))])
         #expect(write.deadlinePassed() == [])
         #expect(write.ownerAcknowledged("b") == [])
     }
@@ -124,13 +124,13 @@ private let newer: @Sendable (Versioned, Versioned) -> Bool = { a, b in
 
     @Test func failsWhenTooFewOwnersCanAnswer() {
         var read = Read(owners: ["a", "b", "c"], readQuorum: 2, isNewer: newer)
-        #expect(read.start { $0 == "a" } == [.fail(.init(reason: .notEnoughOwners, answered: 0, required: 2))])
+        #expect(read.start { $0 == "a" } == [.fail(.init(.read, reason: .notEnoughOwners, responded: 0, required: 2))])
 
         var second = Read(owners: ["a", "b", "c"], readQuorum: 2, isNewer: newer)
         _ = second.start { _ in true }
         _ = second.ownerAnswered("a", value: old)
         #expect(second.ownerFailed("b") == [])
-        #expect(second.ownerFailed("c") == [.fail(.init(reason: .notEnoughOwners, answered: 1, required: 2))])
+        #expect(second.ownerFailed("c") == [.fail(.init(.read, reason: .notEnoughOwners, responded: 1, required: 2))])
     }
 
     @Test func readQuorumOfOneIsTheDegradedMode() {
@@ -142,7 +142,7 @@ private let newer: @Sendable (Versioned, Versioned) -> Bool = { a, b in
     @Test func deadline() {
         var read = Read(owners: ["a", "b", "c"], readQuorum: 2, isNewer: newer)
         _ = read.start { _ in true }
-        #expect(read.deadlinePassed() == [.fail(.init(reason: .timedOut, answered: 0, required: 2))])
+        #expect(read.deadlinePassed() == [.fail(.init(.read, reason: .timedOut, responded: 0, required: 2))])
         #expect(read.ownerAnswered("a", value: old) == [])
     }
 }
