@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "CChecksums"),
         // Pure: partitions, placement, layout versions and the builder. No I/O, no dependencies.
         .target(name: "Ring", dependencies: [], swiftSettings: strictSettings),
+        // Pure: SWIM + Lifeguard state machine, member metadata, binary wire codec. NIOCore only.
+        .target(name: "Gossip", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: strictSettings),
 
         // Pure: quorum policy and the replicated write/read coordinators (state machines).
         .target(name: "Replication", dependencies: [], swiftSettings: strictSettings),
@@ -124,5 +126,6 @@ let package = Package(
         ),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication"], swiftSettings: strictSettings),
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
     ]
 )
