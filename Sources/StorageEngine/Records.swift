@@ -20,6 +20,13 @@ public struct HybridTimestamp: RawRepresentable, Comparable, Hashable, Sendable 
     /// The physical part, milliseconds since the Unix epoch.
     public var milliseconds: UInt64 { self.rawValue >> 16 }
 
+    /// The time S3 reports as `Last-Modified`: whole seconds, rounded *up*.
+    ///
+    /// HTTP dates and listings carry whole seconds. Rounding down would date an object up to a
+    /// second before it was written, so a file saved at 12:00:05.7 and uploaded at 12:00:05.9 would
+    /// look older than the file, and `aws s3 sync` would upload it again on every run.
+    public var lastModified: Date { Date(timeIntervalSince1970: Double((self.milliseconds + 999) / 1000)) }
+
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
@@ -153,7 +160,7 @@ public struct ObjectRecord: Sendable {
     }
 
     /// `Last-Modified`, from the record's timestamp.
-    public var lastModified: Date { Date(timeIntervalSince1970: Double(self.timestamp.milliseconds) / 1000) }
+    public var lastModified: Date { self.timestamp.lastModified }
 }
 
 /// A bucket.

@@ -301,7 +301,7 @@ public final class StorageEngine: Sendable {
         public var timestamp: HybridTimestamp
 
         /// `LastModified`.
-        public var lastModified: Date { Date(timeIntervalSince1970: Double(self.timestamp.milliseconds) / 1000) }
+        public var lastModified: Date { self.timestamp.lastModified }
     }
 
     /// A page of a listing.

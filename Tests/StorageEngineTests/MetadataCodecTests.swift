@@ -35,3 +35,21 @@ import Testing
         #expect(throws: StorageError.self) { try MetadataCodec.decode([1, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]) }
     }
 }
+
+@Suite struct HybridTimestampTests {
+    @Test(arguments: [(UInt64(5_000), 5.0), (5_001, 6.0), (5_999, 6.0), (0, 0.0)])
+    func lastModifiedRoundsUpToWholeSeconds(milliseconds: UInt64, seconds: Double) {
+        let timestamp = HybridTimestamp(milliseconds: milliseconds, logical: 3)
+        #expect(timestamp.lastModified.timeIntervalSince1970 == seconds)
+    }
+
+    @Test func clockIsStrictlyIncreasing() {
+        var clock = HybridClock()
+        let a = clock.next(nowMilliseconds: 1000)
+        let b = clock.next(nowMilliseconds: 1000)
+        let c = clock.next(nowMilliseconds: 999)  // the wall clock stepped back
+        #expect(a < b && b < c)
+        clock.observe(HybridTimestamp(milliseconds: 5000, logical: 0))
+        #expect(clock.next(nowMilliseconds: 1000) > HybridTimestamp(milliseconds: 5000, logical: 0))
+    }
+}
