@@ -59,9 +59,8 @@ extension S3Handler {
             await writer.release()
             throw S3Error.invalidRequest("Checksum Type mismatch occurred, expected checksum Type: \(expected.rawValue.lowercased()), actual checksum Type: \(checksum.algorithm.rawValue.lowercased())")
         }
-        let part: PartRecord
-        do {
-            part = try await self.engine.putPart(
+        let part = try await Self.commit(releasing: writer) {
+            try await self.engine.putPart(
                 uploadID: uploadID,
                 bucket: bucket,
                 key: key,
@@ -70,11 +69,7 @@ extension S3Handler {
                 etag: Hex.encode(md5),
                 checksum: checksum
             )
-        } catch {
-            await writer.release()
-            throw error
         }
-        await writer.release()
         var headers = [("ETag", "\"\(part.etag)\"")]
         if let checksum { headers.append((checksum.algorithm.headerName, checksum.value)) }
         return S3Response(status: 200, headers: headers, operation: "UploadPart")
@@ -129,22 +124,18 @@ extension S3Handler {
             await writer.release()
             throw error
         }
-        let part: PartRecord
-        do {
-            part = try await self.engine.putPart(
+        let etag = Hex.encode(md5.finalize())
+        let part = try await Self.commit(releasing: writer) {
+            try await self.engine.putPart(
                 uploadID: uploadID,
                 bucket: bucket,
                 key: key,
                 partNumber: partNumber,
                 written: written,
-                etag: Hex.encode(md5.finalize()),
+                etag: etag,
                 checksum: nil
             )
-        } catch {
-            await writer.release()
-            throw error
         }
-        await writer.release()
         var xml = XMLWriter()
         xml.group("CopyPartResult", namespace: true) { xml in
             xml.element("LastModified", HTTPDate.iso8601(part.modified))

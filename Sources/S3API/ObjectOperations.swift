@@ -154,6 +154,19 @@ extension S3Handler {
         }
     }
 
+    /// Runs `commit` (the metadata commit of what `writer` wrote), then releases the writer's blocks,
+    /// whether the commit succeeded or not.
+    static func commit<T>(releasing writer: ObjectWriter, _ commit: () async throws -> T) async throws -> T {
+        do {
+            let value = try await commit()
+            await writer.release()
+            return value
+        } catch {
+            await writer.release()
+            throw error
+        }
+    }
+
     // MARK: - PutObject
 
     func putObject(_ context: Context, bucket: String, key: String, payload: PayloadReader) async throws -> S3Response {
@@ -162,20 +175,15 @@ extension S3Handler {
         let (written, md5, checksum, writer) = try await self.receive(context, payload: payload, allowInline: true)
         var stored = metadata
         stored.checksum = checksum
-        let record: ObjectRecord
-        do {
-            record = try await self.engine.putObject(
+        let record = try await Self.commit(releasing: writer) {
+            try await self.engine.putObject(
                 bucket: bucket,
                 key: key,
                 written: written,
                 etag: Hex.encode(md5),
                 metadata: stored
             )
-        } catch {
-            await writer.release()
-            throw error
         }
-        await writer.release()
         var headers = [("ETag", "\"\(record.etag)\"")]
         if let checksum {
             headers.append((checksum.algorithm.headerName, checksum.value))
