@@ -62,19 +62,18 @@ extension SigV4 {
         return uriEncode(percentDecode(rawPath, plusAsSpace: false), keepSlash: true)
     }
 
+    /// Splits one raw `name=value` query segment at its first `=`; a segment without `=` has the value `""`.
+    static func splitParameter(_ segment: Substring) -> (name: Substring, value: Substring) {
+        guard let eq = segment.utf8.firstIndex(of: UInt8(ascii: "=")) else { return (segment, "") }
+        return (segment[..<eq], segment[segment.utf8.index(after: eq)...])
+    }
+
     /// Splits a raw query into decoded `(name, value)` pairs, in order. Empty segments (`&&`) are skipped;
     /// a segment without `=` has the value `""`.
     public static func decodeQuery(_ rawQuery: String) -> [(name: String, value: String)] {
         var pairs: [(name: String, value: String)] = []
         for segment in rawQuery[...].splitASCII(UInt8(ascii: "&"), omittingEmpty: true) {
-            let name: Substring, value: Substring
-            if let eq = segment.utf8.firstIndex(of: UInt8(ascii: "=")) {
-                name = segment[..<eq]
-                value = segment[segment.utf8.index(after: eq)...]
-            } else {
-                name = segment
-                value = ""
-            }
+            let (name, value) = splitParameter(segment)
             pairs.append((
                 String(decoding: percentDecode(name, plusAsSpace: true), as: UTF8.self),
                 String(decoding: percentDecode(value, plusAsSpace: true), as: UTF8.self)
@@ -92,14 +91,7 @@ extension SigV4 {
         if rawQuery.isEmpty { return "" }
         var encoded: [(name: [UInt8], value: [UInt8])] = []
         for segment in rawQuery[...].splitASCII(UInt8(ascii: "&"), omittingEmpty: true) {
-            let name: Substring, value: Substring
-            if let eq = segment.utf8.firstIndex(of: UInt8(ascii: "=")) {
-                name = segment[..<eq]
-                value = segment[segment.utf8.index(after: eq)...]
-            } else {
-                name = segment
-                value = ""
-            }
+            let (name, value) = splitParameter(segment)
             let decodedName = percentDecode(name, plusAsSpace: true)
             if excludingSignature && decodedName.elementsEqual("X-Amz-Signature".utf8) { continue }
             encoded.append((
