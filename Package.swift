@@ -76,6 +76,31 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The gossip shell: UDP SWIM packets and TCP push-pull on the gossip address, timers, metrics.
+        .target(
+            name: "Membership",
+            dependencies: [
+                "Gossip", "Hashing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Node-to-node calls over HTTP/1.1, authenticated with the cluster secret, with deadlines.
+        .target(
+            name: "ClusterRPC",
+            dependencies: [
+                "Hashing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The storage daemon: HTTP server, configuration, metrics, services.
         .target(
             name: "StorageNode",
@@ -127,5 +152,7 @@ let package = Package(
         .testTarget(name: "ReplicationTests", dependencies: ["Replication"], swiftSettings: strictSettings),
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip"], swiftSettings: strictSettings),
+        .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
     ]
 )

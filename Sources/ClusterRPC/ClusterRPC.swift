@@ -1,0 +1,1 @@
+// Node-to-node RPC lives here (see docs/cluster.md).

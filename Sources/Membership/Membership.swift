@@ -1,0 +1,1 @@
+// The gossip shell lives here (see docs/gossip.md, "What the shell must do").
