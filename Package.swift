@@ -101,6 +101,16 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The clustered store: replicated records and blocks behind the S3 layer's ObjectStore.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "StorageEngine", "S3API", "Ring", "Replication", "Hashing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The storage daemon: HTTP server, configuration, metrics, services.
         .target(
             name: "StorageNode",
@@ -154,5 +164,10 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],
+            swiftSettings: strictSettings
+        ),
     ]
 )

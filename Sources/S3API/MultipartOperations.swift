@@ -263,7 +263,7 @@ extension S3Handler {
             }
             marker = value
         }
-        let parts = try await self.engine.parts(uploadID: uploadID, after: marker, limit: maxParts + 1)
+        let parts = try await self.engine.parts(bucket: bucket, uploadID: uploadID, after: marker, limit: maxParts + 1)
         let truncated = parts.count > maxParts
         let shown = Array(parts.prefix(maxParts))
         var xml = XMLWriter()

@@ -136,7 +136,7 @@ extension S3Handler {
 
     /// Streams the payload into a writer while hashing it; on any failure the writer is released.
     func receive(_ context: Context, payload: PayloadReader, allowInline: Bool) async throws
-        -> (written: ObjectWriter.Written, md5: [UInt8], checksum: StoredChecksum?, writer: ObjectWriter)
+        -> (written: ObjectWriter.Written, md5: [UInt8], checksum: StoredChecksum?, writer: any ObjectDataWriter)
     {
         var integrity = try IntegrityCheck(context)
         let writer = self.engine.makeWriter()
@@ -156,7 +156,7 @@ extension S3Handler {
 
     /// Runs `commit` (the metadata commit of what `writer` wrote), then releases the writer's blocks,
     /// whether the commit succeeded or not.
-    static func commit<T>(releasing writer: ObjectWriter, _ commit: () async throws -> T) async throws -> T {
+    static func commit<T>(releasing writer: any ObjectDataWriter, _ commit: () async throws -> T) async throws -> T {
         do {
             let value = try await commit()
             await writer.release()
@@ -270,7 +270,7 @@ extension S3Handler {
     /// Reads the planned pieces in order, one block ahead, handing each slice to `body`.
     /// - Parameter firstBuffer: the first piece's block when the caller has read it already.
     static func streamPieces(
-        engine: StorageEngine,
+        engine: any ObjectStore,
         _ plan: [(ref: BlockRef, from: Int, to: Int)],
         firstBuffer: ByteBuffer?,
         _ body: (ByteBuffer) async throws -> Void
@@ -297,7 +297,7 @@ extension S3Handler {
     /// ahead. The first block is read before the response starts, so that a missing or corrupt
     /// first block is a clean error response rather than a cut-off body.
     static func blockProducer(
-        engine: StorageEngine,
+        engine: any ObjectStore,
         blocks: [BlockRef],
         first: Int64,
         last: Int64

@@ -119,6 +119,7 @@ public struct S3Error: Error, Sendable, CustomStringConvertible {
         case .invalidPartOrder: return .invalidPartOrder
         case .entityTooSmall: return .entityTooSmall
         case .unavailable: return S3Error("ServiceUnavailable", 503, "Please reduce your request rate.")
+        case .quorumUnavailable: return S3Error("ServiceUnavailable", 503, error.message)
         case .corruptBlock, .missingBlock, .io, .database: return .internalError
         }
     }

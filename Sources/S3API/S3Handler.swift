@@ -43,14 +43,14 @@ public struct S3Configuration: Sendable {
 /// Serves S3 requests against a storage engine. Has no sockets: the HTTP layer passes a request head,
 /// a body reader, and writes the returned response.
 public struct S3Handler: Sendable {
-    let engine: StorageEngine
+    let engine: any ObjectStore
     let credentials: any CredentialStore
     let configuration: S3Configuration
     let now: @Sendable () -> Date
     let logger: Logger
 
     public init(
-        engine: StorageEngine,
+        engine: any ObjectStore,
         credentials: any CredentialStore,
         configuration: S3Configuration,
         logger: Logger,

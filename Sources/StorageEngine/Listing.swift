@@ -40,87 +40,31 @@ enum Listing {
         startAfter: String?,
         maxKeys: Int
     ) throws -> StorageEngine.ListPage {
-        var page = StorageEngine.ListPage()
-        let prefixBytes = Array(prefix.utf8)
-        let end = upperBound(of: prefixBytes)
-        let delimiter = (delimiter?.isEmpty ?? true) ? nil : delimiter
-        // The scan resumes at `cursor`: strictly after it when `inclusive` is false.
-        var cursor = prefixBytes
-        var inclusive = true
-        if let startAfter, compare(startAfter, prefix) != .orderedAscending {
-            cursor = Array(startAfter.utf8)
-            inclusive = false
-        }
-        let marker = startAfter.map { Array($0.utf8) }
-        var count = 0
-        let batchSize = max(16, min(maxKeys + 1, 1000))
-
-        scan: while true {
-            var rows: [(key: [UInt8], size: Int64, etag: String, hlc: Int64)] = []
-            var sql = "SELECT key, size, etag, hlc FROM objects WHERE bucket = ? AND key \(inclusive ? ">=" : ">") ?"
-            var parameters: [SQLValue] = [.text(bucket), .blob(cursor)]
-            if let end {
+        var scan = ListingScan(prefix: prefix, delimiter: delimiter, startAfter: startAfter, maxKeys: maxKeys)
+        while let query = scan.nextQuery {
+            var rows: [ListingScan.Row] = []
+            var sql = "SELECT key, size, etag, hlc FROM objects WHERE bucket = ? AND key \(query.inclusive ? ">=" : ">") ?"
+            var parameters: [SQLValue] = [.text(bucket), .blob(query.cursor)]
+            if let end = query.end {
                 sql += " AND key < ?"
                 parameters.append(.blob(end))
             }
             sql += " ORDER BY key LIMIT ?"
-            parameters.append(.integer(Int64(batchSize)))
+            parameters.append(.integer(Int64(query.limit)))
             try db.query(sql, parameters) { row in
-                rows.append((row.blob(0), row.int(1), row.text(2), row.int(3)))
-            }
-            if rows.isEmpty { break }
-            for row in rows {
-                let key = String(decoding: row.key, as: UTF8.self)
-                if let delimiter {
-                    let rest = row.key[prefixBytes.count...]
-                    if let range = findSubsequence(Array(delimiter.utf8), in: rest) {
-                        let commonPrefix = Array(row.key[..<range.upperBound])
-                        // A prefix at or before the marker was returned on an earlier page.
-                        if let marker, !lexicographicallyGreater(commonPrefix, marker) {
-                            if let next = upperBound(of: commonPrefix) {
-                                cursor = next
-                                inclusive = true
-                                continue scan
-                            }
-                            break scan
-                        }
-                        if count >= maxKeys {
-                            page.isTruncated = true
-                            break scan
-                        }
-                        let text = String(decoding: commonPrefix, as: UTF8.self)
-                        page.commonPrefixes.append(text)
-                        page.lastReturned = text
-                        count += 1
-                        guard let next = upperBound(of: commonPrefix) else { break scan }
-                        cursor = next
-                        inclusive = true
-                        continue scan
-                    }
-                }
-                if count >= maxKeys {
-                    page.isTruncated = true
-                    break scan
-                }
-                page.entries.append(
-                    StorageEngine.ListEntry(
-                        key: key,
-                        size: row.size,
-                        etag: row.etag,
-                        timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.hlc))
+                rows.append(
+                    ListingScan.Row(
+                        key: row.blob(0), size: row.int(1), etag: row.text(2),
+                        timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.int(3)))
                     )
                 )
-                page.lastReturned = key
-                count += 1
-                cursor = row.key
-                inclusive = false
             }
-            if rows.count < batchSize { break }
+            scan.consume(rows, exhausted: rows.count < query.limit)
         }
-        return page
+        return scan.page
     }
 
-    private static func lexicographicallyGreater(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    static func lexicographicallyGreater(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         b.lexicographicallyPrecedes(a)
     }
 
@@ -136,5 +80,126 @@ enum Listing {
             index += 1
         }
         return nil
+    }
+}
+
+/// The delimiter roll-up and pagination of a listing as a state machine over batches of keys in byte
+/// order, so that one node's SQL scan and a cluster's merged replica reads share one implementation.
+///
+/// Use: while ``nextQuery`` is not nil, fetch up to `limit` keys in `[cursor, end)` (strictly after
+/// `cursor` unless `inclusive`) and pass them to ``consume(_:exhausted:)``; then read ``page``.
+public struct ListingScan: Sendable {
+    /// One stored key. Deleted keys (tombstones) are passed too, so that the scan moves past them.
+    public struct Row: Sendable {
+        public var key: [UInt8]
+        public var size: Int64
+        public var etag: String
+        public var timestamp: HybridTimestamp
+        public var deleted: Bool
+
+        public init(key: [UInt8], size: Int64, etag: String, timestamp: HybridTimestamp, deleted: Bool = false) {
+            self.key = key
+            self.size = size
+            self.etag = etag
+            self.timestamp = timestamp
+            self.deleted = deleted
+        }
+    }
+
+    /// The next batch to fetch.
+    public struct Query: Sendable {
+        public var cursor: [UInt8]
+        public var inclusive: Bool
+        /// Exclusive upper bound (nil: none).
+        public var end: [UInt8]?
+        public var limit: Int
+    }
+
+    public private(set) var page = StorageEngine.ListPage()
+    private let prefix: [UInt8]
+    private let end: [UInt8]?
+    private let delimiter: [UInt8]?
+    private let marker: [UInt8]?
+    private let maxKeys: Int
+    private let batchSize: Int
+    private var cursor: [UInt8]
+    private var inclusive = true
+    private var count = 0
+    private var done = false
+
+    public init(prefix: String, delimiter: String?, startAfter: String?, maxKeys: Int) {
+        self.prefix = Array(prefix.utf8)
+        self.end = Listing.upperBound(of: self.prefix)
+        self.delimiter = (delimiter?.isEmpty ?? true) ? nil : Array(delimiter!.utf8)
+        self.marker = startAfter.map { Array($0.utf8) }
+        self.maxKeys = maxKeys
+        self.batchSize = max(16, min(maxKeys + 1, 1000))
+        self.cursor = self.prefix
+        if let startAfter, Listing.compare(startAfter, prefix) != .orderedAscending {
+            self.cursor = Array(startAfter.utf8)
+            self.inclusive = false
+        }
+    }
+
+    /// The batch to fetch next, or nil when the page is complete.
+    public var nextQuery: Query? {
+        self.done ? nil : Query(cursor: self.cursor, inclusive: self.inclusive, end: self.end, limit: self.batchSize)
+    }
+
+    /// Takes one fetched batch in key order; `exhausted` says that no key follows the batch's last.
+    public mutating func consume(_ rows: [Row], exhausted: Bool) {
+        for row in rows {
+            if let end = self.end, !row.key.lexicographicallyPrecedes(end) {
+                self.done = true
+                return
+            }
+            if let delimiter, let range = Listing.findSubsequence(delimiter, in: row.key[self.prefix.count...]) {
+                if row.deleted {
+                    self.cursor = row.key
+                    self.inclusive = false
+                    continue
+                }
+                let commonPrefix = Array(row.key[..<range.upperBound])
+                // A prefix at or before the marker was returned on an earlier page.
+                if let marker, !Listing.lexicographicallyGreater(commonPrefix, marker) {
+                    guard let next = Listing.upperBound(of: commonPrefix) else {
+                        self.done = true
+                        return
+                    }
+                    self.cursor = next
+                    self.inclusive = true
+                    return
+                }
+                if self.count >= self.maxKeys {
+                    self.page.isTruncated = true
+                    self.done = true
+                    return
+                }
+                let text = String(decoding: commonPrefix, as: UTF8.self)
+                self.page.commonPrefixes.append(text)
+                self.page.lastReturned = text
+                self.count += 1
+                guard let next = Listing.upperBound(of: commonPrefix) else {
+                    self.done = true
+                    return
+                }
+                self.cursor = next
+                self.inclusive = true
+                return
+            }
+            self.cursor = row.key
+            self.inclusive = false
+            if row.deleted { continue }
+            if self.count >= self.maxKeys {
+                self.page.isTruncated = true
+                self.done = true
+                return
+            }
+            let key = String(decoding: row.key, as: UTF8.self)
+            self.page.entries.append(StorageEngine.ListEntry(key: key, size: row.size, etag: row.etag, timestamp: row.timestamp))
+            self.page.lastReturned = key
+            self.count += 1
+        }
+        if exhausted { self.done = true }
     }
 }

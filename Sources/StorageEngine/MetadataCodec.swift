@@ -8,10 +8,10 @@ import Hashing
 /// `1` content type · `2` stored header (name, value) · `3` user metadata (name, value) ·
 /// `4` checksum (algorithm, value, type) · `5` part sizes (count, sizes). Unknown tags are an error,
 /// so a newer format is never misread. Rows written as JSON (first byte `{`) are still read.
-enum MetadataCodec {
+public enum MetadataCodec {
     static let version: UInt8 = 1
 
-    static func encode(_ metadata: ObjectMetadata) -> [UInt8] {
+    public static func encode(_ metadata: ObjectMetadata) -> [UInt8] {
         var out: [UInt8] = [version]
         out.reserveCapacity(64)
         if let contentType = metadata.contentType {
@@ -42,7 +42,7 @@ enum MetadataCodec {
         return out
     }
 
-    static func decode(_ bytes: [UInt8]) throws -> ObjectMetadata {
+    public static func decode(_ bytes: [UInt8]) throws -> ObjectMetadata {
         guard let first = bytes.first else { throw corrupt }
         if first == UInt8(ascii: "{") {
             return try JSONDecoder().decode(ObjectMetadata.self, from: Data(bytes))

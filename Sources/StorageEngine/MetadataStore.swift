@@ -198,7 +198,19 @@ enum Schema {
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
         ) WITHOUT ROWID;
+        """,
+        // 2: versioned records of a clustered node (see ReplicaRecords.swift).
         """
+        CREATE TABLE records (
+            tbl INTEGER NOT NULL,
+            pk BLOB NOT NULL,
+            sk BLOB NOT NULL,
+            hlc INTEGER NOT NULL,
+            deleted INTEGER NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (tbl, pk, sk)
+        ) WITHOUT ROWID;
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws {

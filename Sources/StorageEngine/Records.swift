@@ -229,8 +229,8 @@ public struct PartRecord: Sendable {
 }
 
 /// Encodes block lists as 36-byte entries: the 32-byte hash then the size as a big-endian UInt32.
-enum BlockManifest {
-    static func encode(_ blocks: [BlockRef]) -> [UInt8] {
+public enum BlockManifest {
+    public static func encode(_ blocks: [BlockRef]) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(blocks.count * 36)
         for block in blocks {
@@ -244,7 +244,7 @@ enum BlockManifest {
         return bytes
     }
 
-    static func decode(_ bytes: [UInt8]) -> [BlockRef] {
+    public static func decode(_ bytes: [UInt8]) -> [BlockRef] {
         var blocks: [BlockRef] = []
         blocks.reserveCapacity(bytes.count / 36)
         var offset = 0

@@ -103,6 +103,10 @@ public final class StorageEngine: Sendable {
         return self.clock.withLock { $0.next(nowMilliseconds: now) }
     }
 
+    func observeTimestamp(_ timestamp: HybridTimestamp) {
+        self.clock.withLock { $0.observe(timestamp) }
+    }
+
     private func applyDelta(_ delta: (Int64, Int64)) {
         self.statistics.withLock {
             $0.objects += delta.0
@@ -498,26 +502,32 @@ public final class StorageEngine: Sendable {
                 guard key.utf8.starts(with: prefix.utf8) else { return }
                 ids.append(row.text(0))
             }
-            var result: [UploadRecord] = []
-            var pastMarker = keyMarker == nil
-            for id in ids {
-                guard let upload = try MetadataQueries.upload(db, id) else { continue }
-                if !pastMarker, let keyMarker {
-                    let order = Listing.compare(upload.key, keyMarker)
-                    if order == .orderedAscending { continue }
-                    if order == .orderedSame {
-                        // With an upload-id marker, uploads of the marker key after that id follow.
-                        guard let uploadIDMarker else { continue }
-                        if id == uploadIDMarker { pastMarker = true }
-                        continue
-                    }
-                    pastMarker = true
-                }
-                result.append(upload)
-                if result.count >= limit + 1 { break }
-            }
-            return result
+            let uploads = try ids.compactMap { try MetadataQueries.upload(db, $0) }
+            return Self.uploadsPage(uploads, keyMarker: keyMarker, uploadIDMarker: uploadIDMarker, limit: limit)
         }
+    }
+
+    /// Applies ListMultipartUploads markers to uploads ordered by key, then initiation time: at
+    /// most `limit + 1` uploads after the markers (the extra one tells the caller more follow).
+    public static func uploadsPage(_ uploads: [UploadRecord], keyMarker: String?, uploadIDMarker: String?, limit: Int) -> [UploadRecord] {
+        var result: [UploadRecord] = []
+        var pastMarker = keyMarker == nil
+        for upload in uploads {
+            if !pastMarker, let keyMarker {
+                let order = Listing.compare(upload.key, keyMarker)
+                if order == .orderedAscending { continue }
+                if order == .orderedSame {
+                    // With an upload-id marker, uploads of the marker key after that id follow.
+                    guard let uploadIDMarker else { continue }
+                    if upload.uploadID == uploadIDMarker { pastMarker = true }
+                    continue
+                }
+                pastMarker = true
+            }
+            result.append(upload)
+            if result.count >= limit + 1 { break }
+        }
+        return result
     }
 
     // MARK: - Garbage collection

@@ -23,6 +23,8 @@ public struct StorageError: Error, Sendable, Equatable, CustomStringConvertible 
         case database
         /// The engine is shutting down.
         case unavailable
+        /// Too few replicas answered a clustered read or write.
+        case quorumUnavailable
     }
 
     public var code: Code

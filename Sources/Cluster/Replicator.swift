@@ -1,0 +1,350 @@
+import Hashing
+public import NIOCore
+public import Replication
+import Ring
+public import StorageEngine
+
+/// Quorum reads and writes of records and blocks over a ``ClusterTransport``, driven by the pure
+/// coordinators of `Replication`.
+///
+/// A write returns once `w` owners acknowledged; the other owners still get it (their calls run on).
+/// A read returns the newest of `r` answers and repairs owners that answered with something older,
+/// late answers included.
+public final class Replicator: Sendable {
+    /// Timeouts of one quorum operation.
+    public struct Timeouts: Sendable {
+        /// A metadata read or write, all owners together.
+        public var record: Duration = .seconds(10)
+        /// One block to its owners.
+        public var block: Duration = .seconds(30)
+
+        public init() {}
+    }
+
+    let view: ClusterView
+    let transport: any ClusterTransport
+    let policy: Replication.QuorumPolicy
+    let timeouts: Timeouts
+
+    public init(view: ClusterView, transport: any ClusterTransport, policy: Replication.QuorumPolicy, timeouts: Timeouts = Timeouts()) {
+        self.view = view
+        self.transport = transport
+        self.policy = policy
+        self.timeouts = timeouts
+    }
+
+    // MARK: Placement
+
+    /// The owners of the partition that `hash` falls in, in preference order.
+    func owners(ofHash hash: [UInt8], quorum: Int, operation: String) throws -> [String] {
+        guard let table = self.view.table else {
+            throw ClusterError.quorum("The cluster has no layout yet: add nodes with `cloud storage layout add` or start them with --auto-layout.")
+        }
+        let owners = table.replicas(of: table.partition(for: hash)).map(\.rawValue)
+        guard owners.count >= quorum else {
+            throw ClusterError.quorum(
+                "The layout has \(owners.count) node(s) for this data but the \(operation) quorum is \(quorum); add nodes to the layout.")
+        }
+        return owners
+    }
+
+    /// The owners of records with partition key `partitionKey`.
+    func owners(ofPartitionKey partitionKey: [UInt8], quorum: Int, operation: String) throws -> [String] {
+        try self.owners(ofHash: Digests.sha256(partitionKey), quorum: quorum, operation: operation)
+    }
+
+    // MARK: Records
+
+    /// Writes records that share one partition key to `w` of its owners.
+    public func write(_ records: [ReplicaRecord]) async throws {
+        guard let first = records.first else { return }
+        let owners = try self.owners(ofPartitionKey: first.partitionKey, quorum: self.policy.writeQuorum, operation: "write")
+        var writer = WireWriter()
+        writer.u32(UInt32(records.count))
+        for record in records { writer.record(record) }
+        let body = ByteBuffer(bytes: writer.bytes)
+        let transport = self.transport
+        let timeout = self.timeouts.record
+        try await self.quorumWrite(owners: owners, timeout: timeout, what: "metadata") { node in
+            _ = try await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout)
+        }
+    }
+
+    /// Reads one record (tombstones included) from `r` owners: the newest answer.
+    public func read(table: UInt8, partitionKey: [UInt8], sortKey: [UInt8]) async throws -> ReplicaRecord? {
+        let owners = try self.owners(ofPartitionKey: partitionKey, quorum: self.policy.readQuorum, operation: "read")
+        var writer = WireWriter()
+        writer.u8(table)
+        writer.data(partitionKey)
+        writer.data(sortKey)
+        let body = ByteBuffer(bytes: writer.bytes)
+        let transport = self.transport
+        let timeout = self.timeouts.record
+        return try await self.quorumRead(owners: owners, timeout: timeout) { node in
+            let reply = try await transport.call(node, method: ClusterMethod.getRecord, body: body, timeout: timeout)
+            var reader = WireReader(Array(buffer: reply))
+            guard try reader.u8() == 1 else { return nil }
+            let record = try reader.record()
+            try reader.finish()
+            return record
+        }
+    }
+
+    /// Reads a range of one partition key from `r` owners and merges it: for each sort key the newest
+    /// record, starting at `bound` (inclusive or not) or at the prefix. The result stops where the shortest full answer stopped, so nothing is skipped;
+    /// `exhausted` says no record follows it on any owner that answered.
+    public func range(
+        table: UInt8,
+        partitionKey: [UInt8],
+        prefix: [UInt8],
+        from bound: [UInt8]? = nil,
+        inclusive: Bool = false,
+        limit: Int
+    ) async throws -> (records: [ReplicaRecord], exhausted: Bool) {
+        let owners = try self.owners(ofPartitionKey: partitionKey, quorum: self.policy.readQuorum, operation: "read")
+        var writer = WireWriter()
+        writer.u8(table)
+        writer.data(partitionKey)
+        writer.data(prefix)
+        writer.u8(bound == nil ? 0 : inclusive ? 2 : 1)
+        writer.data(bound ?? [])
+        writer.u32(UInt32(limit))
+        let body = ByteBuffer(bytes: writer.bytes)
+        let transport = self.transport
+        let timeout = self.timeouts.record
+        let answers = try await self.gather(owners: owners, quorum: self.policy.readQuorum, timeout: timeout) { node in
+            let reply = try await transport.call(node, method: ClusterMethod.rangeRecords, body: body, timeout: timeout)
+            var reader = WireReader(Array(buffer: reply))
+            let count = try reader.u32()
+            var records: [ReplicaRecord] = []
+            records.reserveCapacity(Int(min(count, 10_000)))
+            for _ in 0..<count { records.append(try reader.record()) }
+            try reader.finish()
+            return records
+        }
+        var cut: [UInt8]?
+        var newest: [[UInt8]: ReplicaRecord] = [:]
+        for answer in answers {
+            if answer.count >= limit, let last = answer.last?.sortKey {
+                if cut == nil || last.lexicographicallyPrecedes(cut!) { cut = last }
+            }
+            for record in answer {
+                if let current = newest[record.sortKey], !record.isNewer(than: current) { continue }
+                newest[record.sortKey] = record
+            }
+        }
+        var merged = newest.values.sorted { $0.sortKey.lexicographicallyPrecedes($1.sortKey) }
+        if let cut { merged.removeAll { cut.lexicographicallyPrecedes($0.sortKey) } }
+        return (merged, cut == nil)
+    }
+
+    // MARK: Blocks
+
+    /// Stores a block on `w` owners of its hash's partition.
+    public func writeBlock(_ bytes: ByteBuffer, hash: [UInt8]) async throws {
+        let owners = try self.owners(ofHash: hash, quorum: self.policy.writeQuorum, operation: "write")
+        var body = ByteBuffer()
+        body.reserveCapacity(32 + bytes.readableBytes)
+        body.writeBytes(hash)
+        var copy = bytes
+        body.writeBuffer(&copy)
+        let message = body
+        let transport = self.transport
+        let timeout = self.timeouts.block
+        try await self.quorumWrite(owners: owners, timeout: timeout, what: "data") { node in
+            _ = try await transport.call(node, method: ClusterMethod.putBlock, body: message, timeout: timeout)
+        }
+    }
+
+    /// Reads a block from the first owner that has an intact copy (this node first when it is one),
+    /// then from any other reachable member; the bytes are verified against the block's SHA-256.
+    public func readBlock(_ ref: BlockRef) async throws -> ByteBuffer {
+        var candidates = (try? self.owners(ofHash: ref.hash, quorum: 1, operation: "read")) ?? []
+        if let index = candidates.firstIndex(of: self.view.localID), index > 0 {
+            candidates.swapAt(0, index)
+        }
+        candidates = candidates.filter { self.view.isReachable($0) }
+        for peer in self.view.reachablePeers where !candidates.contains(peer) { candidates.append(peer) }
+        var body = ByteBuffer()
+        body.writeBytes(ref.hash)
+        body.writeInteger(UInt32(ref.size))
+        for node in candidates {
+            guard var reply = try? await self.transport.call(node, method: ClusterMethod.getBlock, body: body, timeout: self.timeouts.block),
+                reply.readInteger(as: UInt8.self) == 1
+            else { continue }
+            let intact = reply.readableBytes == ref.size && reply.withUnsafeReadableBytes { Digests.sha256($0) } == ref.hash
+            if intact { return reply }
+        }
+        throw StorageError(.missingBlock, "no reachable node holds an intact copy of a block of this object")
+    }
+
+    // MARK: Quorum machinery
+
+    private enum Event: Sendable {
+        case succeeded(String)
+        case failed(String)
+        case deadline
+    }
+
+    /// Sends to the reachable owners and returns once `w` acknowledged; throws when that cannot happen.
+    private func quorumWrite(
+        owners: [String],
+        timeout: Duration,
+        what: String,
+        send: @escaping @Sendable (String) async throws -> Void
+    ) async throws {
+        let view = self.view
+        var coordinator = Replication.WriteCoordinator<String>(owners: owners, handoffs: [], writeQuorum: self.policy.writeQuorum)
+        let (events, continuation) = AsyncStream<Event>.makeStream()
+        var actions = coordinator.start(isReachable: { view.isReachable($0) })
+        let deadline = Task {
+            try? await Task.sleep(for: timeout)
+            continuation.yield(.deadline)
+        }
+        defer { deadline.cancel() }
+        var iterator = events.makeAsyncIterator()
+        while true {
+            for action in actions {
+                switch action {
+                case .send(let node, let hintFor):
+                    // Hinted copies for unreachable owners come with hinted handoff (durability issue).
+                    guard hintFor == nil else { continue }
+                    Task {
+                        do {
+                            try await send(node)
+                            continuation.yield(.succeeded(node))
+                        } catch {
+                            continuation.yield(.failed(node))
+                        }
+                    }
+                case .succeed:
+                    return
+                case .fail(let failure):
+                    throw ClusterError.quorum(Self.message(failure, what: what))
+                }
+            }
+            guard let event = await iterator.next() else { return }
+            switch event {
+            case .succeeded(let node): actions = coordinator.ownerAcknowledged(node)
+            case .failed(let node): actions = coordinator.ownerFailed(node, isReachable: { view.isReachable($0) })
+            case .deadline: actions = coordinator.deadlinePassed()
+            }
+        }
+    }
+
+    /// Queries the reachable owners; returns the newest of `r` answers and repairs stale owners, also
+    /// after returning.
+    private func quorumRead(
+        owners: [String],
+        timeout: Duration,
+        query: @escaping @Sendable (String) async throws -> ReplicaRecord?
+    ) async throws -> ReplicaRecord? {
+        let view = self.view
+        let transport = self.transport
+        let quorum = self.policy.readQuorum
+        return try await withCheckedThrowingContinuation { (result: CheckedContinuation<ReplicaRecord?, any Error>) in
+            Task {
+                var coordinator = Replication.ReadCoordinator<String, ReplicaRecord>(
+                    owners: owners, readQuorum: quorum, isNewer: { $0.isNewer(than: $1) })
+                let (events, continuation) = AsyncStream<(String, Result<ReplicaRecord?, any Error>)?>.makeStream()
+                var outstanding = 0
+                var answered = false
+                var actions = coordinator.start(isReachable: { view.isReachable($0) })
+                let deadline = Task {
+                    try? await Task.sleep(for: timeout)
+                    continuation.yield(nil)
+                }
+                var iterator = events.makeAsyncIterator()
+                while true {
+                    for action in actions {
+                        switch action {
+                        case .query(let node):
+                            outstanding += 1
+                            Task {
+                                do {
+                                    continuation.yield((node, .success(try await query(node))))
+                                } catch {
+                                    continuation.yield((node, .failure(error)))
+                                }
+                            }
+                        case .succeed(let value):
+                            answered = true
+                            result.resume(returning: value)
+                        case .repair(let node, let value):
+                            var writer = WireWriter()
+                            writer.u32(1)
+                            writer.record(value)
+                            let body = ByteBuffer(bytes: writer.bytes)
+                            Task { _ = try? await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout) }
+                        case .fail(let failure):
+                            answered = true
+                            result.resume(throwing: ClusterError.quorum(Self.message(failure, what: "metadata")))
+                        }
+                    }
+                    if answered && outstanding == 0 { break }
+                    guard let event = await iterator.next() else { break }
+                    guard let (node, outcome) = event else {
+                        actions = coordinator.deadlinePassed()
+                        if answered { break }
+                        continue
+                    }
+                    outstanding -= 1
+                    switch outcome {
+                    case .success(let value): actions = coordinator.ownerAnswered(node, value: value)
+                    case .failure: actions = coordinator.ownerFailed(node)
+                    }
+                }
+                deadline.cancel()
+                if !answered {
+                    result.resume(throwing: ClusterError.quorum("The metadata read timed out."))
+                }
+            }
+        }
+    }
+
+    /// Queries the reachable owners and returns the answers of at least `quorum` of them (all that
+    /// arrived by then).
+    private func gather<T: Sendable>(
+        owners: [String],
+        quorum: Int,
+        timeout: Duration,
+        query: @escaping @Sendable (String) async throws -> T
+    ) async throws -> [T] {
+        let reachable = owners.filter { self.view.isReachable($0) }
+        guard reachable.count >= quorum else {
+            throw ClusterError.quorum("Only \(reachable.count) of the \(quorum) replicas needed for this read are reachable.")
+        }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            for node in reachable {
+                group.addTask { try? await query(node) }
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            var answers: [T] = []
+            var finished = 0
+            while let answer = try await group.next() {
+                finished += 1
+                if let answer { answers.append(answer) }
+                if answers.count >= quorum || finished > reachable.count { break }
+                if finished == reachable.count + 1 { break }
+            }
+            group.cancelAll()
+            guard answers.count >= quorum else {
+                throw ClusterError.quorum("Only \(answers.count) of the \(quorum) replicas needed for this listing answered.")
+            }
+            return answers
+        }
+    }
+
+    static func message(_ failure: Replication.QuorumFailure, what: String) -> String {
+        let verb = failure.operation == .write ? "write" : "read"
+        switch failure.reason {
+        case .notEnoughOwners:
+            return "The \(what) \(verb) reached \(failure.responded) of the \(failure.required) replicas it needs; try again later."
+        case .timedOut:
+            return "The \(what) \(verb) timed out after \(failure.responded) of the \(failure.required) replicas it needs answered."
+        }
+    }
+}

@@ -1,0 +1,82 @@
+public import NIOCore
+public import StorageEngine
+
+/// Serves the calls other nodes make on this one (``ClusterMethod``) from the local engine.
+public struct ClusterRequestHandler: Sendable {
+    let engine: StorageEngine
+
+    public init(engine: StorageEngine) {
+        self.engine = engine
+    }
+
+    /// Answers one call; throws ``ClusterError`` on a malformed body or an unknown method.
+    public func handle(method: String, body: ByteBuffer) async throws -> ByteBuffer {
+        switch method {
+        case ClusterMethod.getRecord:
+            var reader = WireReader(Array(buffer: body))
+            let table = try reader.u8()
+            let partitionKey = try reader.data()
+            let sortKey = try reader.data()
+            try reader.finish()
+            var writer = WireWriter()
+            if let record = try self.engine.record(table: table, partitionKey: partitionKey, sortKey: sortKey) {
+                writer.u8(1)
+                writer.record(record)
+            } else {
+                writer.u8(0)
+            }
+            return ByteBuffer(bytes: writer.bytes)
+
+        case ClusterMethod.applyRecords:
+            var reader = WireReader(Array(buffer: body))
+            let count = try reader.u32()
+            var records: [ReplicaRecord] = []
+            for _ in 0..<count { records.append(try reader.record()) }
+            try reader.finish()
+            try await self.engine.apply(records)
+            return ByteBuffer()
+
+        case ClusterMethod.rangeRecords:
+            var reader = WireReader(Array(buffer: body))
+            let table = try reader.u8()
+            let partitionKey = try reader.data()
+            let prefix = try reader.data()
+            let mode = try reader.u8()
+            let bound = try reader.data()
+            let limit = Int(try reader.u32())
+            try reader.finish()
+            let records = try await self.engine.records(
+                table: table, partitionKey: partitionKey, prefix: prefix,
+                start: mode == 2 ? bound : nil, after: mode == 1 ? bound : nil, limit: min(limit, 10_000)
+            )
+            var writer = WireWriter()
+            writer.u32(UInt32(records.count))
+            for record in records { writer.record(record) }
+            return ByteBuffer(bytes: writer.bytes)
+
+        case ClusterMethod.putBlock:
+            var body = body
+            guard let hash = body.readBytes(length: 32) else { throw ClusterError.malformed }
+            try await self.engine.storeBlock(body, hash: hash)
+            return ByteBuffer()
+
+        case ClusterMethod.getBlock:
+            var body = body
+            guard let hash = body.readBytes(length: 32), let size = body.readInteger(as: UInt32.self), body.readableBytes == 0 else {
+                throw ClusterError.malformed
+            }
+            guard let block = try await self.engine.loadBlock(BlockRef(hash: hash, size: Int(size))) else {
+                return ByteBuffer(bytes: [0])
+            }
+            var reply = ByteBuffer()
+            reply.reserveCapacity(1 + block.readableBytes)
+            reply.writeInteger(UInt8(1))
+            var bytes = block
+            reply.writeBuffer(&bytes)
+            return reply
+
+        default:
+            throw ClusterError("unknown cluster method '\(method)'")
+        }
+    }
+}

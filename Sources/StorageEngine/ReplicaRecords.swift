@@ -1,0 +1,169 @@
+public import Hashing
+public import NIOCore
+
+/// One versioned record as a clustered node keeps it: a table, a partition key (which decides the
+/// replicas), a sort key (the order within the partition key), a hybrid timestamp, a tombstone flag
+/// and an opaque value.
+///
+/// Replicas merge records by "last writer wins": a record replaces the stored one only when it is
+/// ``isNewer(than:)``. Deletions are tombstones (records with `deleted` set), so a replica that missed
+/// a delete cannot bring the old value back in a read repair.
+public struct ReplicaRecord: Sendable, Hashable {
+    public var table: UInt8
+    public var partitionKey: [UInt8]
+    public var sortKey: [UInt8]
+    public var timestamp: HybridTimestamp
+    public var deleted: Bool
+    public var value: [UInt8]
+
+    public init(table: UInt8, partitionKey: [UInt8], sortKey: [UInt8], timestamp: HybridTimestamp, deleted: Bool, value: [UInt8]) {
+        self.table = table
+        self.partitionKey = partitionKey
+        self.sortKey = sortKey
+        self.timestamp = timestamp
+        self.deleted = deleted
+        self.value = value
+    }
+
+    /// Whether this record wins over `other` for the same key: the later timestamp, then a tombstone
+    /// over a value, then the greater value bytes, so that every replica picks the same winner.
+    public func isNewer(than other: ReplicaRecord) -> Bool {
+        if self.timestamp != other.timestamp { return self.timestamp > other.timestamp }
+        if self.deleted != other.deleted { return self.deleted }
+        return other.value.lexicographicallyPrecedes(self.value)
+    }
+}
+
+extension StorageEngine {
+    /// The stored record for a key (a tombstone included), or nil.
+    public func record(table: UInt8, partitionKey: [UInt8], sortKey: [UInt8]) throws -> ReplicaRecord? {
+        try self.metadata.lookup { db in try Self.record(db, table: table, partitionKey: partitionKey, sortKey: sortKey) }
+    }
+
+    static func record(_ db: SQLiteConnection, table: UInt8, partitionKey: [UInt8], sortKey: [UInt8]) throws -> ReplicaRecord? {
+        var result: ReplicaRecord?
+        try db.query(
+            "SELECT hlc, deleted, value FROM records WHERE tbl = ? AND pk = ? AND sk = ?",
+            [.integer(Int64(table)), .blob(partitionKey), .blob(sortKey)]
+        ) { row in
+            result = ReplicaRecord(
+                table: table,
+                partitionKey: partitionKey,
+                sortKey: sortKey,
+                timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.int(0))),
+                deleted: row.int(1) != 0,
+                value: row.blob(2)
+            )
+        }
+        return result
+    }
+
+    /// Stores each record that is newer than the stored one, in one durable transaction.
+    /// - Returns: for each record, whether it was stored (false: an equal or newer one was there).
+    @discardableResult
+    public func apply(_ records: [ReplicaRecord]) async throws -> [Bool] {
+        for record in records { self.observe(record.timestamp) }
+        return try await self.metadata.write { db in
+            try records.map { record in
+                if let existing = try Self.record(db, table: record.table, partitionKey: record.partitionKey, sortKey: record.sortKey),
+                    !record.isNewer(than: existing)
+                {
+                    return false
+                }
+                try db.query(
+                    "INSERT OR REPLACE INTO records (tbl, pk, sk, hlc, deleted, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        .integer(Int64(record.table)), .blob(record.partitionKey), .blob(record.sortKey),
+                        .integer(Int64(bitPattern: record.timestamp.rawValue)), .integer(record.deleted ? 1 : 0),
+                        .blob(record.value),
+                    ]
+                )
+                return true
+            }
+        }
+    }
+
+    /// Records of one partition key in sort-key order (tombstones included), starting at `start`
+    /// (inclusive) or after `after` (exclusive), with sort keys that begin with `prefix`, at most `limit`.
+    public func records(
+        table: UInt8,
+        partitionKey: [UInt8],
+        prefix: [UInt8] = [],
+        start: [UInt8]? = nil,
+        after: [UInt8]? = nil,
+        limit: Int
+    ) async throws -> [ReplicaRecord] {
+        var bound = prefix
+        var inclusive = true
+        if let start, !start.lexicographicallyPrecedes(bound) { bound = start }
+        if let after, !after.lexicographicallyPrecedes(bound) {
+            bound = after
+            inclusive = false
+        }
+        let isInclusive = inclusive
+        let lowerBound = bound
+        return try await self.metadata.read { db in
+            var result: [ReplicaRecord] = []
+            try db.query(
+                """
+                SELECT sk, hlc, deleted, value FROM records
+                WHERE tbl = ? AND pk = ? AND sk \(isInclusive ? ">=" : ">") ? ORDER BY sk LIMIT ?
+                """,
+                [.integer(Int64(table)), .blob(partitionKey), .blob(lowerBound), .integer(Int64(limit))]
+            ) { row in
+                let sortKey = row.blob(0)
+                guard sortKey.starts(with: prefix) else { return }
+                result.append(
+                    ReplicaRecord(
+                        table: table,
+                        partitionKey: partitionKey,
+                        sortKey: sortKey,
+                        timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.int(1))),
+                        deleted: row.int(2) != 0,
+                        value: row.blob(3)
+                    )
+                )
+            }
+            return result
+        }
+    }
+
+    /// A new hybrid timestamp from this node's clock, later than every one it issued or observed.
+    public func makeTimestamp() -> HybridTimestamp { self.nextTimestamp() }
+
+    /// Makes later timestamps of this node order after `timestamp` (seen from another node).
+    public func observe(_ timestamp: HybridTimestamp) {
+        self.observeTimestamp(timestamp)
+    }
+
+    // MARK: - Blocks held for the cluster
+
+    /// Stores a block received from another node, verifying that its content has the SHA-256 `hash`.
+    /// Returns once the block file and its directory entry are durable.
+    /// - Throws: ``StorageError/Code/corruptBlock`` when the content does not match.
+    public func storeBlock(_ bytes: ByteBuffer, hash: [UInt8]) async throws {
+        let blocks = self.blocks
+        try await self.runIO {
+            let (ref, created) = try bytes.withUnsafeReadableBytes { try blocks.write($0) }
+            defer { blocks.unpin(ref.hash) }
+            guard ref.hash == hash else {
+                if created { _ = blocks.deleteIfUnpinned(ref.hash) }
+                throw StorageError(.corruptBlock, "the block's content does not match its hash")
+            }
+            if created { try blocks.syncDirectories([blocks.directory(for: hash)]) }
+        }
+    }
+
+    /// Reads a block this node holds, verified; nil when it has no such block.
+    public func loadBlock(_ ref: BlockRef) async throws -> ByteBuffer? {
+        let blocks = self.blocks
+        return try await self.runIO {
+            guard access(blocks.path(for: ref.hash), F_OK) == 0 else { return nil }
+            return try blocks.read(ref, allocator: ByteBufferAllocator())
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
