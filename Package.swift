@@ -115,7 +115,7 @@ let package = Package(
         .target(
             name: "StorageNode",
             dependencies: [
-                "S3API", "StorageEngine", "SigV4", "Hashing",
+                "S3API", "StorageEngine", "SigV4", "Hashing", "Cluster", "Membership", "ClusterRPC", "Ring", "Gossip", "Replication",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -128,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode",
+                "StorageNode", "SigV4", "Hashing", "Gossip", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

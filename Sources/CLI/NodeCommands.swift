@@ -27,6 +27,9 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. Access logs are at debug.")
     var logLevel: String = "info"
 
+    @OptionGroup(title: "Cluster (any of --rpc-address, --gossip-address, --join makes the node clustered; needs CLOUD_CLUSTER_SECRET)")
+    var cluster: ClusterOptions
+
     func makeConfiguration() throws -> NodeConfiguration {
         var configuration = NodeConfiguration()
         configuration.dataDirectory = self.dataDir
@@ -41,6 +44,7 @@ struct NodeOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         configuration.rootAccessKey = environment["CLOUD_ROOT_ACCESS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         configuration.rootSecretKey = environment["CLOUD_ROOT_SECRET_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        configuration.cluster = try self.cluster.makeSettings(secret: environment["CLOUD_CLUSTER_SECRET"])
         return configuration
     }
 
@@ -74,10 +78,16 @@ struct NodeOptions: ParsableArguments {
             print("  secret key: \(node.credentials.secretKey)")
             fflush(nil)
         }
-        logger.notice(
-            "storage node starting",
-            metadata: ["data-dir": "\(configuration.dataDirectory)", "s3": "\(configuration.s3Address)", "access-key": "\(node.credentials.accessKey)"]
-        )
+        var metadata: Logger.Metadata = [
+            "data-dir": "\(configuration.dataDirectory)", "s3": "\(configuration.s3Address)", "access-key": "\(node.credentials.accessKey)",
+        ]
+        if let cluster = node.cluster, let settings = configuration.cluster {
+            metadata["node-id"] = "\(cluster.nodeID)"
+            metadata["rpc"] = "\(settings.rpcAddress)"
+            metadata["gossip"] = "\(settings.gossipAddress)"
+            metadata["quorum"] = "\(settings.policy)"
+        }
+        logger.notice("storage node starting", metadata: metadata)
         try await node.run()
         logger.notice("storage node stopped")
     }
@@ -99,7 +109,7 @@ struct Dev: AsyncParsableCommand {
 /// `cloud node`: the storage daemon of one host.
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the storage daemon of this host (a single node until clustering lands)."
+        abstract: "Run the storage daemon of this host: alone, or as a member of a cluster (see docs/cluster.md)."
     )
 
     @OptionGroup var options: NodeOptions

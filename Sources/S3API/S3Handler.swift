@@ -48,15 +48,18 @@ public struct S3Handler: Sendable {
     let configuration: S3Configuration
     let now: @Sendable () -> Date
     let logger: Logger
+    let admin: (any AdminAPI)?
 
     public init(
         engine: any ObjectStore,
         credentials: any CredentialStore,
         configuration: S3Configuration,
         logger: Logger,
+        admin: (any AdminAPI)? = nil,
         now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.engine = engine
+        self.admin = admin
         self.credentials = credentials
         self.configuration = configuration
         self.logger = logger
@@ -68,6 +71,12 @@ public struct S3Handler: Sendable {
         var operation = "Unknown"
         do {
             var context = try self.address(request)
+            if let admin = self.admin, context.bucket == "_admin" {
+                operation = "Admin"
+                try await self.authenticate(&context)
+                let payload = try PayloadReader(body: body, context: context, maxSize: 1 << 20)
+                return try await self.serveAdmin(admin, context, payload: payload)
+            }
             operation = Self.operationName(context)
             try await self.authenticate(&context)
             let payload = try PayloadReader(body: body, context: context, maxSize: self.configuration.maxObjectSize)
@@ -79,6 +88,24 @@ public struct S3Handler: Sendable {
             }
             return self.errorResponse(s3Error, request: request, operation: operation)
         }
+    }
+
+    private func serveAdmin(_ admin: any AdminAPI, _ context: Context, payload: PayloadReader) async throws -> S3Response {
+        let body = try await payload.readAll(limit: 1 << 20)
+        let answer: AdminResponse
+        do {
+            answer = try await admin.handle(
+                method: context.method, path: "/" + (context.key ?? ""), query: context.query, body: body, accessKey: context.accessKey)
+        } catch let error as AdminError {
+            let json = "{\"error\": {\"code\": \(JSONText.quote(error.code)), \"message\": \(JSONText.quote(error.message))}}\n"
+            answer = AdminResponse(status: error.status, json: json)
+        }
+        return S3Response(
+            status: answer.status,
+            headers: [("Content-Type", "application/json")],
+            body: .buffer(ByteBuffer(string: answer.json)),
+            operation: "Admin"
+        )
     }
 
     /// Renders an error document; HEAD responses carry no body.

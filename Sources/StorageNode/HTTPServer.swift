@@ -19,6 +19,8 @@ final class HTTPServer: Service, Sendable {
         let metrics: NodeMetrics
         let ready: @Sendable () async -> (Bool, String)
         let stored: @Sendable () -> (objects: Int64, bytes: Int64)
+        /// More Prometheus text (the cluster's), appended to `/metrics`.
+        var extraMetrics: @Sendable () -> String = { "" }
     }
 
     private let host: String
@@ -234,7 +236,7 @@ final class HTTPServer: Service, Sendable {
             )
         case "/metrics":
             let stored = self.routes.stored()
-            let text = self.routes.metrics.render(storedObjects: stored.objects, storedBytes: stored.bytes)
+            let text = self.routes.metrics.render(storedObjects: stored.objects, storedBytes: stored.bytes) + self.routes.extraMetrics()
             return S3Response(
                 status: 200,
                 headers: [("Content-Type", "text/plain; version=0.0.4")],

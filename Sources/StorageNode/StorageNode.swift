@@ -31,6 +31,8 @@ public struct NodeConfiguration: Sendable {
     public var garbageGracePeriod: Duration = .seconds(3600)
     /// Multipart uploads older than this are aborted by the collector. Default 7 days.
     public var staleUploadAge: Duration = .seconds(7 * 24 * 3600)
+    /// Cluster membership and replication; nil runs the node alone.
+    public var cluster: ClusterSettings?
 
     public init() {}
 
@@ -114,6 +116,8 @@ public struct StorageNode: Sendable {
     public let credentials: RootCredentials
     let metrics = NodeMetrics()
     let logger: Logger
+    /// The clustered side, when the node is part of a cluster.
+    public let cluster: ClusterNode?
 
     /// Opens the data directory and resolves the credentials.
     public init(configuration: NodeConfiguration, logger: Logger) throws {
@@ -129,6 +133,13 @@ public struct StorageNode: Sendable {
             throw NodeError("cannot open the data directory \(configuration.dataDirectory): \(error)")
         }
         self.credentials = try RootCredentials.resolve(configuration)
+        if let settings = configuration.cluster {
+            self.cluster = try ClusterNode(
+                settings: settings, s3Address: configuration.s3Address, dataDirectory: configuration.dataDirectory,
+                engine: self.engine, logger: logger)
+        } else {
+            self.cluster = nil
+        }
     }
 
     /// The long-running services of the node, for one ServiceGroup.
@@ -137,35 +148,44 @@ public struct StorageNode: Sendable {
         var s3Configuration = S3Configuration()
         s3Configuration.region = self.configuration.region
         s3Configuration.domain = self.configuration.domain
+        let store: any ObjectStore = self.cluster?.store ?? self.engine
         let handler = S3Handler(
-            engine: self.engine,
+            engine: store,
             credentials: StaticCredentialStore([self.credentials.accessKey: self.credentials.secretKey]),
             configuration: s3Configuration,
-            logger: self.logger
+            logger: self.logger,
+            admin: StorageAdmin(rootAccessKey: self.credentials.accessKey, cluster: self.cluster)
         )
         let engine = self.engine
+        let cluster = self.cluster
         let routes = HTTPServer.Routes(
             handler: handler,
             metrics: self.metrics,
             ready: {
                 do {
-                    _ = try await engine.listBuckets()
-                    return (true, "ready")
+                    _ = try await engine.setting("ready-check")
                 } catch {
                     return (false, "metadata store unavailable: \(error)")
                 }
+                return cluster?.readiness ?? (true, "ready")
             },
-            stored: { engine.stored }
+            stored: { engine.stored },
+            extraMetrics: { cluster?.prometheusMetrics() ?? "" }
         )
-        return [
-            HTTPServer(host: host, port: port, routes: routes, logger: self.logger),
-            GarbageCollector(
-                engine: self.engine,
-                interval: self.configuration.garbageCollectionInterval,
-                staleUploadAge: self.configuration.staleUploadAge,
-                logger: self.logger
-            ),
-        ]
+        guard let cluster else {
+            return [
+                HTTPServer(host: host, port: port, routes: routes, logger: self.logger),
+                GarbageCollector(
+                    engine: self.engine,
+                    interval: self.configuration.garbageCollectionInterval,
+                    staleUploadAge: self.configuration.staleUploadAge,
+                    logger: self.logger
+                ),
+            ]
+        }
+        // Clustered: blocks are referenced from other nodes' records, so the local collector (which
+        // counts only local references) must not run; cluster-wide collection comes with durability.
+        return cluster.services() + [HTTPServer(host: host, port: port, routes: routes, logger: self.logger)]
     }
 
     /// Runs the node until SIGTERM or SIGINT, then shuts down gracefully.

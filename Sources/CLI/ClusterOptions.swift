@@ -1,0 +1,91 @@
+import ArgumentParser
+import Gossip
+import Replication
+import StorageNode
+
+/// The flags that make a node part of a cluster.
+struct ClusterOptions: ParsableArguments {
+    @Option(help: "Node-to-node address (replication, block transfer), host:port.")
+    var rpcAddress: String?
+
+    @Option(help: "Gossip address (UDP, and TCP for state sync on the same port), host:port.")
+    var gossipAddress: String?
+
+    @Option(help: "Gossip address of any member to join through (repeatable).")
+    var join: [String] = []
+
+    @Option(help: "This node's id (default: the one kept in the data directory, or a new one).")
+    var nodeID: String?
+
+    @Option(help: "Failure domain of this node (rack, room, site).")
+    var zone: String = "default"
+
+    @Option(help: "Capacity this node offers, e.g. 500G, 2T (partitions are shared in proportion).")
+    var capacity: String = "1T"
+
+    @Option(help: "Replicas of every object (N).")
+    var replication: Int = 3
+
+    @Option(help: "Replicas that must acknowledge a write (W).")
+    var writeQuorum: Int = 2
+
+    @Option(help: "Replicas that must answer a read (R); 1 is the degraded mode for disaster recovery.")
+    var readQuorum: Int = 2
+
+    @Flag(help: "Add members that join to the layout automatically (test and dev clusters).")
+    var autoLayout = false
+
+    @Option(help: "Gossip timing: lan (default), wan, or local (fast, for one host).")
+    var gossipProfile: String = "lan"
+
+    var isClustered: Bool { self.rpcAddress != nil || self.gossipAddress != nil || !self.join.isEmpty }
+
+    func makeSettings(secret: String?) throws -> ClusterSettings? {
+        guard self.isClustered else { return nil }
+        var settings = ClusterSettings()
+        guard let secret, secret.utf8.count >= 16 else {
+            throw ValidationError("a clustered node needs CLOUD_CLUSTER_SECRET (at least 16 characters, the same on every node)")
+        }
+        settings.secret = Array(secret.utf8)
+        guard let rpcAddress = self.rpcAddress, let gossipAddress = self.gossipAddress else {
+            throw ValidationError("a clustered node needs both --rpc-address and --gossip-address")
+        }
+        settings.rpcAddress = rpcAddress
+        settings.gossipAddress = gossipAddress
+        settings.seeds = self.join
+        settings.nodeID = self.nodeID
+        settings.zone = self.zone
+        guard let capacity = Self.parseSize(self.capacity) else {
+            throw ValidationError("--capacity must be a size such as 500G or 2T")
+        }
+        settings.capacity = capacity
+        do {
+            settings.policy = try Replication.QuorumPolicy(replicas: self.replication, writeQuorum: self.writeQuorum, readQuorum: self.readQuorum)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        settings.autoLayout = self.autoLayout
+        switch self.gossipProfile {
+        case "lan": settings.gossip = .lan
+        case "wan": settings.gossip = .wan
+        case "local": settings.gossip = .localTest
+        default: throw ValidationError("--gossip-profile must be lan, wan or local")
+        }
+        return settings
+    }
+
+    /// `500G`, `2T`, `1.5T`, `1048576` (bytes); binary units.
+    static func parseSize(_ text: String) -> UInt64? {
+        let units: [Character: Double] = ["K": 0x1p10, "M": 0x1p20, "G": 0x1p30, "T": 0x1p40, "P": 0x1p50]
+        var body = text.uppercased()
+        if body.hasSuffix("B") { body.removeLast() }
+        if body.hasSuffix("I") { body.removeLast() }
+        var multiplier = 1.0
+        if let last = body.last, let unit = units[last] {
+            multiplier = unit
+            body.removeLast()
+        }
+        guard let value = Double(body), value > 0, value * multiplier < 0x1p63 else { return nil }
+        return UInt64(value * multiplier)
+    }
+}

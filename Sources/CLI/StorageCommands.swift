@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Hashing
+import SigV4
+
+/// `cloud storage`: administration of the storage cluster.
+struct Storage: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Administer the storage cluster: members, states and the layout.",
+        subcommands: [Status.self, Layout.self]
+    )
+
+    /// Where to send admin requests and which key signs them.
+    struct Connection: ParsableArguments {
+        @Option(help: "S3 endpoint of any node.")
+        var endpoint: String = "http://127.0.0.1:9000"
+
+        @Option(help: "Root access key (default: CLOUD_ROOT_ACCESS_KEY, or the data directory's root-credentials).")
+        var accessKey: String?
+
+        @Option(help: "Root secret key (default: CLOUD_ROOT_SECRET_KEY, or the data directory's root-credentials).")
+        var secretKey: String?
+
+        @Option(help: "Data directory whose root-credentials file to use when no key is given.")
+        var dataDir: String = "./cloud-data"
+
+        @Option(help: "Region the node reports.")
+        var region: String = "us-east-1"
+
+        func credentials() throws -> (String, String) {
+            let environment = ProcessInfo.processInfo.environment
+            if let access = self.accessKey ?? environment["CLOUD_ROOT_ACCESS_KEY"],
+                let secret = self.secretKey ?? environment["CLOUD_ROOT_SECRET_KEY"], !access.isEmpty, !secret.isEmpty
+            {
+                return (access, secret)
+            }
+            let path = self.dataDir + "/root-credentials"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("no root key: pass --access-key and --secret-key, set CLOUD_ROOT_ACCESS_KEY and CLOUD_ROOT_SECRET_KEY, or point --data-dir at a node's data directory")
+            }
+            var values: [String: String] = [:]
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                if let equals = line.firstIndex(of: "=") { values[String(line[..<equals])] = String(line[line.index(after: equals)...]) }
+            }
+            guard let access = values["access_key"], let secret = values["secret_key"] else {
+                throw ValidationError("\(path) is damaged")
+            }
+            return (access, secret)
+        }
+
+        /// Sends a signed admin request and returns the JSON answer; non-2xx answers become errors.
+        func request(_ method: String, _ path: String, body: [UInt8] = []) async throws -> Data {
+            guard let base = URL(string: self.endpoint), let host = base.host else {
+                throw ValidationError("--endpoint must be a URL such as http://127.0.0.1:9000")
+            }
+            let (accessKey, secretKey) = try self.credentials()
+            let hostHeader = base.port.map { "\(host):\($0)" } ?? host
+            var head = SigV4.RequestHead(method: method, rawPath: "/_admin" + path, rawQuery: "", headers: [("host", hostHeader)])
+            if !body.isEmpty { head.headers.append(("content-type", "application/json")) }
+            SigV4.sign(
+                &head, accessKey: accessKey, secretKey: secretKey, region: self.region, now: Date(),
+                payload: .sha256(hex: Hex.encode(Digests.sha256(body))))
+            var request = URLRequest(url: URL(string: "/_admin" + path, relativeTo: base)!)
+            request.httpMethod = method
+            for (name, value) in head.headers where name.lowercased() != "host" { request.setValue(value, forHTTPHeaderField: name) }
+            if !body.isEmpty { request.httpBody = Data(body) }
+            request.timeoutInterval = 15
+            let data: Data
+            let response: URLResponse
+            do {
+                (data, response) = try await URLSession.shared.data(for: request)
+            } catch {
+                throw ValidationError("cannot reach \(self.endpoint): \(error.localizedDescription)")
+            }
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            guard (200..<300).contains(status) else {
+                let text = String(decoding: data, as: UTF8.self)
+                throw ValidationError("the node answered \(status): \(text.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            return data
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Members with their states, the layout, and the partitions each node owns.")
+
+        @OptionGroup var connection: Connection
+
+        @Option(name: .shortAndLong, help: "Output: table or json.")
+        var output: String = "table"
+
+        func run() async throws {
+            let data = try await self.connection.request("GET", "/storage/status")
+            if self.output == "json" {
+                print(String(decoding: data, as: UTF8.self), terminator: "")
+                return
+            }
+            guard let status = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw ValidationError("unexpected answer from the node")
+            }
+            guard status["mode"] as? String == "cluster" else {
+                print("This node runs alone (not clustered).")
+                return
+            }
+            print("node \(status["node"] ?? "?")  N=\(status["replication"] ?? "?") W=\(status["writeQuorum"] ?? "?") R=\(status["readQuorum"] ?? "?")")
+            if let layout = status["layout"] as? [String: Any] {
+                print("layout version \(layout["version"] ?? "?"), \(layout["partitions"] ?? "?") partitions, replication \(layout["replication"] ?? "?")")
+            } else {
+                print("no layout yet: add nodes with `cloud storage layout add`")
+            }
+            let rows = (status["members"] as? [[String: Any]] ?? []).map { member in
+                [
+                    "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["incarnation"] ?? "")", "\(member["s3Address"] ?? "")",
+                    "\(member["rpcAddress"] ?? "")", "\(member["gossipAddress"] ?? "")", "\(member["zone"] ?? "")",
+                    Self.size(member["capacity"] as? Int ?? 0), "\(member["partitions"] ?? 0)",
+                ]
+            }
+            Self.printTable(["ID", "STATE", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS"], rows)
+        }
+
+        static func size(_ bytes: Int) -> String {
+            let units = ["B", "K", "M", "G", "T", "P"]
+            var value = Double(bytes)
+            var index = 0
+            while value >= 1024 && index < units.count - 1 {
+                value /= 1024
+                index += 1
+            }
+            return value == value.rounded() ? "\(Int(value))\(units[index])" : String(format: "%.1f%@", value, units[index])
+        }
+
+        static func printTable(_ header: [String], _ rows: [[String]]) {
+            var widths = header.map(\.count)
+            for row in rows { for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) } }
+            for row in [header] + rows {
+                print(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            }
+        }
+    }
+
+    struct Layout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show or change which nodes hold data. Changes print the partition moves first.",
+            subcommands: [Show.self, Add.self, Update.self, Remove.self]
+        )
+
+        struct Show: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "The current layout (JSON).")
+            @OptionGroup var connection: Connection
+
+            func run() async throws {
+                print(String(decoding: try await self.connection.request("GET", "/storage/layout"), as: UTF8.self), terminator: "")
+            }
+        }
+
+        struct Change: ParsableArguments {
+            @OptionGroup var connection: Connection
+
+            @Flag(name: .shortAndLong, help: "Apply without asking.")
+            var yes = false
+
+            @Flag(help: "Only print the moves.")
+            var dryRun = false
+
+            /// Prints the moves of `change`, asks, and applies it.
+            func apply(_ change: [String: Any]) async throws {
+                var preview = change
+                preview["dryRun"] = true
+                let answer = try await self.connection.request("POST", "/storage/layout", body: Array(try JSONSerialization.data(withJSONObject: preview)))
+                let parsed = try JSONSerialization.jsonObject(with: answer) as? [String: Any] ?? [:]
+                print("layout version \(parsed["oldVersion"] ?? "none") -> \(parsed["version"] ?? "?"): \(parsed["partitionsMoved"] ?? 0) partitions change owners (\(parsed["replicaSlotsMoved"] ?? 0) replica slots)")
+                for move in parsed["moves"] as? [String] ?? [] { print("  \(move)") }
+                if self.dryRun { return }
+                if !self.yes {
+                    print("Apply this layout? [y/N] ", terminator: "")
+                    guard let line = readLine(), line.lowercased().hasPrefix("y") else {
+                        print("Not applied.")
+                        return
+                    }
+                }
+                var apply = change
+                apply["dryRun"] = false
+                let applied = try await self.connection.request("POST", "/storage/layout", body: Array(try JSONSerialization.data(withJSONObject: apply)))
+                let result = try JSONSerialization.jsonObject(with: applied) as? [String: Any] ?? [:]
+                print("Applied layout version \(result["version"] ?? "?").")
+            }
+        }
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Add a node (by its id, as `cloud storage status` shows it).")
+            @Argument var node: String
+            @Option(help: "Failure domain.") var zone: String = "default"
+            @Option(help: "Capacity, e.g. 4T.") var capacity: String = "1T"
+            @OptionGroup var change: Change
+
+            func run() async throws {
+                guard let bytes = ClusterOptions.parseSize(self.capacity) else { throw ValidationError("--capacity must be a size such as 4T") }
+                try await self.change.apply(["add": [["id": self.node, "zone": self.zone, "capacity": bytes]]])
+            }
+        }
+
+        struct Update: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Change a node's zone or capacity (capacity 0 drains it).")
+            @Argument var node: String
+            @Option(help: "Failure domain.") var zone: String = "default"
+            @Option(help: "Capacity, e.g. 4T.") var capacity: String = "1T"
+            @OptionGroup var change: Change
+
+            func run() async throws {
+                guard let bytes = ClusterOptions.parseSize(self.capacity) ?? (self.capacity == "0" ? 0 : nil) else {
+                    throw ValidationError("--capacity must be a size such as 4T")
+                }
+                try await self.change.apply(["update": [["id": self.node, "zone": self.zone, "capacity": bytes]]])
+            }
+        }
+
+        struct Remove: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Remove a node from the layout.")
+            @Argument var node: String
+            @OptionGroup var change: Change
+
+            func run() async throws {
+                try await self.change.apply(["remove": [self.node]])
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+/// Operator requests served on the S3 port under `/_admin/…` (a path no bucket can have), signed
+/// with SigV4 like any S3 request. The node's storage administration (`cloud storage status`,
+/// `cloud storage layout`) implements it.
+public protocol AdminAPI: Sendable {
+    /// Answers one request with a JSON document.
+    /// - Parameters:
+    ///   - path: the path after `/_admin`, e.g. `/storage/status`.
+    ///   - accessKey: who signed the request.
+    /// - Throws: ``AdminError`` for a failure the caller should see.
+    func handle(method: String, path: String, query: [String: String], body: [UInt8], accessKey: String) async throws -> AdminResponse
+}
+
+/// A JSON answer of the admin API.
+public struct AdminResponse: Sendable {
+    public var status: Int
+    public var json: String
+
+    public init(status: Int = 200, json: String) {
+        self.status = status
+        self.json = json
+    }
+}
+
+/// A failure of an admin request: `{"error": {"code": …, "message": …}}` with an HTTP status.
+public struct AdminError: Error, Sendable {
+    public var status: Int
+    public var code: String
+    public var message: String
+
+    public init(_ status: Int, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+}
+
+/// JSON string quoting for hand-written documents.
+public enum JSONText {
+    /// `text` as a JSON string literal, quotes included.
+    public static func quote(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,273 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+public import Cluster
+import ClusterRPC
+import Foundation
+public import Gossip
+import Hashing
+import Logging
+import Membership
+import NIOCore
+public import Replication
+import Ring
+import S3API
+import ServiceLifecycle
+import StorageEngine
+import Synchronization
+
+/// How a node takes part in a cluster (`cloud node --rpc-address … --gossip-address …`).
+public struct ClusterSettings: Sendable {
+    /// This node's stable id; nil: the one kept in the data directory, or a new one saved there.
+    public var nodeID: String?
+    /// Node-to-node calls (replication, block transfer), `host:port`; also what other nodes dial.
+    public var rpcAddress: String = "127.0.0.1:9001"
+    /// SWIM gossip (UDP) and push-pull (TCP) on the same port, `host:port`.
+    public var gossipAddress: String = "127.0.0.1:9002"
+    /// Gossip addresses of members to join through; empty for the first node.
+    public var seeds: [String] = []
+    /// Failure domain (rack, room, site); replicas of a partition go to distinct zones where possible.
+    public var zone: String = "default"
+    /// Bytes this node offers; partitions are shared in proportion.
+    public var capacity: UInt64 = 1 << 40
+    /// N, W and R.
+    public var policy: Replication.QuorumPolicy = try! Replication.QuorumPolicy()
+    /// A node that sees an alive member missing from the layout adds it (the lowest-id layout member acts).
+    public var autoLayout = false
+    /// The cluster secret: authenticates gossip packets and node-to-node calls.
+    public var secret: [UInt8] = []
+    /// Gossip timing.
+    public var gossip: Gossip.Configuration = .lan
+    /// 2^power partitions, fixed when the first layout is made.
+    public var partitionPower = 8
+
+    public init() {}
+}
+
+/// Sends cluster calls to the node's peers over RPC, and calls to itself straight to its handler.
+struct NodeTransport: ClusterTransport {
+    let view: ClusterView
+    let client: RPCClient
+    let local: ClusterRequestHandler
+
+    func call(_ node: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+        if node == self.view.localID {
+            return try await self.local.handle(method: method, body: body)
+        }
+        guard let address = self.view.address(of: node) else {
+            throw ClusterError("no address known for node \(node)")
+        }
+        return try await self.client.call(address, method: method, body: body, timeout: timeout)
+    }
+}
+
+/// The clustered side of a storage node: membership, the layout, the RPC listener and the replicated store.
+public final class ClusterNode: Sendable {
+    static let layoutKey = "layout"
+    static let layoutSetting = "cluster.layout"
+
+    let settings: ClusterSettings
+    public let nodeID: String
+    public let view: ClusterView
+    public let store: ClusterStore
+    let engine: StorageEngine
+    let membership: MembershipService
+    let rpcServer: RPCServer
+    let rpcClient: RPCClient
+    let logger: Logger
+    /// Membership events, registered before gossip starts so none is missed.
+    let events: AsyncStream<MembershipEvent>
+    private let eventSink: AsyncStream<MembershipEvent>.Continuation
+
+    init(settings: ClusterSettings, s3Address: String, dataDirectory: String, engine: StorageEngine, logger: Logger) throws {
+        guard !settings.secret.isEmpty else {
+            throw NodeError("a clustered node needs the cluster secret: set CLOUD_CLUSTER_SECRET (the same on every node)")
+        }
+        _ = try NodeConfiguration.split(settings.rpcAddress)
+        _ = try NodeConfiguration.split(settings.gossipAddress)
+        self.settings = settings
+        self.engine = engine
+        self.logger = logger
+        let nodeID = try settings.nodeID ?? Self.resolveNodeID(dataDirectory: dataDirectory)
+        self.nodeID = nodeID
+        let view = ClusterView(localID: nodeID)
+        self.view = view
+        self.rpcClient = RPCClient(secret: settings.secret, logger: logger)
+        let local = ClusterRequestHandler(engine: engine)
+        let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
+        self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
+        self.rpcServer = RPCServer(
+            configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
+            handler: { method, body in try await local.handle(method: method, body: body) },
+            logger: logger
+        )
+        let metadata = Gossip.Metadata(
+            gossipAddress: settings.gossipAddress, rpcAddress: settings.rpcAddress, s3Address: s3Address,
+            zone: settings.zone, capacity: settings.capacity)
+        let uid = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        self.membership = MembershipService(
+            configuration: MembershipConfiguration(
+                nodeID: nodeID, uid: uid, bindAddress: settings.gossipAddress, metadata: metadata, seeds: settings.seeds,
+                secret: settings.secret, gossip: settings.gossip),
+            logger: logger
+        )
+        view.update(nodeID, ClusterView.Peer(rpcAddress: settings.rpcAddress, reachable: true))
+        (self.events, self.eventSink) = AsyncStream<MembershipEvent>.makeStream()
+        let sink = self.eventSink
+        self.membership.observe { sink.yield($0) }
+    }
+
+    /// Stops delivering membership events (at shutdown).
+    func finishEvents() { self.eventSink.finish() }
+
+    /// The node id kept in `DATA_DIR/node-id`, or a new random one saved there.
+    static func resolveNodeID(dataDirectory: String) throws -> String {
+        let path = dataDirectory + "/node-id"
+        if let data = FileManager.default.contents(atPath: path) {
+            let id = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !id.isEmpty, id.utf8.count <= 64 else { throw NodeError("\(path) is damaged: expected a node id") }
+            return id
+        }
+        var generator = SystemRandomNumberGenerator()
+        let id = "n" + Hex.encode((0..<6).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        do {
+            try Data((id + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw NodeError("cannot write \(path): \(error)")
+        }
+        return id
+    }
+
+    /// The services to run, in start order (they stop in reverse: gossip leaves first, the RPC
+    /// listener stops last so that in-flight replication finishes).
+    func services() -> [any Service] {
+        [self.rpcServer, LayoutService(node: self), self.membership]
+    }
+
+    // MARK: Layout
+
+    /// Loads the layout this node saved, before serving.
+    func loadLayout() async throws {
+        guard let text = try await self.engine.setting(Self.layoutSetting), let bytes = Hex.decode(text) else { return }
+        do {
+            self.view.install(try Ring.Layout(decoding: bytes))
+        } catch {
+            self.logger.warning("the saved layout is unreadable; waiting for one from the cluster", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Takes a layout heard from the cluster or made here: merges it with the current one, installs
+    /// and saves the winner, and gossips it when it is new to us.
+    func adopt(_ layout: Ring.Layout, publish: Bool) async {
+        let merged = self.view.layout.map { $0.merged(with: layout) } ?? layout
+        let installed = self.view.install(merged)
+        if installed {
+            self.logger.notice("layout installed", metadata: ["version": "\(merged.version)", "nodes": "\(merged.nodes.count)"])
+            do {
+                try await self.engine.setSetting(Self.layoutSetting, Hex.encode(merged.encoded()))
+            } catch {
+                self.logger.error("cannot save the layout", metadata: ["error": "\(error)"])
+            }
+        }
+        if installed || publish {
+            await self.membership.publishState(key: Self.layoutKey, version: merged.version, bytes: merged.encoded())
+        }
+    }
+
+    /// Applies operator changes to the current layout (or a new one) and spreads the result.
+    func change(_ changes: [Ring.Change]) async throws -> (old: Ring.Layout?, new: Ring.Layout) {
+        let current = self.view.layout
+        let base = try current ?? Ring.Layout(replicationFactor: self.settings.policy.replicas, partitionPower: self.settings.partitionPower)
+        let next = try base.applying(changes)
+        await self.adopt(next, publish: true)
+        return (current, next)
+    }
+
+    /// Reacts to membership: peers' addresses and reachability, and layouts from other nodes.
+    func handle(_ event: MembershipEvent) async {
+        switch event {
+        case .memberChanged(let member):
+            guard member.id.rawValue != self.nodeID else { return }
+            let reachable = member.state == .alive || member.state == .suspect
+            self.view.update(member.id.rawValue, ClusterView.Peer(rpcAddress: member.rpcAddress, reachable: reachable))
+        case .stateUpdated(let entry):
+            guard entry.key == Self.layoutKey else { return }
+            do {
+                await self.adopt(try Ring.Layout(decoding: entry.bytes), publish: false)
+            } catch {
+                self.logger.warning("ignoring an unreadable layout from the cluster", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// With `--auto-layout`: alive members missing from the layout are added by the lowest-id
+    /// alive member of the layout (before any layout exists, by a node started without `--join`).
+    func reconcileLayout() async {
+        guard self.settings.autoLayout else { return }
+        let alive = self.membership.members.filter { $0.state == .alive }
+        let layout = self.view.layout
+        let inLayout = Set(layout?.nodes.map(\.id.rawValue) ?? [])
+        let missing = alive.filter { !inLayout.contains($0.id.rawValue) }
+        guard !missing.isEmpty else { return }
+        // A node that joins through seeds takes the cluster's layout; only a node started without
+        // seeds makes the first one (two competing first layouts would place data differently).
+        if layout == nil && !self.settings.seeds.isEmpty { return }
+        let leaders = layout == nil ? [self.nodeID] : alive.map(\.id.rawValue).filter { inLayout.contains($0) }
+        guard leaders.min() == self.nodeID else { return }
+        let changes = missing.sorted { $0.id < $1.id }.map {
+            Ring.Change.add(Ring.Node(id: Ring.NodeID($0.id.rawValue), zone: $0.zone, capacity: $0.capacity))
+        }
+        do {
+            let (_, next) = try await self.change(changes)
+            self.logger.notice("auto-layout added nodes", metadata: ["nodes": "\(missing.map(\.id.rawValue))", "version": "\(next.version)"])
+        } catch {
+            self.logger.warning("auto-layout could not add nodes", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The Prometheus text of the cluster layer (gossip).
+    func prometheusMetrics() -> String {
+        var text = self.membership.prometheusMetrics()
+        let layout = self.view.layout
+        text += "# HELP cloud_layout_version The version of the layout this node uses.\n# TYPE cloud_layout_version gauge\n"
+        text += "cloud_layout_version \(layout?.version ?? 0)\n"
+        return text
+    }
+
+    /// Ready when a layout is known.
+    var readiness: (Bool, String) {
+        guard let layout = self.view.layout else { return (false, "no layout yet") }
+        return (true, "ready (layout version \(layout.version), \(layout.nodes.count) nodes)")
+    }
+}
+
+/// Feeds membership events into the node and runs the auto-layout loop.
+struct LayoutService: Service {
+    let node: ClusterNode
+
+    func run() async throws {
+        let node = self.node
+        let events = node.events
+        try await node.loadLayout()
+        try await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in events { await node.handle(event) }
+                }
+                group.addTask {
+                    // Publish the saved layout once gossip runs, then keep the layout complete.
+                    _ = try? await node.membership.waitUntilBound()
+                    if let layout = node.view.layout { await node.adopt(layout, publish: true) }
+                    while !Task.isCancelled {
+                        await node.reconcileLayout()
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            node.finishEvents()
+        }
+    }
+}
