@@ -293,3 +293,53 @@ func read(_ store: any ObjectStore, _ bucket: String, _ key: String) async throw
         await cluster.shutdown()
     }
 }
+
+@Suite struct ClusterWireTests {
+    @Test func recordsMergeByTimestampThenTombstoneThenValue() {
+        func record(_ time: UInt64, deleted: Bool = false, _ value: [UInt8] = []) -> ReplicaRecord {
+            ReplicaRecord(table: 2, partitionKey: [1], sortKey: [2], timestamp: HybridTimestamp(rawValue: time), deleted: deleted, value: value)
+        }
+        #expect(record(2).isNewer(than: record(1, [9])))
+        #expect(!record(1, [9]).isNewer(than: record(2)))
+        #expect(record(5, deleted: true).isNewer(than: record(5, [1])))
+        #expect(record(5, [2]).isNewer(than: record(5, [1])))
+        #expect(!record(5, [1]).isNewer(than: record(5, [1])))
+    }
+
+    @Test func theRequestHandlerRefusesMalformedBodiesWithoutHarm() async throws {
+        let cluster = try await TestCluster(count: 1, replicas: 1, writeQuorum: 1, readQuorum: 1)
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        try await put(cluster.stores[0], "b", "k", Array(repeating: 7, count: 5000))
+        let handler = ClusterRequestHandler(engine: cluster.engines[0])
+        // A valid apply body, then every truncation of it and a few corruptions.
+        let record = try #require(try cluster.engines[0].record(table: 2, partitionKey: Array("b".utf8), sortKey: Array("k".utf8)))
+        var body = ByteBuffer()
+        body.writeInteger(UInt32(1))
+        body.writeInteger(record.table)
+        body.writeInteger(UInt32(record.partitionKey.count))
+        body.writeBytes(record.partitionKey)
+        body.writeInteger(UInt32(record.sortKey.count))
+        body.writeBytes(record.sortKey)
+        body.writeInteger(record.timestamp.rawValue)
+        body.writeInteger(UInt8(0))
+        body.writeInteger(UInt32(record.value.count))
+        body.writeBytes(record.value)
+        _ = try await handler.handle(method: ClusterMethod.applyRecords, body: body)
+        let bytes = Array(buffer: body)
+        for length in 0..<bytes.count {
+            for method in [ClusterMethod.applyRecords, ClusterMethod.getRecord, ClusterMethod.rangeRecords, ClusterMethod.getBlock] {
+                _ = try? await handler.handle(method: method, body: ByteBuffer(bytes: bytes[0..<length]))
+            }
+        }
+        var huge = ByteBuffer()
+        huge.writeInteger(UInt32.max)
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.applyRecords, body: huge) }
+        await #expect(throws: (any Error).self) { try await handler.handle(method: "nope", body: ByteBuffer()) }
+        // A block whose bytes do not match its name is refused.
+        var block = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
+        block.writeBytes([1, 2, 3])
+        await #expect(throws: StorageError.self) { try await handler.handle(method: ClusterMethod.putBlock, body: block) }
+        #expect(try await read(cluster.stores[0], "b", "k") == Array(repeating: 7, count: 5000))
+        await cluster.shutdown()
+    }
+}
