@@ -71,15 +71,16 @@ final class ConnectionPool: Sendable {
     }
 
     /// Gets a connection or a connect slot for `peer`, waiting (in FIFO order) while the peer is at
-    /// its limit. `waiterID` identifies the wait for `cancelWaiter`.
+    /// its limit.
     ///
-    /// `registered` runs once the caller is queued (not when served at once), so the caller can check
-    /// whether it was aborted meanwhile and cancel its wait.
-    func acquire(peer: String, waiterID: UInt64, registered: @Sendable () -> Void) async throws -> Lease {
+    /// `queued` runs, outside the lock, only when the caller has to wait, with the id that
+    /// `cancelWaiter` takes; the caller records it, and cancels the wait itself when it was aborted
+    /// before it could record it.
+    func acquire(peer: String, queued: (_ waiterID: UInt64) -> Void) async throws -> Lease {
         try await withCheckedThrowingContinuation { continuation in
             enum Decision {
                 case now(Result<Lease, any Error>)
-                case queued
+                case queued(UInt64)
                 case staleIdle([PooledConnection], Lease)
             }
             let decision: Decision = self.state.withLock { state in
@@ -100,8 +101,9 @@ final class ConnectionPool: Sendable {
                     entry.connecting += 1
                     return stale.isEmpty ? .now(.success(.connect)) : .staleIdle(stale, .connect)
                 }
-                entry.waiters.append(Waiter(id: waiterID, continuation: continuation))
-                return .queued
+                state.nextID += 1
+                entry.waiters.append(Waiter(id: state.nextID, continuation: continuation))
+                return .queued(state.nextID)
             }
             switch decision {
             case .now(let result):
@@ -109,8 +111,8 @@ final class ConnectionPool: Sendable {
             case .staleIdle(let stale, let lease):
                 for connection in stale { connection.channel.close(promise: nil) }
                 continuation.resume(returning: lease)
-            case .queued:
-                registered()
+            case .queued(let waiterID):
+                queued(waiterID)
             }
         }
     }
