@@ -9,6 +9,8 @@ struct OutboundCall: Sendable {
     /// Completed by the handler once it accepted the call: with the reply, or with an `RPCError`.
     var reply: EventLoopPromise<RawReply>
     var maxReplySize: Int
+    /// When the call times out: the promise fails with `.timeout` and the connection is closed.
+    var deadline: NIODeadline
 }
 
 /// A complete HTTP reply, body buffered and hashed; not yet authenticated.
@@ -35,6 +37,8 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private struct Pending {
         var reply: EventLoopPromise<RawReply>
         var maxReplySize: Int
+        /// The deadline timer, scheduled on this channel's event loop (no thread hop to arm or cancel it).
+        var timer: Scheduled<Void>
     }
 
     private var pending: Pending?
@@ -54,7 +58,10 @@ final class ClientChannelHandler: ChannelDuplexHandler {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        self.pending = Pending(reply: call.reply, maxReplySize: call.maxReplySize)
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: call.deadline) {
+            self.fail(RPCError(kind: .timeout, message: "no reply before the deadline"), context: context)
+        }
+        self.pending = Pending(reply: call.reply, maxReplySize: call.maxReplySize, timer: timer)
         self.replyHead = nil
         self.body = nil
         self.received = 0
@@ -131,6 +138,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
             self.replyHead = nil
             self.body = nil
             if !reply.keepAlive { self.broken = true }
+            pending.timer.cancel()
             pending.reply.succeed(reply)
         }
     }
@@ -152,6 +160,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         self.broken = true
         if let pending = self.pending {
             self.pending = nil
+            pending.timer.cancel()
             let error =
                 self.replyHead == nil
                 ? RPCError(kind: .unreachable, message: "connection closed before a reply")
@@ -176,6 +185,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         self.broken = true
         if let pending = self.pending {
             self.pending = nil
+            pending.timer.cancel()
             pending.reply.fail(error)
         }
         context.close(promise: nil)

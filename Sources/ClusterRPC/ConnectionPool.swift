@@ -52,6 +52,14 @@ final class ConnectionPool: Sendable {
         var drained: [CheckedContinuation<Void, Never>] = []
 
         var isDrained: Bool { self.peers.values.allSatisfy { $0.open.isEmpty && $0.connecting == 0 } }
+
+        /// Runs `body` on the entry of `peer`, taken out of the dictionary so that its collections are
+        /// mutated in place (not copied on write); the entry is dropped when it ends up empty.
+        mutating func withPeer<R>(_ peer: String, _ body: (inout Peer) -> R) -> R {
+            var entry = self.peers.removeValue(forKey: peer) ?? Peer()
+            defer { if !entry.isEmpty { self.peers[peer] = entry } }
+            return body(&entry)
+        }
     }
 
     private let state = Mutex(State())
@@ -71,37 +79,41 @@ final class ConnectionPool: Sendable {
     }
 
     /// Gets a connection or a connect slot for `peer`, waiting (in FIFO order) while the peer is at
-    /// its limit. `waiterID` identifies the wait for `cancelWaiter`.
+    /// its limit.
     ///
-    /// `registered` runs once the caller is queued (not when served at once), so the caller can check
-    /// whether it was aborted meanwhile and cancel its wait.
-    func acquire(peer: String, waiterID: UInt64, registered: @Sendable () -> Void) async throws -> Lease {
+    /// `queued` runs, outside the lock, only when the caller has to wait, with the id that
+    /// `cancelWaiter` takes; the caller records it, and cancels the wait itself when it was aborted
+    /// before it could record it.
+    func acquire(peer: String, queued: (_ waiterID: UInt64) -> Void) async throws -> Lease {
         try await withCheckedThrowingContinuation { continuation in
             enum Decision {
                 case now(Result<Lease, any Error>)
-                case queued
+                case queued(UInt64)
                 case staleIdle([PooledConnection], Lease)
             }
             let decision: Decision = self.state.withLock { state in
                 if state.shutDown {
                     return .now(.failure(RPCError(kind: .shutDown, message: "the RPC client was shut down")))
                 }
-                var entry = state.peers[peer, default: Peer()]
-                defer { state.peers[peer] = entry }
-                var stale: [PooledConnection] = []
-                while let connection = entry.idle.popLast() {
-                    if connection.channel.isActive {
-                        return stale.isEmpty ? .now(.success(.connection(connection))) : .staleIdle(stale, .connection(connection))
+                state.nextID += 1
+                let waiterID = state.nextID
+                return state.withPeer(peer) { entry in
+                    var stale: [PooledConnection] = []
+                    while let connection = entry.idle.popLast() {
+                        if connection.channel.isActive {
+                            return stale.isEmpty
+                                ? .now(.success(.connection(connection))) : .staleIdle(stale, .connection(connection))
+                        }
+                        // Closed while idle; its close future removes it from `open`.
+                        stale.append(connection)
                     }
-                    // Closed while idle; its close future removes it from `open`.
-                    stale.append(connection)
+                    if entry.open.count + entry.connecting < self.maxPerPeer {
+                        entry.connecting += 1
+                        return stale.isEmpty ? .now(.success(.connect)) : .staleIdle(stale, .connect)
+                    }
+                    entry.waiters.append(Waiter(id: waiterID, continuation: continuation))
+                    return .queued(waiterID)
                 }
-                if entry.open.count + entry.connecting < self.maxPerPeer {
-                    entry.connecting += 1
-                    return stale.isEmpty ? .now(.success(.connect)) : .staleIdle(stale, .connect)
-                }
-                entry.waiters.append(Waiter(id: waiterID, continuation: continuation))
-                return .queued
             }
             switch decision {
             case .now(let result):
@@ -109,8 +121,8 @@ final class ConnectionPool: Sendable {
             case .staleIdle(let stale, let lease):
                 for connection in stale { connection.channel.close(promise: nil) }
                 continuation.resume(returning: lease)
-            case .queued:
-                registered()
+            case .queued(let waiterID):
+                queued(waiterID)
             }
         }
     }
@@ -119,12 +131,11 @@ final class ConnectionPool: Sendable {
     /// the wait was already served.
     func cancelWaiter(peer: String, waiterID: UInt64, error: any Error) {
         let continuation: CheckedContinuation<Lease, any Error>? = self.state.withLock { state in
-            guard var entry = state.peers[peer],
-                let index = entry.waiters.firstIndex(where: { $0.id == waiterID })
-            else { return nil }
-            let waiter = entry.waiters.remove(at: index)
-            state.peers[peer] = entry.isEmpty ? nil : entry
-            return waiter.continuation
+            guard state.peers[peer] != nil else { return nil }
+            return state.withPeer(peer) { entry in
+                guard let index = entry.waiters.firstIndex(where: { $0.id == waiterID }) else { return nil }
+                return entry.waiters.remove(at: index).continuation
+            }
         }
         continuation?.resume(throwing: error)
     }
@@ -133,10 +144,13 @@ final class ConnectionPool: Sendable {
     /// - Returns: `false` when the pool was shut down meanwhile (the channel is closed).
     func connected(_ connection: PooledConnection) -> Bool {
         let accepted = self.state.withLock { state in
-            state.peers[connection.peer, default: Peer()].connecting -= 1
-            if state.shutDown { return false }
-            state.peers[connection.peer]!.open[connection.id] = connection
-            return true
+            let shutDown = state.shutDown
+            return state.withPeer(connection.peer) { entry in
+                entry.connecting -= 1
+                if shutDown { return false }
+                entry.open[connection.id] = connection
+                return true
+            }
         }
         if !accepted {
             connection.channel.close(promise: nil)
@@ -154,11 +168,12 @@ final class ConnectionPool: Sendable {
     /// to the next waiter.
     func connectFailed(peer: String) {
         let next: CheckedContinuation<Lease, any Error>? = self.state.withLock { state in
-            guard var entry = state.peers[peer] else { return nil }
-            entry.connecting -= 1
-            let next = self.handSlotToWaiter(&entry, shutDown: state.shutDown)
-            state.peers[peer] = entry.isEmpty ? nil : entry
-            return next
+            guard state.peers[peer] != nil else { return nil }
+            let shutDown = state.shutDown
+            return state.withPeer(peer) { entry in
+                entry.connecting -= 1
+                return self.handSlotToWaiter(&entry, shutDown: shutDown)
+            }
         }
         next?.resume(returning: .connect)
         self.checkDrained()
@@ -175,15 +190,14 @@ final class ConnectionPool: Sendable {
         let outcome: Outcome
         if reusable && connection.channel.isActive {
             outcome = self.state.withLock { state in
-                guard !state.shutDown, var entry = state.peers[connection.peer],
-                    entry.open[connection.id] != nil
-                else { return .close }
-                defer { state.peers[connection.peer] = entry }
-                if let waiter = entry.waiters.popFirst() {
-                    return .handOff(waiter.continuation)
+                guard !state.shutDown, state.peers[connection.peer]?.open[connection.id] != nil else { return .close }
+                return state.withPeer(connection.peer) { entry in
+                    if let waiter = entry.waiters.popFirst() {
+                        return .handOff(waiter.continuation)
+                    }
+                    entry.idle.append(connection)
+                    return .kept
                 }
-                entry.idle.append(connection)
-                return .kept
             }
         } else {
             outcome = .close
@@ -201,12 +215,13 @@ final class ConnectionPool: Sendable {
     /// A connection's channel closed: forget it and give its slot to the next waiter.
     private func closed(_ connection: PooledConnection) {
         let next: CheckedContinuation<Lease, any Error>? = self.state.withLock { state in
-            guard var entry = state.peers[connection.peer] else { return nil }
-            entry.open.removeValue(forKey: connection.id)
-            entry.idle.removeAll { $0 === connection }
-            let next = self.handSlotToWaiter(&entry, shutDown: state.shutDown)
-            state.peers[connection.peer] = entry.isEmpty ? nil : entry
-            return next
+            guard state.peers[connection.peer] != nil else { return nil }
+            let shutDown = state.shutDown
+            return state.withPeer(connection.peer) { entry in
+                entry.open.removeValue(forKey: connection.id)
+                entry.idle.removeAll { $0 === connection }
+                return self.handSlotToWaiter(&entry, shutDown: shutDown)
+            }
         }
         next?.resume(returning: .connect)
         self.checkDrained()

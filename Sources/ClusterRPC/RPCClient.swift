@@ -82,9 +82,11 @@ public final class RPCClient: Sendable {
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: Wire.pathPrefix + method, headers: headers)
 
         let deadline = NIODeadline.now() + TimeAmount(timeout)
+        // The deadline is enforced by the connection's handler once the call is sent (a timer on its
+        // event loop), by the connect timeout while connecting, and by a timer of the call only
+        // while it waits for a connection (see `lease`).
         let call = CallContext(pool: self.pool)
-        let timer = self.group.next().scheduleTask(deadline: deadline) { call.abort(.timeout) }
-        defer { timer.cancel() }
+        defer { call.finish() }
 
         let reply: RawReply
         do {
@@ -95,6 +97,8 @@ public final class RPCClient: Sendable {
             } onCancel: {
                 call.abort(.cancelled)
             }
+        } catch let error as RPCError where error.kind == .timeout && call.abortReason == nil {
+            throw RPCError(kind: .timeout, message: "no reply from \(address) to \(method) within \(timeout)")
         } catch {
             switch call.abortReason {
             case .timeout:
@@ -135,7 +139,13 @@ public final class RPCClient: Sendable {
             throw CancellationError()
         }
         let promise = connection.channel.eventLoop.makePromise(of: RawReply.self)
-        let request = OutboundCall(head: head, body: body, reply: promise, maxReplySize: self.maxReplySize)
+        let request = OutboundCall(
+            head: head,
+            body: body,
+            reply: promise,
+            maxReplySize: self.maxReplySize,
+            deadline: deadline
+        )
         connection.channel.writeAndFlush(request).whenFailure { _ in
             // The handler never took the call (the connection closed first).
             promise.fail(RPCError(kind: .unreachable, message: "connection closed before the call was sent"))
@@ -160,11 +170,11 @@ public final class RPCClient: Sendable {
         port: Int,
         deadline: NIODeadline
     ) async throws -> PooledConnection {
-        let waiterID = self.pool.makeID()
-        guard call.enterWaiting(peer: peer, waiterID: waiterID) else { throw CancellationError() }
-        let lease = try await self.pool.acquire(peer: peer, waiterID: waiterID) {
-            // Queued: if the call was aborted before it could see the queue entry, cancel it now.
-            if call.abortReason != nil {
+        let lease = try await self.pool.acquire(peer: peer) { waiterID in
+            // Queued: the deadline needs a timer now. If the call was aborted before it could record
+            // the wait, cancel the wait here.
+            let timer = self.group.next().scheduleTask(deadline: deadline) { call.abort(.timeout) }
+            if !call.enterWaiting(peer: peer, waiterID: waiterID, timer: timer) {
                 self.pool.cancelWaiter(peer: peer, waiterID: waiterID, error: CancellationError())
             }
         }
@@ -210,6 +220,9 @@ public final class RPCClient: Sendable {
                 .connect(host: host, port: port)
                 .get()
         } catch {
+            if NIODeadline.now() >= deadline {
+                throw RPCError(kind: .timeout, message: "no connection to \(host):\(port) before the deadline")
+            }
             throw RPCError(kind: .unreachable, message: "cannot connect to \(host):\(port): \(error)")
         }
     }
@@ -277,6 +290,8 @@ final class CallContext: Sendable {
     private struct State {
         var phase = Phase.starting
         var abort: AbortReason?
+        /// The deadline timer of a call that had to wait for a connection.
+        var timer: Scheduled<Void>?
     }
 
     private let state = Mutex(State())
@@ -308,12 +323,25 @@ final class CallContext: Sendable {
 
     /// Each `enter…` moves to a phase; `false` when the call was aborted (the caller then gives back
     /// what it holds and stops).
-    func enterWaiting(peer: String, waiterID: UInt64) -> Bool { self.enter(.waiting(peer: peer, waiterID: waiterID)) }
+    func enterWaiting(peer: String, waiterID: UInt64, timer: Scheduled<Void>) -> Bool {
+        self.state.withLock { state in
+            state.timer = timer
+            if state.abort != nil { return false }
+            state.phase = .waiting(peer: peer, waiterID: waiterID)
+            return true
+        }
+    }
     func enterConnecting() -> Bool { self.enter(.connecting) }
     func enterInFlight(_ channel: any Channel) -> Bool { self.enter(.inFlight(channel)) }
 
+    /// The call is over: aborting it has no effect any more.
     func finish() {
-        self.state.withLock { $0.phase = .finished }
+        let timer = self.state.withLock { state in
+            state.phase = .finished
+            defer { state.timer = nil }
+            return state.timer
+        }
+        timer?.cancel()
     }
 
     private func enter(_ phase: Phase) -> Bool {

@@ -131,7 +131,7 @@ public final class RPCServer: Service, Sendable {
         for waiter in waiters { waiter.resume(with: result) }
     }
 
-    /// Binds and serves until a graceful shutdown (or task cancellation).
+    /// Binds and serves until a graceful shutdown (or task cancellation). MUST be called once.
     /// - Throws: when the address is malformed or binding fails.
     public func run() async throws {
         let server: NIOAsyncChannel<AcceptedConnection, Never>
@@ -368,7 +368,7 @@ final class ServerConnectionState: Sendable {
 }
 
 /// Buffers and hashes request bodies (hashing overlaps with receiving), enforces the body limit, and
-/// closes the connection on read-idle when no call is in progress.
+/// closes the connection on read-idle unless a handler is working on a call.
 final class RequestAggregator: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = ServerInbound
@@ -444,7 +444,9 @@ final class RequestAggregator: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {
-            if self.state.isIdle { context.close(promise: nil) }
+            // Close an idle keep-alive connection, or one whose request body stalled; spare one whose
+            // handler is still working on a call.
+            if self.head != nil || self.state.isIdle { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }

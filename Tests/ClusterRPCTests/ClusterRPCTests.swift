@@ -48,12 +48,14 @@ final class Counter: Sendable {
 /// Runs an `RPCServer` in a `ServiceGroup` for the duration of `body`, then shuts it down gracefully.
 private func withServer<R: Sendable>(
     maxBodySize: Int = 16 << 20,
+    idleTimeout: Duration = .seconds(90),
     secret serverSecret: [UInt8] = secret,
     handler: @escaping RPCHandler,
     _ body: @Sendable (_ port: Int, _ group: ServiceGroup) async throws -> R
 ) async throws -> R {
     var configuration = RPCServerConfiguration(bindAddress: "127.0.0.1:0", secret: serverSecret)
     configuration.maxBodySize = maxBodySize
+    configuration.idleTimeout = idleTimeout
     let server = RPCServer(configuration: configuration, handler: handler, logger: quiet)
     let group = ServiceGroup(services: [server], logger: quiet)
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -75,18 +77,28 @@ private func makeClient(maxConnectionsPerPeer: Int = 8) -> RPCClient {
     RPCClient(secret: secret, maxConnectionsPerPeer: maxConnectionsPerPeer, logger: quiet)
 }
 
+/// 65521 (a prime, so chunks do not line up with socket reads) pseudo-random bytes.
+private let noise: [UInt8] = {
+    var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    return (0..<65521).map { _ in
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
+        return UInt8(truncatingIfNeeded: state)
+    }
+}()
+
+/// `count` bytes of noise, each repetition preceded by its number (so misordered chunks show).
+/// Cheap to build even in a debug build, so big bodies do not hog the test threads.
 private func randomBuffer(_ count: Int) -> ByteBuffer {
-    var generator = SystemRandomNumberGenerator()
-    var buffer = ByteBufferAllocator().buffer(capacity: count)
-    var remaining = count
-    while remaining >= 8 {
-        buffer.writeInteger(generator.next() as UInt64)
-        remaining -= 8
+    var buffer = ByteBufferAllocator().buffer(capacity: count + noise.count + 4)
+    var index: UInt32 = 0
+    while buffer.readableBytes < count {
+        buffer.writeInteger(index)
+        buffer.writeBytes(noise)
+        index += 1
     }
-    while remaining > 0 {
-        buffer.writeInteger(UInt8.random(in: 0...255, using: &generator))
-        remaining -= 1
-    }
+    buffer.moveWriterIndex(to: count)
     return buffer
 }
 
@@ -311,10 +323,11 @@ private func closedPort() async throws -> Int {
             let client = makeClient(maxConnectionsPerPeer: 1)
             let start = ContinuousClock.now
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "slow", body: ByteBuffer(string: "1500"), timeout: .milliseconds(200))
+                try await client.call("127.0.0.1:\(port)", method: "slow", body: ByteBuffer(string: "3000"), timeout: .milliseconds(200))
             }
             let elapsed = ContinuousClock.now - start
             #expect(error?.kind == .timeout)
+            // Far from tight: 10 times the timeout, and still before the reply would come.
             #expect(elapsed < .seconds(2))
             let body = ByteBuffer(string: "next")
             let reply4 = try await client.call("127.0.0.1:\(port)", method: "echo", body: body, timeout: .seconds(5))
@@ -352,12 +365,13 @@ private func closedPort() async throws -> Int {
             let client = makeClient(maxConnectionsPerPeer: 1)
             let start = ContinuousClock.now
             let task = Task {
-                try await client.call("127.0.0.1:\(port)", method: "slow", body: ByteBuffer(string: "1500"), timeout: .seconds(10))
+                try await client.call("127.0.0.1:\(port)", method: "slow", body: ByteBuffer(string: "3000"), timeout: .seconds(10))
             }
             try await Task.sleep(for: .milliseconds(100))
             task.cancel()
             let result = await task.result
-            #expect(ContinuousClock.now - start < .seconds(1))
+            // Well before the reply (3 s) or the deadline (10 s).
+            #expect(ContinuousClock.now - start < .seconds(2))
             #expect(throws: CancellationError.self) { try result.get() }
             let body = ByteBuffer(string: "next")
             let reply7 = try await client.call("127.0.0.1:\(port)", method: "echo", body: body, timeout: .seconds(5))
@@ -436,6 +450,29 @@ private func closedPort() async throws -> Int {
             await client.shutdown()
         }
         #expect(calls.count == 1)
+    }
+
+    @Test func idleAndStalledConnectionsAreClosedByTheServer() async throws {
+        try await withServer(idleTimeout: .milliseconds(300), handler: standardHandler(calls: Counter())) { port, _ in
+            let client = makeClient(maxConnectionsPerPeer: 1)
+            let body = ByteBuffer(string: "before")
+            let first = try await client.call("127.0.0.1:\(port)", method: "echo", body: body, timeout: .seconds(5))
+            #expect(first == body)
+            // The server closes the idle keep-alive connection; the pool notices and connects anew.
+            try await Task.sleep(for: .milliseconds(900))
+            let second = try await client.call("127.0.0.1:\(port)", method: "echo", body: body, timeout: .seconds(5))
+            #expect(second == body)
+            // A handler slower than the idle timeout keeps its connection.
+            let slow = ByteBuffer(string: "700")
+            let third = try await client.call("127.0.0.1:\(port)", method: "slow", body: slow, timeout: .seconds(5))
+            #expect(third == slow)
+            await client.shutdown()
+
+            // A body that stops arriving does not hold the connection (nor a graceful shutdown) forever.
+            let start = ContinuousClock.now
+            _ = try await rawExchange(port: port, Array("POST /rpc/echo HTTP/1.1\r\ncontent-length: 10\r\n\r\nab".utf8))
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
     }
 
     @Test func callsAfterShutdownFail() async throws {
