@@ -210,3 +210,39 @@ def test_layout_is_managed_by_the_operator_without_auto_layout(tmp_path):
         assert bad.returncode != 0 and "400" in bad.stderr
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.deadline(240)
+def test_a_fourth_node_joins_and_everything_stays_readable(tmp_path):
+    ak, sk = new_credentials()
+    cluster = Cluster(tmp_path, 4, ak, sk)
+    try:
+        a, b, c, d = cluster.nodes
+        a.start()
+        b.start(join=[a.gossip])
+        c.start(join=[a.gossip])
+        cluster.wait_converged(nodes=[a, b, c], alive=3, layout_nodes=3)
+        client = a.client()
+        client.create_bucket(Bucket="grow")
+        objects = {f"k{i:03d}": payload(1000 + 97 * i, seed=i)
+                   for i in range(60)}
+        objects["big"] = payload(3 * 1024 * 1024, seed="big")
+        for key, body in objects.items():
+            put(client, "grow", key, body)
+        before = a.status()["layout"]["version"]
+        d.start(join=[b.gossip])
+        cluster.wait_converged(alive=4, layout_nodes=4)
+        status = d.status()
+        assert status["layout"]["version"] > before
+        assert {m["id"]: m["partitions"] for m in status["members"]}["node3"] > 0
+        # Every partition changed at most one owner, so every read quorum
+        # still reaches an old owner; reads through the new node see all.
+        for node in cluster.nodes:
+            c = node.client()
+            for key, body in objects.items():
+                assert get(c, "grow", key) == body, (node.name, key)
+            keys = [o["Key"] for o in c.list_objects_v2(
+                Bucket="grow", MaxKeys=1000)["Contents"]]
+            assert sorted(keys) == sorted(objects)
+    finally:
+        cluster.shutdown()
