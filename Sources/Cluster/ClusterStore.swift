@@ -2,6 +2,7 @@ public import Foundation
 public import Hashing
 public import NIOCore
 import NIOPosix
+import Synchronization
 public import S3API
 public import StorageEngine
 
@@ -25,6 +26,11 @@ public final class ClusterStore: ObjectStore {
     let replicator: Replicator
     let configuration: Configuration
     private let eventLoop: any EventLoop
+    /// Buckets seen to exist, with when that was read: object writes and reads check the bucket, and
+    /// a quorum read per request would double their round trips. Only existence is cached, for
+    /// ``bucketCacheSeconds``; a bucket deleted through another node may take that long to refuse writes.
+    private let knownBuckets = Mutex<[String: ContinuousClock.Instant]>([:])
+    static let bucketCacheSeconds = 2
 
     public init(engine: StorageEngine, replicator: Replicator, configuration: Configuration = Configuration()) {
         self.engine = engine
@@ -60,8 +66,15 @@ public final class ClusterStore: ObjectStore {
     }
 
     private func requireBucket(_ name: String) async throws {
+        let now = ContinuousClock.now
+        if let seen = self.knownBuckets.withLock({ $0[name] }), now - seen < .seconds(Self.bucketCacheSeconds) { return }
         guard try await self.bucket(name) != nil else {
+            self.knownBuckets.withLock { _ = $0.removeValue(forKey: name) }
             throw StorageError(.noSuchBucket, "The specified bucket does not exist")
+        }
+        self.knownBuckets.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[name] = now
         }
     }
 
@@ -79,7 +92,9 @@ public final class ClusterStore: ObjectStore {
     }
 
     public func deleteBucket(_ name: String) async throws {
-        try await self.requireBucket(name)
+        guard try await self.bucket(name) != nil else {
+            throw StorageError(.noSuchBucket, "The specified bucket does not exist")
+        }
         let page = try await self.list(bucket: name, prefix: "", delimiter: nil, startAfter: nil, maxKeys: 1)
         guard page.entries.isEmpty else {
             throw StorageError(.bucketNotEmpty, "The bucket you tried to delete is not empty")
@@ -87,6 +102,7 @@ public final class ClusterStore: ObjectStore {
         for upload in try await self.allUploads(bucket: name) {
             try await self.deleteUploadRecords(upload)
         }
+        self.knownBuckets.withLock { _ = $0.removeValue(forKey: name) }
         try await self.replicator.write([
             ReplicaRecord(
                 table: Tables.bucket, partitionKey: Tables.directory, sortKey: Array(name.utf8),
