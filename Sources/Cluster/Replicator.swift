@@ -140,19 +140,13 @@ public final class Replicator: Sendable {
 
     // MARK: Blocks
 
-    /// Stores a block on `w` owners of its hash's partition.
+    /// Stores a block on `w` owners of its hash's partition; `hash` MUST be the SHA-256 of `bytes`.
     public func writeBlock(_ bytes: ByteBuffer, hash: [UInt8]) async throws {
         let owners = try self.owners(ofHash: hash, quorum: self.policy.writeQuorum, operation: "write")
-        var body = ByteBuffer()
-        body.reserveCapacity(32 + bytes.readableBytes)
-        body.writeBytes(hash)
-        var copy = bytes
-        body.writeBuffer(&copy)
-        let message = body
         let transport = self.transport
         let timeout = self.timeouts.block
         try await self.quorumWrite(owners: owners, timeout: timeout, what: "data") { node in
-            _ = try await transport.call(node, method: ClusterMethod.putBlock, body: message, timeout: timeout)
+            _ = try await transport.call(node, method: ClusterMethod.putBlock, body: bytes, bodyDigest: hash, timeout: timeout)
         }
     }
 

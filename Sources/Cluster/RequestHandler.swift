@@ -10,7 +10,9 @@ public struct ClusterRequestHandler: Sendable {
     }
 
     /// Answers one call; throws ``ClusterError`` on a malformed body or an unknown method.
-    public func handle(method: String, body: ByteBuffer) async throws -> ByteBuffer {
+    /// - Parameter bodyDigest: the SHA-256 of `body` when the caller computed it from these bytes
+    ///   (the RPC server always does); blocks are stored under it without hashing them again.
+    public func handle(method: String, body: ByteBuffer, bodyDigest: [UInt8]? = nil) async throws -> ByteBuffer {
         switch method {
         case ClusterMethod.getRecord:
             var reader = WireReader(Array(buffer: body))
@@ -55,9 +57,7 @@ public struct ClusterRequestHandler: Sendable {
             return ByteBuffer(bytes: writer.bytes)
 
         case ClusterMethod.putBlock:
-            var body = body
-            guard let hash = body.readBytes(length: 32) else { throw ClusterError.malformed }
-            try await self.engine.storeBlock(body, hash: hash)
+            try await self.engine.storeBlock(body, hash: bodyDigest)
             return ByteBuffer()
 
         case ClusterMethod.getBlock:

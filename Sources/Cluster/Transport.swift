@@ -5,7 +5,15 @@ public import NIOCore
 /// The node's RPC client implements it over the network, short-circuiting calls to itself; tests wire
 /// several in-process nodes together with an in-memory one.
 public protocol ClusterTransport: Sendable {
-    func call(_ node: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer
+    /// - Parameter bodyDigest: the SHA-256 of `body` when the caller knows it (a block's name), so
+    ///   that neither side hashes the bytes again.
+    func call(_ node: String, method: String, body: ByteBuffer, bodyDigest: [UInt8]?, timeout: Duration) async throws -> ByteBuffer
+}
+
+extension ClusterTransport {
+    func call(_ node: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+        try await self.call(node, method: method, body: body, bodyDigest: nil, timeout: timeout)
+    }
 }
 
 /// The methods nodes call on each other, and their bodies (``WireWriter`` encoding).
@@ -16,7 +24,8 @@ public enum ClusterMethod {
     public static let applyRecords = "rec.apply"
     /// `table u8 | pk data | prefix data | u8 bound (0 none, 1 after, 2 from) | bound data | u32 limit` → `u32 n | record × n`.
     public static let rangeRecords = "rec.range"
-    /// `hash[32] | bytes` → empty, once the block is durable.
+    /// The block's bytes → empty, once the block is durable. The block's name is the body's SHA-256
+    /// (which the RPC layer signs and the receiving server computes).
     public static let putBlock = "blk.put"
     /// `hash[32] | u32 size` → `u8 found | bytes`.
     public static let getBlock = "blk.get"

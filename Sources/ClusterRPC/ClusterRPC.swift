@@ -126,3 +126,8 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
 /// and logged. Calls on one connection are served one after another; calls on different connections
 /// run concurrently, so a handler MUST be safe to run concurrently with itself.
 public typealias RPCHandler = @Sendable (_ method: String, _ body: ByteBuffer) async throws -> ByteBuffer
+
+/// A handler that also gets the SHA-256 of the request body, which the server computed to check the
+/// signature anyway (so a handler that needs the digest, such as a content-addressed block store,
+/// does not hash the body a second time).
+public typealias RPCDigestHandler = @Sendable (_ method: String, _ body: ByteBuffer, _ bodyDigest: [UInt8]) async throws -> ByteBuffer

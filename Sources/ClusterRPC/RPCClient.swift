@@ -59,7 +59,11 @@ public final class RPCClient: Sendable {
     /// - Returns: the reply body of a handler that succeeded.
     /// - Throws: `RPCError` (`.remote` with the handler's code when it threw `RPCRemoteError`), or
     ///   `CancellationError` when the calling task was cancelled (the connection is closed).
-    public func call(_ address: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+    ///   - bodyDigest: the SHA-256 of `body` when the caller knows it already (a content-addressed
+    ///     block); it is signed as given, and the server checks it against the bytes it receives.
+    public func call(
+        _ address: String, method: String, body: ByteBuffer, bodyDigest: [UInt8]? = nil, timeout: Duration
+    ) async throws -> ByteBuffer {
         guard Wire.isValidName(method) else {
             throw RPCError(kind: .protocolError, message: "invalid RPC method name")
         }
@@ -72,7 +76,8 @@ public final class RPCClient: Sendable {
         try Task.checkCancellation()
 
         let time = Wire.unixMillisNow()
-        let signature = Wire.requestSignature(secret: self.secret, method: method, time: time, bodyDigest: Wire.digest(body))
+        let signature = Wire.requestSignature(
+            secret: self.secret, method: method, time: time, bodyDigest: bodyDigest ?? Wire.digest(body))
         var headers = HTTPHeaders()
         headers.reserveCapacity(4)
         headers.add(name: "host", value: address)

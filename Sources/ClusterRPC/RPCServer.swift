@@ -54,7 +54,7 @@ public final class RPCServer: Service, Sendable {
     }
 
     private let configuration: RPCServerConfiguration
-    private let handler: RPCHandler
+    private let handler: RPCDigestHandler
     private let logger: Logger
     private let bindState = Mutex(BindState.waiting([:], nextID: 0))
 
@@ -63,9 +63,14 @@ public final class RPCServer: Service, Sendable {
     ///   - configuration: address, secret and limits.
     ///   - handler: serves authenticated calls.
     ///   - logger: where rejected requests (debug/notice) and handler failures (error) are logged.
-    public init(configuration: RPCServerConfiguration, handler: @escaping RPCHandler, logger: Logger) {
+    public convenience init(configuration: RPCServerConfiguration, handler: @escaping RPCHandler, logger: Logger) {
+        self.init(configuration: configuration, digestHandler: { method, body, _ in try await handler(method, body) }, logger: logger)
+    }
+
+    /// Creates a server whose handler also gets the request body's SHA-256.
+    public init(configuration: RPCServerConfiguration, digestHandler: @escaping RPCDigestHandler, logger: Logger) {
         self.configuration = configuration
-        self.handler = handler
+        self.handler = digestHandler
         self.logger = logger
     }
 
@@ -276,7 +281,7 @@ public final class RPCServer: Service, Sendable {
         var reply: Reply
         var code = ""
         do {
-            reply = Reply(status: .ok, body: try await self.handler(method, request.body))
+            reply = Reply(status: .ok, body: try await self.handler(method, request.body, request.bodyDigest))
         } catch let error as RPCRemoteError {
             code = Wire.sanitizedCode(error.code)
             reply = Reply(status: HTTPResponseStatus(statusCode: Wire.remoteErrorStatus), body: ByteBuffer(string: error.message))

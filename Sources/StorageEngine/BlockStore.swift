@@ -68,8 +68,9 @@ final class BlockStore: Sendable {
     /// references it has committed (or the upload was abandoned).
     /// - Returns: the block's reference and whether a new file was created (its directory then
     ///   needs an `fsync` before the metadata commits).
-    func write(_ bytes: UnsafeRawBufferPointer) throws -> (ref: BlockRef, created: Bool) {
-        let hash = Digests.sha256(bytes)
+    /// - Parameter knownHash: the SHA-256 of `bytes` when the caller computed it from these bytes.
+    func write(_ bytes: UnsafeRawBufferPointer, knownHash: [UInt8]? = nil) throws -> (ref: BlockRef, created: Bool) {
+        let hash = knownHash ?? Digests.sha256(bytes)
         let ref = BlockRef(hash: hash, size: bytes.count)
         let path = self.path(for: hash)
         // Pin first, then look: the collector checks pins under the same lock before it deletes,

@@ -138,19 +138,18 @@ extension StorageEngine {
 
     // MARK: - Blocks held for the cluster
 
-    /// Stores a block received from another node, verifying that its content has the SHA-256 `hash`.
-    /// Returns once the block file and its directory entry are durable.
-    /// - Throws: ``StorageError/Code/corruptBlock`` when the content does not match.
-    public func storeBlock(_ bytes: ByteBuffer, hash: [UInt8]) async throws {
+    /// Stores a block received from another node under its SHA-256 and returns that hash, once the
+    /// block file and its directory entry are durable.
+    /// - Parameter hash: the SHA-256 of `bytes` when the caller computed it from these very bytes (the
+    ///   RPC server does, to check the request's signature); nil to compute it here.
+    @discardableResult
+    public func storeBlock(_ bytes: ByteBuffer, hash: [UInt8]? = nil) async throws -> [UInt8] {
         let blocks = self.blocks
-        try await self.runIO {
-            let (ref, created) = try bytes.withUnsafeReadableBytes { try blocks.write($0) }
+        return try await self.runIO {
+            let (ref, created) = try bytes.withUnsafeReadableBytes { try blocks.write($0, knownHash: hash) }
             defer { blocks.unpin(ref.hash) }
-            guard ref.hash == hash else {
-                if created { _ = blocks.deleteIfUnpinned(ref.hash) }
-                throw StorageError(.corruptBlock, "the block's content does not match its hash")
-            }
-            if created { try blocks.syncDirectories([blocks.directory(for: hash)]) }
+            if created { try blocks.syncDirectories([blocks.directory(for: ref.hash)]) }
+            return ref.hash
         }
     }
 

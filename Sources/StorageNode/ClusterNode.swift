@@ -50,14 +50,14 @@ struct NodeTransport: ClusterTransport {
     let client: RPCClient
     let local: ClusterRequestHandler
 
-    func call(_ node: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+    func call(_ node: String, method: String, body: ByteBuffer, bodyDigest: [UInt8]?, timeout: Duration) async throws -> ByteBuffer {
         if node == self.view.localID {
-            return try await self.local.handle(method: method, body: body)
+            return try await self.local.handle(method: method, body: body, bodyDigest: bodyDigest)
         }
         guard let address = self.view.address(of: node) else {
             throw ClusterError("no address known for node \(node)")
         }
-        return try await self.client.call(address, method: method, body: body, timeout: timeout)
+        return try await self.client.call(address, method: method, body: body, bodyDigest: bodyDigest, timeout: timeout)
     }
 }
 
@@ -98,7 +98,7 @@ public final class ClusterNode: Sendable {
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
         self.rpcServer = RPCServer(
             configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
-            handler: { method, body in try await local.handle(method: method, body: body) },
+            digestHandler: { method, body, digest in try await local.handle(method: method, body: body, bodyDigest: digest) },
             logger: logger
         )
         let metadata = Gossip.Metadata(

@@ -16,11 +16,14 @@ final class MemoryNetwork: ClusterTransport {
     let down = Mutex<Set<String>>([])
     let calls = Mutex<[String: Int]>([:])
 
-    func call(_ node: String, method: String, body: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+    func call(_ node: String, method: String, body: ByteBuffer, bodyDigest: [UInt8]?, timeout: Duration) async throws -> ByteBuffer {
         if self.down.withLock({ $0.contains(node) }) { throw ClusterError("\(node) is unreachable") }
         guard let handler = self.handlers.withLock({ $0[node] }) else { throw ClusterError("no node \(node)") }
         self.calls.withLock { $0[method, default: 0] += 1 }
-        return try await handler.handle(method: method, body: body)
+        // As the RPC server does: the digest the handler sees is computed from the bytes received.
+        let digest = body.withUnsafeReadableBytes { Digests.sha256($0) }
+        if let bodyDigest, bodyDigest != digest { throw ClusterError("the body does not match its signed digest") }
+        return try await handler.handle(method: method, body: body, bodyDigest: digest)
     }
 }
 
@@ -335,10 +338,16 @@ func read(_ store: any ObjectStore, _ bucket: String, _ key: String) async throw
         huge.writeInteger(UInt32.max)
         await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.applyRecords, body: huge) }
         await #expect(throws: (any Error).self) { try await handler.handle(method: "nope", body: ByteBuffer()) }
-        // A block whose bytes do not match its name is refused.
-        var block = ByteBuffer(bytes: [UInt8](repeating: 1, count: 32))
-        block.writeBytes([1, 2, 3])
-        await #expect(throws: StorageError.self) { try await handler.handle(method: ClusterMethod.putBlock, body: block) }
+        // A block is stored under the SHA-256 of its bytes, and read back by it.
+        let block: [UInt8] = [1, 2, 3]
+        _ = try await handler.handle(method: ClusterMethod.putBlock, body: ByteBuffer(bytes: block))
+        var query = ByteBuffer(bytes: Digests.sha256(block))
+        query.writeInteger(UInt32(3))
+        #expect(Array(buffer: try await handler.handle(method: ClusterMethod.getBlock, body: query)) == [1] + block)
+        // Through the network, a body that does not match the digest its sender signed is refused.
+        await #expect(throws: ClusterError.self) {
+            try await cluster.network.call("node0", method: ClusterMethod.putBlock, body: ByteBuffer(bytes: block), bodyDigest: [UInt8](repeating: 0, count: 32), timeout: .seconds(1))
+        }
         #expect(try await read(cluster.stores[0], "b", "k") == Array(repeating: 7, count: 5000))
         await cluster.shutdown()
     }
