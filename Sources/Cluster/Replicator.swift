@@ -308,21 +308,25 @@ public final class Replicator: Sendable {
         guard reachable.count >= quorum else {
             throw ClusterError.quorum("Only \(reachable.count) of the \(quorum) replicas needed for this read are reachable.")
         }
-        return try await withThrowingTaskGroup(of: T?.self) { group in
+        return try await withThrowingTaskGroup(of: GatherOutcome<T>.self) { group in
             for node in reachable {
-                group.addTask { try? await query(node) }
+                group.addTask {
+                    do { return .answered(try await query(node)) } catch { return .failed }
+                }
             }
             group.addTask {
                 try await Task.sleep(for: timeout)
-                return nil
+                return .deadline
             }
             var answers: [T] = []
-            var finished = 0
-            while let answer = try await group.next() {
-                finished += 1
-                if let answer { answers.append(answer) }
-                if answers.count >= quorum || finished > reachable.count { break }
-                if finished == reachable.count + 1 { break }
+            var failed = 0
+            collect: while let outcome = try await group.next() {
+                switch outcome {
+                case .answered(let answer): answers.append(answer)
+                case .failed: failed += 1
+                case .deadline: break collect
+                }
+                if answers.count >= quorum || answers.count + failed == reachable.count { break }
             }
             group.cancelAll()
             guard answers.count >= quorum else {
@@ -330,6 +334,12 @@ public final class Replicator: Sendable {
             }
             return answers
         }
+    }
+
+    private enum GatherOutcome<T: Sendable>: Sendable {
+        case answered(T)
+        case failed
+        case deadline
     }
 
     static func message(_ failure: Replication.QuorumFailure, what: String) -> String {
