@@ -170,14 +170,16 @@ public final class ClusterStore: ObjectStore {
         try await self.replicator.write(records)
     }
 
+    /// A block from this node's disk when it holds an intact copy (verified by its CRC32C as on a
+    /// single node), otherwise from the other replicas.
     public func readBlock(_ ref: BlockRef) async throws -> ByteBuffer {
-        try await self.replicator.readBlock(ref)
+        if let local = try? await self.engine.loadBlock(ref) { return local }
+        return try await self.replicator.readBlock(ref, skippingLocal: true)
     }
 
     public func startReadingBlock(_ ref: BlockRef) -> EventLoopFuture<ByteBuffer> {
         let promise = self.eventLoop.makePromise(of: ByteBuffer.self)
-        let replicator = self.replicator
-        promise.completeWithTask { try await replicator.readBlock(ref) }
+        promise.completeWithTask { try await self.readBlock(ref) }
         return promise.futureResult
     }
 

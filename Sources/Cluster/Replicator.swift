@@ -152,13 +152,14 @@ public final class Replicator: Sendable {
 
     /// Reads a block from the first owner that has an intact copy (this node first when it is one),
     /// then from any other reachable member; the bytes are verified against the block's SHA-256.
-    public func readBlock(_ ref: BlockRef) async throws -> ByteBuffer {
+    /// - Parameter skippingLocal: the caller already tried this node's own copy.
+    public func readBlock(_ ref: BlockRef, skippingLocal: Bool = false) async throws -> ByteBuffer {
         var candidates = (try? self.owners(ofHash: ref.hash, quorum: 1, operation: "read")) ?? []
         if let index = candidates.firstIndex(of: self.view.localID), index > 0 {
             candidates.swapAt(0, index)
         }
-        candidates = candidates.filter { self.view.isReachable($0) }
-        for peer in self.view.reachablePeers where !candidates.contains(peer) { candidates.append(peer) }
+        candidates = candidates.filter { self.view.isReachable($0) && !(skippingLocal && $0 == self.view.localID) }
+        for peer in self.view.reachablePeers where !candidates.contains(peer) && peer != self.view.localID { candidates.append(peer) }
         var body = ByteBuffer()
         body.writeBytes(ref.hash)
         body.writeInteger(UInt32(ref.size))
