@@ -17,6 +17,9 @@ public final class Replicator: Sendable {
         public var record: Duration = .seconds(10)
         /// One block to its owners.
         public var block: Duration = .seconds(30)
+        /// A read first asks only R owners (this node first); if they have not all answered by then,
+        /// it asks every owner.
+        public var preferred: Duration = .seconds(1)
 
         public init() {}
     }
@@ -80,7 +83,7 @@ public final class Replicator: Sendable {
         let body = ByteBuffer(bytes: writer.bytes)
         let transport = self.transport
         let timeout = self.timeouts.record
-        return try await self.quorumRead(owners: owners, timeout: timeout) { node in
+        let query: @Sendable (String) async throws -> ReplicaRecord? = { node in
             let reply = try await transport.call(node, method: ClusterMethod.getRecord, body: body, timeout: timeout)
             var reader = WireReader(Array(buffer: reply))
             guard try reader.u8() == 1 else { return nil }
@@ -88,6 +91,23 @@ public final class Replicator: Sendable {
             try reader.finish()
             return record
         }
+        // Ask R owners (this node first); when one of them fails or is slow, ask them all.
+        let preferred = self.preferred(owners, count: self.policy.readQuorum)
+        if preferred.count == self.policy.readQuorum, preferred.count < owners.count {
+            do {
+                return try await self.quorumRead(owners: preferred, timeout: self.timeouts.preferred, query: query)
+            } catch {}
+        }
+        return try await self.quorumRead(owners: owners, timeout: timeout, query: query)
+    }
+
+    /// Up to `count` reachable owners, this node first, then in preference order.
+    func preferred(_ owners: [String], count: Int) -> [String] {
+        var ordered = owners.filter { self.view.isReachable($0) }
+        if let index = ordered.firstIndex(of: self.view.localID), index > 0 {
+            ordered.insert(ordered.remove(at: index), at: 0)
+        }
+        return Array(ordered.prefix(count))
     }
 
     /// Reads a range of one partition key from `r` owners and merges it: for each sort key the newest
@@ -112,7 +132,7 @@ public final class Replicator: Sendable {
         let body = ByteBuffer(bytes: writer.bytes)
         let transport = self.transport
         let timeout = self.timeouts.record
-        let answers = try await self.gather(owners: owners, quorum: self.policy.readQuorum, timeout: timeout) { node in
+        let query: @Sendable (String) async throws -> [ReplicaRecord] = { node in
             let reply = try await transport.call(node, method: ClusterMethod.rangeRecords, body: body, timeout: timeout)
             var reader = WireReader(Array(buffer: reply))
             let count = try reader.u32()
@@ -121,6 +141,15 @@ public final class Replicator: Sendable {
             for _ in 0..<count { records.append(try reader.record()) }
             try reader.finish()
             return records
+        }
+        let preferred = self.preferred(owners, count: self.policy.readQuorum)
+        var answers: [[ReplicaRecord]]
+        do {
+            guard preferred.count == self.policy.readQuorum, preferred.count < owners.count else { throw CancellationError() }
+            answers = try await self.gather(
+                owners: preferred, quorum: self.policy.readQuorum, timeout: self.timeouts.preferred * 2, query: query)
+        } catch {
+            answers = try await self.gather(owners: owners, quorum: self.policy.readQuorum, timeout: timeout, query: query)
         }
         var cut: [UInt8]?
         var newest: [[UInt8]: ReplicaRecord] = [:]
