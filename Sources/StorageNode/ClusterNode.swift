@@ -92,7 +92,7 @@ public final class ClusterNode: Sendable {
         self.nodeID = nodeID
         let view = ClusterView(localID: nodeID)
         self.view = view
-        self.rpcClient = RPCClient(secret: settings.secret, logger: logger)
+        self.rpcClient = RPCClient(secret: settings.secret, maxConnectionsPerPeer: 32, logger: logger)
         let local = ClusterRequestHandler(engine: engine)
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
