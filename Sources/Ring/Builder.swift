@@ -60,7 +60,8 @@ extension Ring {
         /// node gets a share of replica slots proportional to its capacity within those rules, and a node
         /// never holds two replicas of one partition, so a node with more than 1/N of the capacity is
         /// capped at one replica of every partition. Costs O(P·N·nodes) for the greedy passes plus a
-        /// breadth-first search per slot they leave unplaced.
+        /// breadth-first search per slot they leave unplaced, and, only when those needed chains of moves, a
+        /// few hop-limited Bellman-Ford rounds over the nodes to hand extra copies back.
         /// - Returns: the new layout.
         public func build() -> Layout {
             let placement = Placement.assign(

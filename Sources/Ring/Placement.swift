@@ -10,6 +10,9 @@
 /// 3. Assignment: keep the previous assignment, open holes where a node left or a rule is broken, then
 ///    greedily fill holes and shed excess slots directly to nodes below quota, and finish the rest with
 ///    shortest augmenting paths (``Assigner``).
+/// 4. Relaxing: where the quotas forced chains of moves, exchanges that copy fewer partitions let nodes
+///    end elsewhere in their band (within one slot of the exact share), or, while the copies exceed
+///    1.2 × the ideal, within their tolerance (1/21 of the share) (``Assigner/relax(targets:ideal:)``).
 enum Placement {
     /// The per-partition zone bounds of a set of nodes.
     struct ZoneRules: Sendable {
@@ -64,27 +67,70 @@ enum Placement {
         return ZoneRules(zoneOf: zoneOf, members: members, upper: upper, lower: lower, replicaCount: replicaCount)
     }
 
-    /// The exact number of replica slots each node must hold (0 for nodes of capacity 0).
+    /// Each node's slot targets: the quota the greedy passes aim for, the rounding band around its exact
+    /// share, and the wider tolerance that placement may use to avoid extra moves.
+    struct Targets: Sendable {
+        /// The integer target (within one slot of the exact share).
+        var quota: [Int]
+        /// The exact share rounded down and up: any count in this band is within one slot of the share.
+        var bandLow: [Int]
+        var bandHigh: [Int]
+        /// The counts a node may end with when holding it there saves a move: the band widened to the
+        /// counts within 1/21 (about 4.8 %) of the exact share. Equal to the quota for a node held at a
+        /// bound (capped at one replica per partition, or a zone at its per-partition limit).
+        var low: [Int]
+        var high: [Int]
+    }
+
+    /// The number of replica slots each node should hold (0 for nodes of capacity 0), see ``Targets``.
     /// - Parameters:
     ///   - current: each node's slot count in the previous assignment, used to break rounding ties.
     static func quotas(nodes: [Ring.Node], rules: ZoneRules, partitionCount: Int, current: [Int]) -> [Int] {
+        targets(nodes: nodes, rules: rules, partitionCount: partitionCount, current: current).quota
+    }
+
+    /// The slot targets of every node (all 0 for nodes of capacity 0).
+    static func targets(nodes: [Ring.Node], rules: ZoneRules, partitionCount: Int, current: [Int]) -> Targets {
         let zoneCount = rules.zoneCount
-        var quota = [Int](repeating: 0, count: nodes.count)
+        let zero = [Int](repeating: 0, count: nodes.count)
+        var targets = Targets(quota: zero, bandLow: zero, bandHigh: zero, low: zero, high: zero)
+        func record(_ node: Int, count: Int, share: Share) {
+            targets.quota[node] = count
+            guard share.denominator > 0 else {
+                targets.bandLow[node] = count
+                targets.bandHigh[node] = count
+                targets.low[node] = count
+                targets.high[node] = count
+                return
+            }
+            let (num, den) = (share.numerator, share.denominator)
+            let floor = Int(num / den)
+            let ceil = floor + (num % den == 0 ? 0 : 1)
+            targets.bandLow[node] = floor
+            targets.bandHigh[node] = ceil
+            // c within 1/21 of the share: 20·num/21 <= c·den <= 22·num/21.
+            let lowest = Int((20 * num + 21 * den - 1) / (21 * den))
+            let highest = Int(22 * num / (21 * den))
+            targets.low[node] = max(0, min(floor, lowest))
+            targets.high[node] = min(partitionCount, max(ceil, highest))
+        }
 
         // When plain capacity-proportional shares already keep every zone within its bounds, round once
         // over all nodes (each quota within one slot of its exact share).
         let data = nodes.indices.filter { rules.zoneOf[$0] >= 0 }
-        let direct = apportion(
+        let direct = apportioned(
             total: rules.replicaCount * partitionCount, weights: data.map { UInt128(nodes[$0].capacity) },
             lower: [Int](repeating: 0, count: data.count),
             upper: [Int](repeating: partitionCount, count: data.count), current: data.map { current[$0] })
         var zoneSums = [Int](repeating: 0, count: zoneCount)
-        for (position, node) in data.enumerated() { zoneSums[rules.zoneOf[node]] += direct[position] }
+        for (position, node) in data.enumerated() { zoneSums[rules.zoneOf[node]] += direct.counts[position] }
         if zoneSums.indices.allSatisfy({
             (rules.lower[$0] * partitionCount...rules.upper[$0] * partitionCount).contains(zoneSums[$0])
         }) {
-            for (position, node) in data.enumerated() { quota[node] = direct[position] }
-            return quota
+            for (position, node) in data.enumerated() {
+                record(node, count: direct.counts[position], share: direct.shares[position])
+            }
+            return targets
         }
 
         // Otherwise the zone bounds bind: split the slots over zones first, then within each zone.
@@ -101,14 +147,22 @@ enum Placement {
 
         for zone in 0..<zoneCount {
             let members = nodes.indices.filter { rules.zoneOf[$0] == zone }
-            let shares = apportion(
+            let shares = apportioned(
                 total: zoneTotals[zone], weights: members.map { UInt128(nodes[$0].capacity) },
                 lower: [Int](repeating: 0, count: members.count),
                 upper: [Int](repeating: partitionCount, count: members.count),
                 current: members.map { current[$0] })
-            for (position, member) in members.enumerated() { quota[member] = shares[position] }
+            for (position, member) in members.enumerated() {
+                record(member, count: shares.counts[position], share: shares.shares[position])
+            }
         }
-        return quota
+        return targets
+    }
+
+    /// An exact share `numerator / denominator`; denominator 0 means the value was fixed at a bound.
+    struct Share: Sendable {
+        var numerator: UInt128
+        var denominator: UInt128
     }
 
     /// Splits `total` into integers proportional to `weights`, each within `lower[i] ... upper[i]`.
@@ -119,7 +173,15 @@ enum Placement {
     /// to the largest fractional parts, then to the lowest index.
     /// - Precondition: `sum(lower) <= total <= sum(upper)`, and every weight > 0.
     static func apportion(total: Int, weights: [UInt128], lower: [Int], upper: [Int], current: [Int]) -> [Int] {
+        apportioned(total: total, weights: weights, lower: lower, upper: upper, current: current).counts
+    }
+
+    /// ``apportion(total:weights:lower:upper:current:)`` plus the exact share behind each integer.
+    static func apportioned(total: Int, weights: [UInt128], lower: [Int], upper: [Int], current: [Int])
+        -> (counts: [Int], shares: [Share])
+    {
         let count = weights.count
+        var shares = [Share](repeating: Share(numerator: 0, denominator: 0), count: count)
         var result = [Int](repeating: 0, count: count)
         var fixed = [Bool](repeating: false, count: count)
         var remaining = total
@@ -150,12 +212,13 @@ enum Placement {
 
         var weight: UInt128 = 0
         for index in 0..<count where !fixed[index] { weight += weights[index] }
-        guard weight > 0 else { return result }
+        guard weight > 0 else { return (result, shares) }
         let units = UInt128(max(remaining, 0))
         var fractions: [(index: Int, remainder: UInt128)] = []
         var leftover = remaining
         for index in 0..<count where !fixed[index] {
             let share = units * weights[index]
+            shares[index] = Share(numerator: share, denominator: weight)
             result[index] = Int(share / weight)
             leftover -= result[index]
             let remainder = share % weight
@@ -169,7 +232,7 @@ enum Placement {
             return a.index < b.index
         }
         for fraction in fractions.prefix(max(leftover, 0)) { result[fraction.index] += 1 }
-        return result
+        return (result, shares)
     }
 
     /// Places the replicas of every partition on `nodes`, starting from `previous`'s assignment.
@@ -209,7 +272,8 @@ enum Placement {
             rows.append(row)
         }
 
-        let quota = quotas(nodes: nodes, rules: rules, partitionCount: partitionCount, current: current)
+        let targets = targets(nodes: nodes, rules: rules, partitionCount: partitionCount, current: current)
+        let quota = targets.quota
         var assigner = Assigner(
             rules: rules, quota: quota, count: current,
             keys: nodes.map { Mixing.key(of: $0.id.rawValue.utf8) }, partitionCount: partitionCount,
@@ -218,9 +282,13 @@ enum Placement {
             assigner.loadRow(rows[partition], partition: partition)
             assigner.repair(partition: partition)
         }
+        // The copies this change needs at the least: every hole, and every slot a node lacks for its quota.
+        let holes = assigner.slots.reduce(0) { $0 + ($1 < 0 ? 1 : 0) }
+        let lacking = assigner.dataNodes.reduce(0) { $0 + max(0, quota[$1] - assigner.count[$1]) }
         assigner.fillHoles()
         assigner.shed()
         assigner.route()
+        assigner.relax(targets: targets, ideal: max(holes, lacking))
         assert(assigner.isValid(), "placement broke a zone rule")
         return Result(replicaCount: replicas, slots: assigner.slots.map { UInt16($0) })
     }
@@ -567,6 +635,166 @@ extension Placement {
         /// Applies a chain found by ``cheapestPath(fromHole:orNode:)`` (last taker first).
         mutating func apply(_ path: [Step]) {
             for step in path { give(partition: step.slot / replicas, slot: step.slot % replicas, to: step.node) }
+        }
+
+        // MARK: Relaxing
+
+        /// Saves copies by letting nodes end anywhere within their tolerance rather than exactly at their
+        /// quota (``Targets``).
+        ///
+        /// Quotas fix which nodes get a rounded-up slot before placement, and zone rules fix how many
+        /// replicas of each partition a zone may take, so meeting every quota exactly can need chains of
+        /// moves (a node takes a freed slot and hands one of its own partitions on, which costs a second
+        /// copy). This pass looks for exchanges "u gives partition x to a, a gives y to b, …, ending at
+        /// v" (u loses a slot, v gains one, the others keep their counts) that copy fewer partitions,
+        /// by a hop-limited Bellman-Ford search over nodes: a step costs +1 if its taker did not hold
+        /// the partition before, -1 if its giver did not (handing a new copy back). An exchange is
+        /// applied when it keeps u and v within one slot of their exact shares (the rounding band);
+        /// beyond the band, up to the tolerance, only while the copies exceed 1.2 × `ideal`, the least
+        /// widening first (squared distance to the band, so extra slots spread over many nodes).
+        /// Runs only when placement copied more than `ideal`.
+        /// - Parameter ideal: the fewest copies the change can need (holes, slots nodes lack).
+        mutating func relax(targets: Targets, ideal: Int) {
+            var copies = 0
+            for index in slots.indices where !previous[index / replicas].contains(slots[index]) { copies += 1 }
+            guard copies > ideal else { return }
+            let budget = ideal + ideal / 5
+            let nodes = dataNodes
+            let n = nodes.count
+            var position = [Int](repeating: -1, count: zoneOf.count)
+            for (index, node) in nodes.enumerated() { position[node] = index }
+            func penalty(_ node: Int, _ held: Int) -> Int {
+                let gap = max(0, targets.bandLow[node] - held, held - targets.bandHigh[node])
+                return gap * gap
+            }
+            let weight = 1 << 20  // one copy outweighs any penalty change
+            let hops = min(n, 8)
+            var attempts = 0
+            while copies > ideal && attempts < 4 * (copies - ideal) + 8 {
+                attempts += 1
+                // edge[(x * n + y) * 3 + c + 1]: a flat slot x holds that y may take, changing copies by c
+                // (the first such slot in partition order).
+                var edge = [Int](repeating: -1, count: n * n * 3)
+                var held = [[Int]](repeating: [], count: n)
+                var fresh: [Int] = []
+                for index in slots.indices {
+                    let partition = index / replicas
+                    held[position[slots[index]]].append(index)
+                    if !previous[partition].contains(slots[index]) { fresh.append(index) }
+                    // Takers that held the partition before: class -1 (new copy handed back) or 0.
+                    let freed = previous[partition].contains(slots[index]) ? 0 : 1
+                    let x = position[slots[index]]
+                    for taker in previous[partition] where taker >= 0 {
+                        let key = (x * n + position[taker]) * 3 + 1 - freed
+                        if edge[key] < 0 && canPlace(taker, partition: partition, slot: index % replicas) {
+                            edge[key] = index
+                        }
+                    }
+                }
+                // A new copy moving to another node that did not hold the partition: class 0.
+                for index in fresh {
+                    let partition = index / replicas
+                    let x = position[slots[index]]
+                    for (y, taker) in nodes.enumerated() where y != x && !previous[partition].contains(taker) {
+                        let key = (x * n + y) * 3 + 1
+                        if edge[key] < 0 && canPlace(taker, partition: partition, slot: index % replicas) {
+                            edge[key] = index
+                        }
+                    }
+                }
+                // A kept replica moving to a node that did not hold the partition: class +1.
+                for x in 0..<n {
+                    for (y, taker) in nodes.enumerated() where y != x {
+                        for index in held[x] {
+                            let partition = index / replicas
+                            guard previous[partition].contains(nodes[x]), !previous[partition].contains(taker) else {
+                                continue
+                            }
+                            if canPlace(taker, partition: partition, slot: index % replicas) {
+                                edge[(x * n + y) * 3 + 2] = index
+                                break
+                            }
+                        }
+                    }
+                }
+                // Layered Bellman-Ford: distance[k][y] = best cost of a k-step chain from some giver to y.
+                let unreachable = Int.max / 4
+                var distance = [[Int]](repeating: [Int](repeating: unreachable, count: n), count: hops + 1)
+                var parent = [[Int]](repeating: [Int](repeating: -1, count: n), count: hops + 1)  // edge key
+                for (x, node) in nodes.enumerated() where count[node] > targets.low[node] {
+                    distance[0][x] = penalty(node, count[node] - 1) - penalty(node, count[node])
+                }
+                for k in 0..<hops {
+                    for x in 0..<n where distance[k][x] < unreachable {
+                        for y in 0..<n where y != x {
+                            for c in -1...1 {
+                                let key = (x * n + y) * 3 + c + 1
+                                guard edge[key] >= 0 else { continue }
+                                let cost = distance[k][x] + c * weight
+                                if cost < distance[k + 1][y] {
+                                    distance[k + 1][y] = cost
+                                    parent[k + 1][y] = key
+                                }
+                            }
+                        }
+                    }
+                }
+                // Candidates: (total cost, hops, taker), best first; the first valid chain is applied.
+                var candidates: [(cost: Int, k: Int, y: Int)] = []
+                for k in 1...hops {
+                    for (y, node) in nodes.enumerated() where distance[k][y] < unreachable && count[node] < targets.high[node] {
+                        let cost = distance[k][y] + penalty(node, count[node] + 1) - penalty(node, count[node])
+                        // An acceptable chain saves a copy and widens nothing, or we are over budget.
+                        let saved = -((cost + weight / 2) >> 20)
+                        let widening = cost + saved * weight
+                        guard saved >= 1, widening <= 0 || copies > budget else { continue }
+                        candidates.append((cost, k, y))
+                    }
+                }
+                candidates.sort { ($0.cost, $0.k, $0.y) < ($1.cost, $1.k, $1.y) }
+                // Apply the best valid chain, then any further ones that touch none of the nodes and
+                // partitions already changed this round (their costs are still exact).
+                var applied = false
+                var touchedNode = [Bool](repeating: false, count: n)
+                var touchedPartition = [Bool](repeating: false, count: partitionCount)
+                for candidate in candidates {
+                    if applied && candidate.cost > 0 && copies <= budget { break }
+                    var steps: [Step] = []
+                    var chainNodes = [candidate.y]
+                    var chainPartitions: [Int] = []
+                    var y = candidate.y
+                    var valid = !touchedNode[candidate.y]
+                    for k in stride(from: candidate.k, to: 0, by: -1) where valid {
+                        let key = parent[k][y]
+                        let x = key / 3 / n
+                        let partition = edge[key] / replicas
+                        if chainNodes.contains(x) || touchedNode[x] || chainPartitions.contains(partition)
+                            || touchedPartition[partition]
+                        {
+                            valid = false
+                            break
+                        }
+                        chainNodes.append(x)
+                        chainPartitions.append(partition)
+                        steps.append(Step(node: nodes[y], slot: edge[key]))
+                        y = x
+                    }
+                    guard valid else { continue }
+                    var saved = 0
+                    for step in steps {
+                        let partition = step.slot / replicas
+                        let before = previous[partition]
+                        saved += (before.contains(slots[step.slot]) ? 0 : 1) - (before.contains(step.node) ? 0 : 1)
+                        give(partition: partition, slot: step.slot % replicas, to: step.node)
+                    }
+                    copies -= saved
+                    applied = true
+                    for x in chainNodes { touchedNode[x] = true }
+                    for partition in chainPartitions { touchedPartition[partition] = true }
+                    if copies <= ideal { break }
+                }
+                if !applied { return }
+            }
         }
 
         /// Fills `hole` with the least loaded allowed node, whatever its quota.

@@ -157,3 +157,120 @@ import Testing
         }
     }
 }
+
+/// Movement, balance and the rules in the larger, zone-constrained layouts of the `bench/ring` survey
+/// (3 to 30 nodes over 1 to 6 zones, 256 partitions), where removals used to need chains of moves.
+@Suite struct LargeLayoutTests {
+    static let seeds: [UInt64] = Array(1...48)
+
+    /// A random layout of up to 30 nodes and 6 zones plus the generator state after drawing it.
+    static func randomLayout(seed: UInt64) throws -> (Ring.Layout, SplitMix64) {
+        var rng = SplitMix64(seed: seed &+ 1_000)
+        let replicas = [1, 2, 3, 3, 3][Int.random(in: 0..<5, using: &rng)]
+        let layout = try build(randomNodes(&rng, maxNodes: 30, maxZones: 6), replicas: replicas)
+        return (layout, rng)
+    }
+
+    /// The zone rules in every partition, and balance within max(5 %, 1 slot) where shares fit.
+    static func expectRulesAndBalance(_ layout: Ring.Layout) {
+        let table = layout.table
+        let rules = ExpectedZones(layout)
+        for partition in 0..<table.partitionCount {
+            #expect(rules.allows(table.replicas(of: Ring.PartitionID(partition))), "partition \(partition)")
+        }
+        guard proportionalSharesFit(layout) else { return }
+        let total = Double(layout.nodes.reduce(0) { $0 + $1.capacity })
+        let slots = Double(table.partitionCount * table.replicaCount)
+        for node in layout.nodes {
+            let ideal = slots * Double(node.capacity) / total
+            let actual = Double(table.partitions(of: node.id).count)
+            #expect(abs(actual - ideal) <= max(0.05 * ideal, 1), "\(node.id): \(actual) vs \(ideal)")
+        }
+    }
+
+    /// Removing a node whose zone keeps other nodes moves at most 1.2 × its slots, or, where the zone
+    /// rules and the balance bound make that impossible, exactly the fewest slots any valid, balanced
+    /// assignment needs (an independent min-cost-flow computation).
+    @Test(arguments: seeds)
+    func movementOnRemove(seed: UInt64) throws {
+        let (layout, state) = try Self.randomLayout(seed: seed)
+        var rng = state
+        let gone = layout.nodes.randomElement(using: &rng)!
+        let old = layout.table
+        let next = try layout.applying([.remove(gone.id)])
+        let new = next.table
+        Self.expectRulesAndBalance(next)
+        let moved = movedSlots(old, new)
+        let ideal = old.partitions(of: gone.id).count
+        let zoneStays = layout.nodes.contains { $0.zone == gone.zone && $0.id != gone.id }
+        guard zoneStays && new.replicaCount == old.replicaCount else { return }
+        if moved * 5 > ideal * 6 {
+            let minimum = minimumMoves(from: old, to: next.nodes, replicationFactor: next.replicationFactor)
+            #expect(minimum == moved, "moved \(moved), ideal \(ideal), minimum \(String(describing: minimum))")
+        }
+    }
+
+    @Test(arguments: seeds)
+    func movementOnAdd(seed: UInt64) throws {
+        let (layout, state) = try Self.randomLayout(seed: seed)
+        var rng = state
+        let zones = Set(layout.nodes.map(\.zone)).sorted()
+        let added = node("added", zones.randomElement(using: &rng)!, UInt64.random(in: 1...8, using: &rng))
+        let old = layout.table
+        let next = try layout.applying([.add(added)])
+        let new = next.table
+        Self.expectRulesAndBalance(next)
+        guard new.replicaCount == old.replicaCount else { return }
+        let moved = movedSlots(old, new)
+        let ideal = new.partitions(of: added.id).count
+        #expect(moved * 5 <= ideal * 6, "moved \(moved), ideal \(ideal)")
+    }
+
+    /// Removing two nodes in either order, or building twice, gives byte-equal layouts.
+    @Test(arguments: seeds.prefix(16))
+    func determinismOfRemovals(seed: UInt64) throws {
+        let (layout, state) = try Self.randomLayout(seed: seed)
+        var rng = state
+        let ids = layout.nodes.map(\.id).shuffled(using: &rng)
+        let first = try layout.applying([.remove(ids[0]), .remove(ids[1])])
+        let second = try layout.applying([.remove(ids[1]), .remove(ids[0])])
+        #expect(first.encoded() == second.encoded())
+        #expect(try layout.applying([.remove(ids[0])]).encoded() == layout.applying([.remove(ids[0])]).encoded())
+    }
+
+    /// The survey's one removal above 1.2 ×: 20 nodes in zones of 6, 5 and 9, N = 2, 256 partitions;
+    /// removing a 30-slot node moves 37 slots, which is the minimum any assignment within the zone rules
+    /// and the balance bound allows.
+    @Test func surveyWorstRemovalIsTheMinimum() throws {
+        let (nodes, factor, gone) = surveyRemoval(power: 8, layout: 82)
+        #expect(nodes.count == 20 && factor == 2)
+        let layout = try build(nodes, replicas: factor, power: 8)
+        let next = try layout.applying([.remove(gone)])
+        Self.expectRulesAndBalance(next)
+        let moved = movedSlots(layout.table, next.table)
+        #expect(layout.table.partitions(of: gone).count == 30)
+        #expect(moved == 37)
+        #expect(minimumMoves(from: layout.table, to: next.nodes, replicationFactor: factor) == 37)
+    }
+
+    /// Replays the draws of `bench/ring`'s survey up to layout `index`: its nodes, N and removed node.
+    func surveyRemoval(power: Int, layout index: Int) -> ([Ring.Node], Int, Ring.NodeID) {
+        var rng = SplitMix64(seed: 7)
+        for current in 0...index {
+            let count = Int.random(in: 3...30, using: &rng)
+            let zones = Int.random(in: 1...min(6, count), using: &rng)
+            let factor = [1, 2, 3, 3, 3][Int.random(in: 0..<5, using: &rng)]
+            let nodes = (0..<count).map { position in
+                Ring.Node(
+                    id: Ring.NodeID("n\(position)"),
+                    zone: "z\(position < zones ? position : Int.random(in: 0..<zones, using: &rng))",
+                    capacity: UInt64.random(in: 1...8, using: &rng) * terabyte)
+            }
+            if Bool.random(using: &rng) { _ = Int.random(in: 0..<zones, using: &rng) }
+            _ = UInt64.random(in: 1...8, using: &rng)
+            let gone = nodes[Int.random(in: 0..<count, using: &rng)].id
+            if current == index { return (nodes, factor, gone) }
+        }
+        fatalError("unreachable")
+    }
+}

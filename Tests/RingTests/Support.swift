@@ -74,10 +74,10 @@ struct ExpectedZones {
     }
 }
 
-/// A random set of nodes: 3 to `maxNodes` nodes over 1 to 5 zones, capacities 1 to 8 TB.
-func randomNodes(_ rng: inout SplitMix64, maxNodes: Int = 14, prefix: String = "n") -> [Ring.Node] {
+/// A random set of nodes: 3 to `maxNodes` nodes over 1 to `maxZones` zones, capacities 1 to 8 TB.
+func randomNodes(_ rng: inout SplitMix64, maxNodes: Int = 14, maxZones: Int = 5, prefix: String = "n") -> [Ring.Node] {
     let count = Int.random(in: 3...maxNodes, using: &rng)
-    let zones = Int.random(in: 1...min(5, count), using: &rng)
+    let zones = Int.random(in: 1...min(maxZones, count), using: &rng)
     return (0..<count).map { index in
         let zone = index < zones ? index : Int.random(in: 0..<zones, using: &rng)
         return node("\(prefix)\(index)", "z\(zone)", UInt64.random(in: 1...8, using: &rng))

@@ -79,6 +79,10 @@ func lookupBenchmark() throws {
         _ = try! big.applying([.add(Ring.Node(id: "node-new", zone: "zone-3", capacity: 4 * Units.terabyte))])
     }
     print("build: adding a node to it: \(addTime)")
+    let removeTime = clock.measure {
+        _ = try! big.applying([.remove("node-37")])
+    }
+    print("build: removing a node from it: \(removeTime)")
 }
 
 // MARK: Placement survey
@@ -93,6 +97,15 @@ func survey(power: Int, layouts: Int) throws {
     var worstRemove = 0.0, sumRemove = 0.0, removes = 0
     var worstBound = 0.0
     var addsOver = 0, removesOver = 0
+    // Balance after the add and the remove (where shares fit), to see what relaxing quotas costs.
+    var changedBalanced = 0, worstChangedSlots = 0.0, worstChangedLarge = 0.0
+    func recordChanged(_ table: Ring.Table) {
+        guard fits(table.layout) else { return }
+        changedBalanced += 1
+        let gap = deviation(table)
+        worstChangedSlots = max(worstChangedSlots, gap.slots)
+        worstChangedLarge = max(worstChangedLarge, gap.relativeLarge)
+    }
     var rng = SplitMix64(state: 7)
     for _ in 0..<layouts {
         let count = Int.random(in: 3...30, using: &rng)
@@ -117,6 +130,7 @@ func survey(power: Int, layouts: Int) throws {
         let added = Ring.Node(id: "added", zone: zone, capacity: UInt64.random(in: 1...8, using: &rng) * Units.terabyte)
         let grown = try layout.applying([.add(added)]).table
         let movedAdd = moved(table, grown)
+        recordChanged(grown)
         worstBound = max(worstBound, Double(movedAdd) / Double(max(1, mustGain(table, grown))))
         if zone != "znew" && grown.replicaCount == table.replicaCount {
             let ratio = Double(movedAdd) / Double(grown.partitions(of: "added").count)
@@ -129,6 +143,7 @@ func survey(power: Int, layouts: Int) throws {
         let gone = nodes[Int.random(in: 0..<count, using: &rng)]
         let shrunk = try layout.applying([.remove(gone.id)]).table
         let movedRemove = moved(table, shrunk)
+        recordChanged(shrunk)
         worstBound = max(worstBound, Double(movedRemove) / Double(max(1, mustGain(table, shrunk))))
         if nodes.contains(where: { $0.zone == gone.zone && $0.id != gone.id }) && shrunk.replicaCount == table.replicaCount {
             let ratio = Double(movedRemove) / Double(table.partitions(of: gone.id).count)
@@ -143,6 +158,7 @@ func survey(power: Int, layouts: Int) throws {
     print("  add a node to an existing zone: moved / new node's slots: worst \(format(worstAdd, 3)), mean \(format(sumAdd / Double(max(adds, 1)), 3)) over \(adds), \(addsOver) above 1.2")
     print("  remove a node (zone keeps others): moved / removed node's slots: worst \(format(worstRemove, 3)), mean \(format(sumRemove / Double(max(removes, 1)), 3)) over \(removes), \(removesOver) above 1.2")
     print("  any add/remove: moved / slots nodes must gain: worst \(format(worstBound, 3))")
+    print("  balance after the add and the remove: \(changedBalanced) layouts where shares fit; worst |slots - ideal| = \(format(worstChangedSlots, 2)) slots; \(format(worstChangedLarge * 100, 2))% for nodes with ideal >= 20 slots")
 }
 
 func moved(_ old: Ring.Table, _ new: Ring.Table) -> Int {
