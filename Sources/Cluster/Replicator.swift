@@ -375,8 +375,10 @@ public final class Replicator: Sendable {
     static func message(_ failure: Replication.QuorumFailure, what: String) -> String {
         let verb = failure.operation == .write ? "write" : "read"
         switch failure.reason {
+        case .notEnoughOwners where failure.operation == .read:
+            return "The \(what) read could not get answers from the \(failure.required) replicas it needs; try again later."
         case .notEnoughOwners:
-            return "The \(what) \(verb) reached \(failure.responded) of the \(failure.required) replicas it needs; try again later."
+            return "The \(what) write reached \(failure.responded) of the \(failure.required) replicas it needs; try again later."
         case .timedOut:
             return "The \(what) \(verb) timed out after \(failure.responded) of the \(failure.required) replicas it needs answered."
         }

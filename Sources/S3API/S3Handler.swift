@@ -83,7 +83,10 @@ public struct S3Handler: Sendable {
             return try await self.dispatch(context, payload: payload)
         } catch {
             let s3Error = S3Error(error)
-            if s3Error.status >= 500 {
+            if s3Error.status == 503 {
+                // Shutting down, or too few replicas reachable: expected during failures, one line each.
+                self.logger.warning("request refused", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+            } else if s3Error.status >= 500 {
                 self.logger.error("request failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
             }
             return self.errorResponse(s3Error, request: request, operation: operation)

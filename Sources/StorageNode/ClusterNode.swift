@@ -75,6 +75,8 @@ public final class ClusterNode: Sendable {
     let rpcServer: RPCServer
     let rpcClient: RPCClient
     let logger: Logger
+    /// The last state seen of each member, to log changes once.
+    private let memberStates = Mutex<[String: Gossip.MemberState]>([:])
     /// Membership events, registered before gossip starts so none is missed.
     let events: AsyncStream<MembershipEvent>
     private let eventSink: AsyncStream<MembershipEvent>.Continuation
@@ -189,7 +191,17 @@ public final class ClusterNode: Sendable {
         case .memberChanged(let member):
             guard member.id.rawValue != self.nodeID else { return }
             let reachable = member.state == .alive || member.state == .suspect
-            self.view.update(member.id.rawValue, ClusterView.Peer(rpcAddress: member.rpcAddress, reachable: reachable))
+            let id = member.id.rawValue
+            let previous = self.memberStates.withLock { states in
+                defer { states[id] = member.state }
+                return states[id]
+            }
+            if previous != member.state {
+                self.logger.notice(
+                    "member \(member.state)",
+                    metadata: ["member": "\(id)", "incarnation": "\(member.incarnation)", "rpc": "\(member.rpcAddress)"])
+            }
+            self.view.update(id, ClusterView.Peer(rpcAddress: member.rpcAddress, reachable: reachable))
         case .stateUpdated(let entry):
             guard entry.key == Self.layoutKey else { return }
             do {
