@@ -1,4 +1,4 @@
-public import StorageEngine
+import StorageEngine
 
 /// A failure inside the cluster layer that is not a storage error: bad bytes between nodes, no layout
 /// yet. Storage-facing failures (quorum not reached) are ``StorageError``s so that S3 maps them.

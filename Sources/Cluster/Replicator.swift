@@ -83,22 +83,55 @@ public final class Replicator: Sendable {
         let body = ByteBuffer(bytes: writer.bytes)
         let transport = self.transport
         let timeout = self.timeouts.record
-        let query: @Sendable (String) async throws -> ReplicaRecord? = { node in
-            let reply = try await transport.call(node, method: ClusterMethod.getRecord, body: body, timeout: timeout)
-            var reader = WireReader(Array(buffer: reply))
-            guard try reader.u8() == 1 else { return nil }
-            let record = try reader.record()
-            try reader.finish()
-            return record
+        func query(timeout: Duration) -> @Sendable (String) async throws -> ReplicaRecord? {
+            { node in
+                let reply = try await transport.call(node, method: ClusterMethod.getRecord, body: body, timeout: timeout)
+                var reader = WireReader(Array(buffer: reply))
+                guard try reader.u8() == 1 else { return nil }
+                let record = try reader.record()
+                try reader.finish()
+                return record
+            }
         }
         // Ask R owners (this node first); when one of them fails or is slow, ask them all.
         let preferred = self.preferred(owners, count: self.policy.readQuorum)
         if preferred.count == self.policy.readQuorum, preferred.count < owners.count {
             do {
-                return try await self.quorumRead(owners: preferred, timeout: self.timeouts.preferred, query: query)
+                return try await self.directRead(owners: preferred, query: query(timeout: self.timeouts.preferred))
             } catch {}
         }
-        return try await self.quorumRead(owners: owners, timeout: timeout, query: query)
+        return try await self.quorumRead(owners: owners, timeout: timeout, query: query(timeout: timeout))
+    }
+
+    /// Reads from exactly these owners, in order (this node first: its answer costs no round trip),
+    /// without the coordinator's tasks and streams: the common case of a read, kept cheap. Throws
+    /// when any of them fails (the caller then asks every owner). Stale owners are repaired.
+    private func directRead(
+        owners: [String],
+        query: @escaping @Sendable (String) async throws -> ReplicaRecord?
+    ) async throws -> ReplicaRecord? {
+        var answers: [ReplicaRecord?] = []
+        answers.reserveCapacity(owners.count)
+        for node in owners { answers.append(try await query(node)) }
+        var newest: ReplicaRecord?
+        for case let answer? in answers where newest.map({ answer.isNewer(than: $0) }) ?? true { newest = answer }
+        if let newest {
+            for (node, answer) in zip(owners, answers) where answer.map({ newest.isNewer(than: $0) }) ?? true {
+                self.repair(node, with: newest)
+            }
+        }
+        return newest
+    }
+
+    /// Writes `record` to `node` in the background (read repair).
+    private func repair(_ node: String, with record: ReplicaRecord) {
+        var writer = WireWriter()
+        writer.u32(1)
+        writer.record(record)
+        let body = ByteBuffer(bytes: writer.bytes)
+        let transport = self.transport
+        let timeout = self.timeouts.record
+        Task { _ = try? await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout) }
     }
 
     /// Up to `count` reachable owners, this node first, then in preference order.
@@ -264,7 +297,6 @@ public final class Replicator: Sendable {
         query: @escaping @Sendable (String) async throws -> ReplicaRecord?
     ) async throws -> ReplicaRecord? {
         let view = self.view
-        let transport = self.transport
         let quorum = self.policy.readQuorum
         return try await withCheckedThrowingContinuation { (result: CheckedContinuation<ReplicaRecord?, any Error>) in
             Task {
@@ -295,11 +327,7 @@ public final class Replicator: Sendable {
                             answered = true
                             result.resume(returning: value)
                         case .repair(let node, let value):
-                            var writer = WireWriter()
-                            writer.u32(1)
-                            writer.record(value)
-                            let body = ByteBuffer(bytes: writer.bytes)
-                            Task { _ = try? await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout) }
+                            self.repair(node, with: value)
                         case .fail(let failure):
                             answered = true
                             result.resume(throwing: ClusterError.quorum(Self.message(failure, what: "metadata")))

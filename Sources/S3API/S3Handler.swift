@@ -3,7 +3,7 @@ import Hashing
 public import Logging
 import NIOCore
 import SigV4
-public import StorageEngine
+import StorageEngine
 
 /// Looks up the secret of an access key.
 public protocol CredentialStore: Sendable {

@@ -261,7 +261,7 @@ struct LayoutService: Service {
         let node = self.node
         let events = node.events
         try await node.loadLayout()
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await event in events { await node.handle(event) }
