@@ -220,9 +220,13 @@ final class BlockStore: Sendable {
     // MARK: - POSIX helpers
 
     static func makeDirectory(_ path: String) throws(StorageError) {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
-            throw ioError("create directory \(path)", errno)
+        if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        if errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+            // A missing parent (a data directory such as ./cluster/n1): create it first, as `mkdir -p`.
+            try makeDirectory(String(path[..<slash]))
+            if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
         }
+        throw ioError("create directory \(path)", errno)
     }
 
     static func listDirectory(_ path: String) -> [String] {

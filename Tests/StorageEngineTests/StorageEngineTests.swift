@@ -66,6 +66,16 @@ private func blockFiles(_ directory: TemporaryDirectory) -> [String] {
 }
 
 @Suite struct StorageEngineTests {
+    @Test func aDataDirectoryWithMissingParentsIsCreated() async throws {
+        let directory = TemporaryDirectory()
+        let nested = directory.path + "/cluster/n1"
+        let engine = try StorageEngine(configuration: StorageEngine.Configuration(dataDirectory: nested))
+        try await engine.start()
+        try await engine.createBucket("photos", owner: "root")
+        #expect(FileManager.default.fileExists(atPath: nested + "/meta.sqlite"))
+        await engine.shutdown()
+    }
+
     @Test func smallObjectsAreInlineAndLargeOnesAreBlocks() async throws {
         let directory = TemporaryDirectory()
         let engine = try await makeEngine(directory)
