@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Small C kernels: hardware CRC32C and table-driven CRC64/NVME.
         .target(name: "CChecksums"),
+        // Pure: "host:port" parsing shared by the node's listeners, gossip and RPC.
+        .target(name: "HostAddress", dependencies: [], swiftSettings: strictSettings),
         // Pure: partitions, placement, layout versions and the builder. No I/O, no dependencies.
         .target(name: "Ring", dependencies: [], swiftSettings: strictSettings),
         // Pure: SWIM + Lifeguard state machine, member metadata, binary wire codec. NIOCore only.
@@ -80,7 +82,7 @@ let package = Package(
         .target(
             name: "Membership",
             dependencies: [
-                "Gossip", "Hashing",
+                "Gossip", "Hashing", "HostAddress",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,7 +94,7 @@ let package = Package(
         .target(
             name: "ClusterRPC",
             dependencies: [
-                "Hashing",
+                "Hashing", "HostAddress",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -116,6 +118,7 @@ let package = Package(
             name: "StorageNode",
             dependencies: [
                 "S3API", "StorageEngine", "SigV4", "Hashing", "Cluster", "Membership", "ClusterRPC", "Ring", "Gossip", "Replication",
+                "HostAddress",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -162,7 +165,7 @@ let package = Package(
         .testTarget(name: "ReplicationTests", dependencies: ["Replication"], swiftSettings: strictSettings),
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
-        .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip"], swiftSettings: strictSettings),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -44,10 +44,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
     private var pending: Pending?
     /// The reply head, once received.
     private var replyHead: HTTPResponseHead?
-    private var body: ByteBuffer?
-    private var expectedLength: Int?
-    private var received = 0
-    private var hasher = SHA256Hasher()
+    private var collector = BodyCollector()
     /// The connection failed or is closing; it accepts no call.
     private var broken = false
 
@@ -63,8 +60,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         }
         self.pending = Pending(reply: call.reply, maxReplySize: call.maxReplySize, timer: timer)
         self.replyHead = nil
-        self.body = nil
-        self.received = 0
+        self.collector.start(expectedLength: nil)
         promise?.succeed(())
         context.write(self.wrapOutboundOut(.head(call.head)), promise: nil)
         if call.body.readableBytes > 0 {
@@ -95,48 +91,35 @@ final class ClientChannelHandler: ChannelDuplexHandler {
                 return
             }
             self.replyHead = head
-            self.expectedLength = length
+            self.collector.start(expectedLength: length)
         case .body(let part):
             guard self.replyHead != nil else {
                 self.fail(RPCError(kind: .protocolError, message: "reply body before its head"), context: context)
                 return
             }
-            self.received += part.readableBytes
-            if self.received > pending.maxReplySize {
+            if self.collector.received + part.readableBytes > pending.maxReplySize {
                 self.fail(
                     RPCError(kind: .protocolError, message: "reply exceeds the limit of \(pending.maxReplySize) bytes"),
                     context: context
                 )
                 return
             }
-            part.withUnsafeReadableBytes { self.hasher.update($0) }
-            if self.body == nil {
-                if self.expectedLength == part.readableBytes {
-                    // The whole body in one read: keep it, no copy.
-                    self.body = part
-                } else {
-                    var buffer = context.channel.allocator.buffer(capacity: self.expectedLength ?? part.readableBytes)
-                    buffer.writeImmutableBuffer(part)
-                    self.body = buffer
-                }
-            } else {
-                self.body!.writeImmutableBuffer(part)
-            }
+            self.collector.append(part, allocator: context.channel.allocator)
         case .end:
             guard let head = self.replyHead else {
                 self.fail(RPCError(kind: .protocolError, message: "reply end before its head"), context: context)
                 return
             }
+            let (body, digest) = self.collector.finish()
             let reply = RawReply(
                 status: Int(head.status.code),
                 headers: head.headers,
-                body: self.body ?? ByteBuffer(),
-                bodyDigest: self.hasher.finalize(),
+                body: body,
+                bodyDigest: digest,
                 keepAlive: head.isKeepAlive
             )
             self.pending = nil
             self.replyHead = nil
-            self.body = nil
             if !reply.keepAlive { self.broken = true }
             pending.timer.cancel()
             pending.reply.succeed(reply)

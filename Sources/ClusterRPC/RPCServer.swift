@@ -381,10 +381,7 @@ final class RequestAggregator: ChannelInboundHandler {
     private let maxBodySize: Int
     private let state: ServerConnectionState
     private var head: HTTPRequestHead?
-    private var body: ByteBuffer?
-    private var expectedLength: Int?
-    private var received = 0
-    private var hasher = SHA256Hasher()
+    private var collector = BodyCollector()
     /// After a too-large request: everything else is dropped until the connection closes.
     private var discarding = false
 
@@ -404,38 +401,19 @@ final class RequestAggregator: ChannelInboundHandler {
                 return
             }
             self.head = head
-            self.body = nil
-            self.expectedLength = length
-            self.received = 0
+            self.collector.start(expectedLength: length)
         case .body(let part):
             guard let head = self.head else { return }
-            self.received += part.readableBytes
-            if self.received > self.maxBodySize {
+            if self.collector.received + part.readableBytes > self.maxBodySize {
                 self.tooLarge(head, context: context)
                 return
             }
-            part.withUnsafeReadableBytes { self.hasher.update($0) }
-            if self.body == nil {
-                if self.expectedLength == part.readableBytes {
-                    // The whole body in one read: keep it, no copy.
-                    self.body = part
-                } else {
-                    var buffer = context.channel.allocator.buffer(capacity: self.expectedLength ?? part.readableBytes)
-                    buffer.writeImmutableBuffer(part)
-                    self.body = buffer
-                }
-            } else {
-                self.body!.writeImmutableBuffer(part)
-            }
+            self.collector.append(part, allocator: context.channel.allocator)
         case .end:
             guard let head = self.head else { return }
-            let request = InboundRequest(
-                head: head,
-                body: self.body ?? ByteBuffer(),
-                bodyDigest: self.hasher.finalize()
-            )
+            let (body, digest) = self.collector.finish()
+            let request = InboundRequest(head: head, body: body, bodyDigest: digest)
             self.head = nil
-            self.body = nil
             context.fireChannelRead(self.wrapInboundOut(.request(request)))
         }
     }
@@ -443,7 +421,7 @@ final class RequestAggregator: ChannelInboundHandler {
     private func tooLarge(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         self.discarding = true
         self.head = nil
-        self.body = nil
+        self.collector.start(expectedLength: nil)
         context.fireChannelRead(self.wrapInboundOut(.tooLarge(head)))
     }
 

@@ -1,3 +1,4 @@
+import HostAddress
 import Hashing
 import NIOCore
 
@@ -99,23 +100,10 @@ enum Wire {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 
-    /// Splits "host:port" or "[v6 address]:port"; `nil` when malformed.
+    /// Splits "host:port" or "[v6 address]:port"; `nil` when malformed or the host is empty.
     static func parseAddress(_ address: String) -> (host: String, port: Int)? {
-        let host: Substring
-        let portText: Substring
-        if address.hasPrefix("[") {
-            guard let close = address.firstIndex(of: "]") else { return nil }
-            host = address[address.index(after: address.startIndex)..<close]
-            let rest = address[address.index(after: close)...]
-            guard rest.hasPrefix(":") else { return nil }
-            portText = rest.dropFirst()
-        } else {
-            guard let colon = address.lastIndex(of: ":") else { return nil }
-            host = address[..<colon]
-            portText = address[address.index(after: colon)...]
-        }
-        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
-        return (String(host), port)
+        guard let (host, port) = HostPort.split(address), !host.isEmpty else { return nil }
+        return (host, port)
     }
 
     /// A `Duration` in whole milliseconds (rounded down).

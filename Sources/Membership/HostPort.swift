@@ -1,34 +1,9 @@
+import HostAddress
 import NIOCore
 import Synchronization
 
-/// `"host:port"` strings as the gossip protocol carries them, and their socket addresses.
-enum HostPort {
-    /// Splits `"host:port"` or `"[v6]:port"`; `nil` when malformed or the port is outside 0...65535.
-    static func split(_ address: String) -> (host: String, port: Int)? {
-        let host: Substring
-        let portText: Substring
-        if address.hasPrefix("[") {
-            guard let close = address.firstIndex(of: "]") else { return nil }
-            host = address[address.index(after: address.startIndex)..<close]
-            let rest = address[address.index(after: close)...]
-            guard rest.hasPrefix(":") else { return nil }
-            portText = rest.dropFirst()
-        } else {
-            guard let colon = address.lastIndex(of: ":") else { return nil }
-            host = address[..<colon]
-            portText = address[address.index(after: colon)...]
-            // An unbracketed IPv6 literal is ambiguous.
-            if host.contains(":") { return nil }
-        }
-        guard let port = Int(portText), (0...65535).contains(port) else { return nil }
-        return (String(host), port)
-    }
-
-    /// Joins a host and port, bracketing IPv6 literals.
-    static func join(host: String, port: Int) -> String {
-        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
-
+/// Socket-address helpers for gossip addresses (parsing lives in `HostAddress`).
+extension HostPort {
     /// The `"ip:port"` string of a socket address (the form acks are sent back to).
     static func string(_ address: SocketAddress) -> String {
         join(host: address.ipAddress ?? "", port: address.port ?? 0)

@@ -1,3 +1,4 @@
+import HostAddress
 public import Gossip
 public import Logging
 public import NIOCore

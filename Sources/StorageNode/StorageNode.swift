@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Hashing
+import HostAddress
 public import Logging
 import S3API
 public import ServiceLifecycle
@@ -36,15 +37,11 @@ public struct NodeConfiguration: Sendable {
 
     public init() {}
 
-    /// Splits `host:port` (IPv6 as `[::1]:9000`).
+    /// Splits `host:port` (IPv6 as `[::1]:9000`); an empty host means every interface.
     static func split(_ address: String) throws -> (host: String, port: Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-            (0...65535).contains(port)
-        else {
+        guard let (host, port) = HostPort.split(address) else {
             throw NodeError("the address '\(address)' is not host:port")
         }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 }

@@ -1,3 +1,4 @@
+import HostAddress
 import Gossip
 import Testing
 
