@@ -7,10 +7,9 @@ import StorageEngine
 /// at a time. Small objects stay inline in their metadata record.
 final class ClusterWriter: ObjectDataWriter {
     private let replicator: Replicator
-    private let blockSize: Int
     private let inlineThreshold: Int
     private let maxInFlight: Int
-    private var current: ByteBuffer
+    private var cutter: BlockCutter
     private var pending: [Task<BlockRef, any Error>] = []
     private var refs: [BlockRef] = []
     private var dispatched = false
@@ -18,31 +17,19 @@ final class ClusterWriter: ObjectDataWriter {
 
     init(replicator: Replicator, blockSize: Int, inlineThreshold: Int, maxInFlight: Int) {
         self.replicator = replicator
-        self.blockSize = blockSize
         self.inlineThreshold = inlineThreshold
         self.maxInFlight = maxInFlight
-        self.current = ByteBuffer()
+        self.cutter = BlockCutter(blockSize: blockSize)
     }
 
     func write(_ buffer: ByteBuffer) async throws {
-        var buffer = buffer
-        while buffer.readableBytes > 0 {
-            if self.current.capacity == 0 {
-                self.current = ByteBufferAllocator().buffer(capacity: self.blockSize)
-            }
-            let count = min(self.blockSize - self.current.readableBytes, buffer.readableBytes)
-            var slice = buffer.readSlice(length: count)!
-            self.current.writeBuffer(&slice)
-            self.size += Int64(count)
-            if self.current.readableBytes == self.blockSize {
-                try await self.dispatchCurrentBlock()
-            }
+        self.size += Int64(buffer.readableBytes)
+        for block in self.cutter.append(buffer) {
+            try await self.dispatch(block)
         }
     }
 
-    private func dispatchCurrentBlock() async throws {
-        let block = self.current
-        self.current = ByteBuffer()
+    private func dispatch(_ block: ByteBuffer) async throws {
         let replicator = self.replicator
         self.pending.append(
             Task {
@@ -57,12 +44,12 @@ final class ClusterWriter: ObjectDataWriter {
     }
 
     func finish(allowInline: Bool) async throws -> ObjectWriter.Written {
-        if !self.dispatched && allowInline && self.current.readableBytes <= self.inlineThreshold {
-            let bytes = self.current.readBytes(length: self.current.readableBytes) ?? []
-            return ObjectWriter.Written(data: .inline(bytes), size: self.size)
+        if !self.dispatched && allowInline && self.cutter.pendingBytes <= self.inlineThreshold {
+            var rest = self.cutter.takeRemainder()
+            return ObjectWriter.Written(data: .inline(rest.readBytes(length: rest.readableBytes) ?? []), size: self.size)
         }
-        if self.current.readableBytes > 0 {
-            try await self.dispatchCurrentBlock()
+        if self.cutter.pendingBytes > 0 {
+            try await self.dispatch(self.cutter.takeRemainder())
         }
         while !self.pending.isEmpty {
             self.refs.append(try await self.pending.removeFirst().value)

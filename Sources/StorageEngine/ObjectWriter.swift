@@ -23,8 +23,7 @@ public final class ObjectWriter {
     }
 
     private let engine: StorageEngine
-    private let blockSize: Int
-    private var current: ByteBuffer
+    private var cutter: BlockCutter
     private var pending: [EventLoopFuture<(ref: BlockRef, created: Bool)>] = []
     private var refs: [BlockRef] = []
     private var directories: Set<String> = []
@@ -35,8 +34,7 @@ public final class ObjectWriter {
 
     init(engine: StorageEngine) {
         self.engine = engine
-        self.blockSize = engine.configuration.blockSize
-        self.current = ByteBufferAllocator().buffer(capacity: 0)
+        self.cutter = BlockCutter(blockSize: engine.configuration.blockSize)
     }
 
     deinit {
@@ -47,24 +45,13 @@ public final class ObjectWriter {
 
     /// Accepts the readable bytes of `buffer`; writes every block that fills up.
     public func write(_ buffer: ByteBuffer) async throws {
-        var buffer = buffer
-        while buffer.readableBytes > 0 {
-            if self.current.capacity == 0 {
-                self.current = ByteBufferAllocator().buffer(capacity: self.blockSize)
-            }
-            let count = min(self.blockSize - self.current.readableBytes, buffer.readableBytes)
-            var slice = buffer.readSlice(length: count)!
-            self.current.writeBuffer(&slice)
-            self.size += Int64(count)
-            if self.current.readableBytes == self.blockSize {
-                try await self.dispatchCurrentBlock()
-            }
+        self.size += Int64(buffer.readableBytes)
+        for block in self.cutter.append(buffer) {
+            try await self.dispatch(block)
         }
     }
 
-    private func dispatchCurrentBlock() async throws {
-        let block = self.current
-        self.current = ByteBufferAllocator().buffer(capacity: 0)
+    private func dispatch(_ block: ByteBuffer) async throws {
         let blocks = self.engine.blocks
         let future = self.engine.threadPool.runIfActive(eventLoop: self.engine.eventLoop) {
             try block.withUnsafeReadableBytes { bytes in try blocks.write(bytes) }
@@ -87,12 +74,12 @@ public final class ObjectWriter {
     /// - Parameter allowInline: keep a small object inside its metadata record instead of a block
     ///   (false for multipart parts, whose data always lives in blocks).
     public func finish(allowInline: Bool = true) async throws -> Written {
-        if !self.dispatched && allowInline && self.current.readableBytes <= self.engine.configuration.inlineThreshold {
-            let bytes = self.current.readBytes(length: self.current.readableBytes) ?? []
-            return Written(data: .inline(bytes), size: self.size)
+        if !self.dispatched && allowInline && self.cutter.pendingBytes <= self.engine.configuration.inlineThreshold {
+            var rest = self.cutter.takeRemainder()
+            return Written(data: .inline(rest.readBytes(length: rest.readableBytes) ?? []), size: self.size)
         }
-        if self.current.readableBytes > 0 {
-            try await self.dispatchCurrentBlock()
+        if self.cutter.pendingBytes > 0 {
+            try await self.dispatch(self.cutter.takeRemainder())
         }
         while !self.pending.isEmpty {
             try await self.collectOldest()
@@ -112,5 +99,44 @@ public final class ObjectWriter {
         }
         self.released = true
         for ref in self.refs { self.engine.blocks.unpin(ref.hash) }
+    }
+}
+
+/// Cuts a stream of byte buffers into blocks of `blockSize` bytes (the last one may be shorter):
+/// what the local writer and the cluster's writer share.
+public struct BlockCutter {
+    public let blockSize: Int
+    private var current = ByteBuffer()
+
+    public init(blockSize: Int) {
+        self.blockSize = blockSize
+    }
+
+    /// Bytes taken but not yet returned in a full block.
+    public var pendingBytes: Int { self.current.readableBytes }
+
+    /// Takes the readable bytes of `buffer`; returns the blocks that filled up, in order.
+    public mutating func append(_ buffer: ByteBuffer) -> [ByteBuffer] {
+        var buffer = buffer
+        var full: [ByteBuffer] = []
+        while buffer.readableBytes > 0 {
+            if self.current.capacity == 0 {
+                self.current = ByteBufferAllocator().buffer(capacity: self.blockSize)
+            }
+            let count = min(self.blockSize - self.current.readableBytes, buffer.readableBytes)
+            var slice = buffer.readSlice(length: count)!
+            self.current.writeBuffer(&slice)
+            if self.current.readableBytes == self.blockSize {
+                full.append(self.current)
+                self.current = ByteBuffer()
+            }
+        }
+        return full
+    }
+
+    /// The bytes of the last, short block (possibly none); the cutter is then empty.
+    public mutating func takeRemainder() -> ByteBuffer {
+        defer { self.current = ByteBuffer() }
+        return self.current
     }
 }
