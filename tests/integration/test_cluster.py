@@ -17,26 +17,24 @@ from clustertest import Cluster
 pytestmark = [pytest.mark.needs_binary]
 
 
-@pytest.fixture
-def cluster5(tmp_path):
+def running_cluster(tmp_path, count):
     ak, sk = new_credentials()
-    cluster = Cluster(tmp_path, 5, ak, sk)
+    cluster = Cluster(tmp_path, count, ak, sk)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture
+def cluster5(tmp_path):
+    yield from running_cluster(tmp_path, 5)
 
 
 @pytest.fixture
 def cluster3(tmp_path):
-    ak, sk = new_credentials()
-    cluster = Cluster(tmp_path, 3, ak, sk)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.shutdown()
+    yield from running_cluster(tmp_path, 3)
 
 
 def put(client, bucket, key, body):
