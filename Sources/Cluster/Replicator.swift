@@ -40,15 +40,23 @@ public final class Replicator: Sendable {
 
     /// The owners of the partition that `hash` falls in, in preference order.
     func owners(ofHash hash: [UInt8], quorum: Int, operation: String) throws -> [String] {
+        try self.placement(ofHash: hash, quorum: quorum, operation: operation, withHandoffs: false).owners
+    }
+
+    /// The owners and, when asked, the handoff nodes of the partition that `hash` falls in.
+    func placement(
+        ofHash hash: [UInt8], quorum: Int, operation: String, withHandoffs: Bool
+    ) throws -> (owners: [String], handoffs: [String]) {
         guard let table = self.view.table else {
             throw ClusterError.quorum("The cluster has no layout yet: add nodes with `cloud storage layout add` or start them with --auto-layout.")
         }
-        let owners = table.replicas(of: table.partition(for: hash)).map(\.rawValue)
+        let partition = table.partition(for: hash)
+        let owners = table.replicas(of: partition).map(\.rawValue)
         guard owners.count >= quorum else {
             throw ClusterError.quorum(
                 "The layout has \(owners.count) node(s) for this data but the \(operation) quorum is \(quorum); add nodes to the layout.")
         }
-        return owners
+        return (owners, withHandoffs ? table.handoffs(of: partition).map(\.rawValue) : [])
     }
 
     /// The owners of records with partition key `partitionKey`.
@@ -58,19 +66,30 @@ public final class Replicator: Sendable {
 
     // MARK: Records
 
-    /// Writes records that share one partition key to `w` of its owners.
+    /// Writes records that share one partition key to `w` of its owners; an owner that is unreachable
+    /// gets a hinted copy on the next handoff node, replayed to it later.
     public func write(_ records: [ReplicaRecord]) async throws {
         guard let first = records.first else { return }
-        let owners = try self.owners(ofPartitionKey: first.partitionKey, quorum: self.policy.writeQuorum, operation: "write")
+        let placement = try self.placement(
+            ofHash: Digests.sha256(first.partitionKey), quorum: self.policy.writeQuorum, operation: "write", withHandoffs: true)
         var writer = WireWriter()
         writer.u32(UInt32(records.count))
         for record in records { writer.record(record) }
         let body = ByteBuffer(bytes: writer.bytes)
         let transport = self.transport
         let timeout = self.timeouts.record
-        try await self.quorumWrite(owners: owners, timeout: timeout, what: "metadata") { node in
-            _ = try await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout)
-        }
+        try await self.quorumWrite(
+            owners: placement.owners, handoffs: placement.handoffs, timeout: timeout, what: "metadata",
+            send: { node in
+                _ = try await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout)
+            },
+            hint: { node, owner in
+                var hinted = ByteBuffer()
+                hinted.writeInteger(UInt32(owner.utf8.count))
+                hinted.writeString(owner)
+                hinted.writeImmutableBuffer(body)
+                _ = try await transport.call(node, method: ClusterMethod.hintRecords, body: hinted, timeout: timeout)
+            })
     }
 
     /// Reads one record (tombstones included) from `r` owners: the newest answer.
@@ -202,14 +221,25 @@ public final class Replicator: Sendable {
 
     // MARK: Blocks
 
-    /// Stores a block on `w` owners of its hash's partition; `hash` MUST be the SHA-256 of `bytes`.
+    /// Stores a block on `w` owners of its hash's partition (hinted copies for unreachable owners);
+    /// `hash` MUST be the SHA-256 of `bytes`.
     public func writeBlock(_ bytes: ByteBuffer, hash: [UInt8]) async throws {
-        let owners = try self.owners(ofHash: hash, quorum: self.policy.writeQuorum, operation: "write")
+        let placement = try self.placement(ofHash: hash, quorum: self.policy.writeQuorum, operation: "write", withHandoffs: true)
         let transport = self.transport
         let timeout = self.timeouts.block
-        try await self.quorumWrite(owners: owners, timeout: timeout, what: "data") { node in
-            _ = try await transport.call(node, method: ClusterMethod.putBlock, body: bytes, bodyDigest: hash, timeout: timeout)
-        }
+        try await self.quorumWrite(
+            owners: placement.owners, handoffs: placement.handoffs, timeout: timeout, what: "data",
+            send: { node in
+                _ = try await transport.call(node, method: ClusterMethod.putBlock, body: bytes, bodyDigest: hash, timeout: timeout)
+            },
+            hint: { node, owner in
+                var hinted = ByteBuffer()
+                hinted.reserveCapacity(4 + owner.utf8.count + bytes.readableBytes)
+                hinted.writeInteger(UInt32(owner.utf8.count))
+                hinted.writeString(owner)
+                hinted.writeImmutableBuffer(bytes)
+                _ = try await transport.call(node, method: ClusterMethod.hintBlock, body: hinted, timeout: timeout)
+            })
     }
 
     /// Reads a block from the first owner that has an intact copy (this node first when it is one),
@@ -240,18 +270,23 @@ public final class Replicator: Sendable {
     private enum Event: Sendable {
         case succeeded(String)
         case failed(String)
+        case hintStored(String)
+        case hintFailed(String)
         case deadline
     }
 
-    /// Sends to the reachable owners and returns once `w` acknowledged; throws when that cannot happen.
+    /// Sends to the reachable owners (and hinted copies for unreachable ones to handoff nodes) and
+    /// returns once `w` owners acknowledged; throws when that cannot happen.
     private func quorumWrite(
         owners: [String],
+        handoffs: [String],
         timeout: Duration,
         what: String,
-        send: @escaping @Sendable (String) async throws -> Void
+        send: @escaping @Sendable (String) async throws -> Void,
+        hint: @escaping @Sendable (_ node: String, _ owner: String) async throws -> Void
     ) async throws {
         let view = self.view
-        var coordinator = Replication.WriteCoordinator<String>(owners: owners, handoffs: [], writeQuorum: self.policy.writeQuorum)
+        var coordinator = Replication.WriteCoordinator<String>(owners: owners, handoffs: handoffs, writeQuorum: self.policy.writeQuorum)
         let (events, continuation) = AsyncStream<Event>.makeStream()
         var actions = coordinator.start(isReachable: { view.isReachable($0) })
         let deadline = Task {
@@ -263,15 +298,22 @@ public final class Replicator: Sendable {
         while true {
             for action in actions {
                 switch action {
-                case .send(let node, let hintFor):
-                    // Hinted copies for unreachable owners come with hinted handoff (durability issue).
-                    guard hintFor == nil else { continue }
+                case .send(let node, nil):
                     Task {
                         do {
                             try await send(node)
                             continuation.yield(.succeeded(node))
                         } catch {
                             continuation.yield(.failed(node))
+                        }
+                    }
+                case .send(let node, let owner?):
+                    Task {
+                        do {
+                            try await hint(node, owner)
+                            continuation.yield(.hintStored(node))
+                        } catch {
+                            continuation.yield(.hintFailed(node))
                         }
                     }
                 case .succeed:
@@ -284,6 +326,8 @@ public final class Replicator: Sendable {
             switch event {
             case .succeeded(let node): actions = coordinator.ownerAcknowledged(node)
             case .failed(let node): actions = coordinator.ownerFailed(node, isReachable: { view.isReachable($0) })
+            case .hintStored(let node): actions = coordinator.handoffAcknowledged(node)
+            case .hintFailed(let node): actions = coordinator.handoffFailed(node, isReachable: { view.isReachable($0) })
             case .deadline: actions = coordinator.deadlinePassed()
             }
         }

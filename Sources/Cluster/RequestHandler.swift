@@ -5,6 +5,14 @@ public import StorageEngine
 public struct ClusterRequestHandler: Sendable {
     let engine: StorageEngine
 
+    /// Reads the `owner` prefix of a hint call (u32 length, UTF-8, at most 255 bytes).
+    static func readOwner(_ body: inout ByteBuffer) throws -> String {
+        guard let length = body.readInteger(as: UInt32.self), length > 0, length <= 255,
+            let bytes = body.readBytes(length: Int(length)), let owner = String(validating: bytes, as: UTF8.self)
+        else { throw ClusterError.malformed }
+        return owner
+    }
+
     public init(engine: StorageEngine) {
         self.engine = engine
     }
@@ -74,6 +82,26 @@ public struct ClusterRequestHandler: Sendable {
             var bytes = block
             reply.writeBuffer(&bytes)
             return reply
+
+        case ClusterMethod.hintRecords:
+            var body = body
+            let owner = try Self.readOwner(&body)
+            var check = WireReader(Array(buffer: body))
+            let count = try check.u32()
+            for _ in 0..<count { _ = try check.record() }
+            try check.finish()
+            try await self.engine.addHint(owner: owner, kind: .records, payload: Array(buffer: body))
+            return ByteBuffer()
+
+        case ClusterMethod.hintBlock:
+            var body = body
+            let owner = try Self.readOwner(&body)
+            let hash = try await self.engine.storeBlock(body)
+            var payload = WireWriter()
+            payload.bytes = hash
+            payload.u32(UInt32(body.readableBytes))
+            try await self.engine.addHint(owner: owner, kind: .block, payload: payload.bytes)
+            return ByteBuffer()
 
         default:
             throw ClusterError("unknown cluster method '\(method)'")

@@ -29,4 +29,8 @@ public enum ClusterMethod {
     public static let putBlock = "blk.put"
     /// `hash[32] | u32 size` → `u8 found | bytes`.
     public static let getBlock = "blk.get"
+    /// `owner data | apply body` → empty, once this node holds the records as a hint for `owner`.
+    public static let hintRecords = "hint.rec"
+    /// `owner data | block bytes` → empty, once this node holds the block and a hint for `owner`.
+    public static let hintBlock = "hint.blk"
 }

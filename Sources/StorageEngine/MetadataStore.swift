@@ -211,6 +211,16 @@ enum Schema {
             PRIMARY KEY (tbl, pk, sk)
         ) WITHOUT ROWID;
         """,
+        // 3: writes held for a replica that was unreachable (hinted handoff, see Hints.swift).
+        """
+        CREATE TABLE hints (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            owner TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        """,
     ]
 
     static func migrate(_ db: SQLiteConnection) throws {

@@ -75,6 +75,9 @@ public final class ClusterNode: Sendable {
     let rpcServer: RPCServer
     let rpcClient: RPCClient
     let logger: Logger
+    let hints: HintReplayer
+    /// Hints held at the last replay pass, for `/metrics`.
+    let pendingHints = Mutex(0)
     /// The last state seen of each member, to log changes once.
     private let memberStates = Mutex<[String: Gossip.MemberState]>([:])
     /// Membership events, registered before gossip starts so none is missed.
@@ -97,6 +100,7 @@ public final class ClusterNode: Sendable {
         self.rpcClient = RPCClient(secret: settings.secret, maxConnectionsPerPeer: 32, logger: logger)
         let local = ClusterRequestHandler(engine: engine)
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
+        self.hints = HintReplayer(engine: engine, view: view, transport: transport)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
         self.rpcServer = RPCServer(
             configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
@@ -143,7 +147,7 @@ public final class ClusterNode: Sendable {
     /// The services to run, in start order (they stop in reverse: gossip leaves first, the RPC
     /// listener stops last so that in-flight replication finishes).
     func services() -> [any Service] {
-        [self.rpcServer, LayoutService(node: self), self.membership]
+        [self.rpcServer, LayoutService(node: self), HintService(node: self), self.membership]
     }
 
     // MARK: Layout
@@ -243,6 +247,8 @@ public final class ClusterNode: Sendable {
         let layout = self.view.layout
         text += "# HELP cloud_layout_version The version of the layout this node uses.\n# TYPE cloud_layout_version gauge\n"
         text += "cloud_layout_version \(layout?.version ?? 0)\n"
+        text += "# HELP cloud_hints_pending Writes held for unreachable replicas (hinted handoff).\n# TYPE cloud_hints_pending gauge\n"
+        text += "cloud_hints_pending \(self.pendingHints.withLock { $0 })\n"
         return text
     }
 
@@ -280,6 +286,31 @@ struct LayoutService: Service {
             }
         } onGracefulShutdown: {
             node.finishEvents()
+        }
+    }
+}
+
+/// Replays hinted writes to their owners every two seconds.
+struct HintService: Service {
+    let node: ClusterNode
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(2)) }
+            } catch {
+                return
+            }
+            do {
+                let handed = try await self.node.hints.replay()
+                let pending = try await self.node.engine.hintCount()
+                self.node.pendingHints.withLock { $0 = pending }
+                if handed > 0 {
+                    self.node.logger.notice("hinted writes handed back", metadata: ["count": "\(handed)", "pending": "\(pending)"])
+                }
+            } catch {
+                self.node.logger.warning("hint replay failed", metadata: ["error": "\(error)"])
+            }
         }
     }
 }

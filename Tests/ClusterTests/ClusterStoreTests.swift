@@ -352,3 +352,55 @@ func read(_ store: any ObjectStore, _ bucket: String, _ key: String) async throw
         await cluster.shutdown()
     }
 }
+
+@Suite struct HintedHandoffTests {
+    @Test func writesForAnUnreachableOwnerAreHeldByAHandoffNodeAndHandedBack() async throws {
+        let cluster = try await TestCluster(count: 4)
+        let table = try #require(cluster.views[0].table)
+        // The owners of bucket "b"'s records; the one not among them is the handoff node.
+        let owners = table.replicas(of: table.partition(for: Digests.sha256(Array("b".utf8)))).map(\.rawValue)
+        let absent = try #require(owners.last)
+        let absentIndex = try #require(cluster.ids.firstIndex(of: absent))
+        let writer = try #require(cluster.ids.indices.first { $0 != absentIndex })
+        try await cluster.stores[writer].createBucket("b", owner: "root")
+        cluster.stop(absentIndex)
+        var random = SeededBytes(seed: 11)
+        let bytes = random.bytes(150_000)
+        try await put(cluster.stores[writer], "b", "k", bytes)
+        // Some node other than the owner holds hints for it (the record, and blocks whose owner it is).
+        var held = 0
+        for (index, engine) in cluster.engines.enumerated() where index != absentIndex {
+            held += try await engine.hints(limit: 100).filter { $0.owner == absent }.count
+        }
+        #expect(held >= 1)
+        #expect(try cluster.engines[absentIndex].record(table: 2, partitionKey: Array("b".utf8), sortKey: Array("k".utf8)) == nil)
+        // While the owner is away nothing is handed back; once it is back, everything is.
+        for (index, view) in cluster.views.enumerated() where index != absentIndex {
+            let replayer = HintReplayer(engine: cluster.engines[index], view: view, transport: cluster.network)
+            #expect(try await replayer.replay() == 0)
+        }
+        cluster.start(absentIndex)
+        for (index, view) in cluster.views.enumerated() where index != absentIndex {
+            try await HintReplayer(engine: cluster.engines[index], view: view, transport: cluster.network).replay()
+            #expect(try await cluster.engines[index].hintCount() == 0)
+        }
+        #expect(try cluster.engines[absentIndex].record(table: 2, partitionKey: Array("b".utf8), sortKey: Array("k".utf8)) != nil)
+        // The owner alone now serves the object: records and blocks reached it.
+        let alone = try Replication.QuorumPolicy(replicas: 3, writeQuorum: 1, readQuorum: 1)
+        for other in cluster.ids.indices where other != absentIndex { cluster.stop(other) }
+        cluster.start(absentIndex)
+        let reader = ClusterStore(
+            engine: cluster.engines[absentIndex],
+            replicator: Replicator(view: cluster.views[absentIndex], transport: cluster.network, policy: alone))
+        let record = try #require(try await reader.object(bucket: "b", key: "k"))
+        #expect(record.size == Int64(bytes.count))
+        // Every block whose partition the node owns reached its disk.
+        var owned = 0
+        for ref in record.data.blocks where table.replicas(of: table.partition(for: ref.hash)).map(\.rawValue).contains(absent) {
+            owned += 1
+            #expect(try await cluster.engines[absentIndex].loadBlock(ref) != nil, "a block of the owner's partition is missing")
+        }
+        #expect(owned > 0, "the test needs a block of the absent owner to exercise block hints")
+        await cluster.shutdown()
+    }
+}

@@ -244,3 +244,43 @@ def test_a_fourth_node_joins_and_everything_stays_readable(tmp_path):
             assert sorted(keys) == sorted(objects)
     finally:
         cluster.shutdown()
+
+
+def hints_pending(node):
+    import urllib.request
+    text = urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith("cloud_hints_pending "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no cloud_hints_pending in /metrics")
+
+
+@pytest.mark.deadline(240)
+def test_hinted_writes_are_handed_back_when_the_owner_returns(tmp_path):
+    ak, sk = new_credentials()
+    cluster = Cluster(tmp_path, 4, ak, sk)
+    try:
+        cluster.start()
+        nodes = cluster.nodes
+        client = nodes[0].client()
+        client.create_bucket(Bucket="hinted")
+        nodes[3].kill()
+        cluster.wait_state(nodes[0], "node3", "dead", timeout=60)
+        objects = {f"h{i}": payload(100_000 + i, seed=f"h{i}") for i in range(12)}
+        for key, body in objects.items():
+            put(client, "hinted", key, body)
+        deadline = time.time() + 10
+        while sum(hints_pending(n) for n in nodes[:3]) == 0 and time.time() < deadline:
+            time.sleep(0.5)
+        held = sum(hints_pending(n) for n in nodes[:3])
+        assert held > 0, "no node holds hints for the dead owner"
+        nodes[3].start(join=[nodes[0].gossip])
+        deadline = time.time() + 60
+        while sum(hints_pending(n) for n in nodes[:3]) > 0:
+            assert time.time() < deadline, "hints were not handed back"
+            time.sleep(0.5)
+        c3 = nodes[3].client()
+        for key, body in objects.items():
+            assert get(c3, "hinted", key) == body
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,48 @@
+import NIOCore
+public import StorageEngine
+
+/// Hands hinted writes back to their owners: every hint whose owner is reachable again is sent to it
+/// (records as an apply call, blocks read from this node's store), and dropped once the owner
+/// confirmed. A hint whose owner is still unreachable, or whose replay fails, waits for the next pass.
+public struct HintReplayer: Sendable {
+    let engine: StorageEngine
+    let view: ClusterView
+    let transport: any ClusterTransport
+    let timeout: Duration
+
+    public init(engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, timeout: Duration = .seconds(30)) {
+        self.engine = engine
+        self.view = view
+        self.transport = transport
+        self.timeout = timeout
+    }
+
+    /// One pass over up to `limit` hints. Returns how many were handed back.
+    @discardableResult
+    public func replay(limit: Int = 500) async throws -> Int {
+        var handed = 0
+        for hint in try await self.engine.hints(limit: limit) {
+            guard hint.owner != self.view.localID, self.view.isReachable(hint.owner) else { continue }
+            do {
+                switch hint.kind {
+                case .records:
+                    _ = try await self.transport.call(
+                        hint.owner, method: ClusterMethod.applyRecords, body: ByteBuffer(bytes: hint.payload), timeout: self.timeout)
+                case .block:
+                    // A block this node no longer holds cannot be handed back: the hint is dropped.
+                    guard hint.payload.count == 36 else { break }
+                    let hash = Array(hint.payload[0..<32])
+                    let size = hint.payload[32..<36].reduce(0) { $0 << 8 | Int($1) }
+                    guard let block = try await self.engine.loadBlock(BlockRef(hash: hash, size: size)) else { break }
+                    _ = try await self.transport.call(
+                        hint.owner, method: ClusterMethod.putBlock, body: block, bodyDigest: hash, timeout: self.timeout)
+                }
+                try await self.engine.deleteHint(hint.id)
+                handed += 1
+            } catch {
+                continue
+            }
+        }
+        return handed
+    }
+}
