@@ -1,9 +1,11 @@
 import NIOCore
+import Ring
 public import StorageEngine
 
 /// Hands hinted writes back to their owners: every hint whose owner is reachable again is sent to it
 /// (records as an apply call, blocks read from this node's store), and dropped once the owner
-/// confirmed. A hint whose owner is still unreachable, or whose replay fails, waits for the next pass.
+/// confirmed. A hint whose owner is still unreachable, or whose replay fails, waits for the next pass;
+/// a hint for a node that is no longer in the layout is dropped.
 public struct HintReplayer: Sendable {
     let engine: StorageEngine
     let view: ClusterView
@@ -21,7 +23,14 @@ public struct HintReplayer: Sendable {
     @discardableResult
     public func replay(limit: Int = 500) async throws -> Int {
         var handed = 0
+        let members = self.view.layout.map { Set($0.nodes.map(\.id.rawValue)) }
         for hint in try await self.engine.hints(limit: limit) {
+            if let members, !members.contains(hint.owner) {
+                // The owner left the layout: it will never hold this data again, and the nodes that own
+                // it now got the write with the quorum. Nothing to hand back.
+                try await self.engine.deleteHint(hint.id)
+                continue
+            }
             guard hint.owner != self.view.localID, self.view.isReachable(hint.owner) else { continue }
             do {
                 switch hint.kind {

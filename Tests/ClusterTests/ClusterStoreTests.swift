@@ -403,4 +403,21 @@ func read(_ store: any ObjectStore, _ bucket: String, _ key: String) async throw
         #expect(owned > 0, "the test needs a block of the absent owner to exercise block hints")
         await cluster.shutdown()
     }
+
+    @Test func hintsForANodeRemovedFromTheLayoutAreDropped() async throws {
+        let cluster = try await TestCluster(count: 4)
+        try await cluster.stores[1].createBucket("b", owner: "root")
+        cluster.stop(0)
+        try await put(cluster.stores[1], "b", "k", Array(repeating: 3, count: 100_000))
+        var held = 0
+        for engine in cluster.engines.dropFirst() { held += try await engine.hintCount() }
+        #expect(held > 0)
+        let smaller = try #require(cluster.views[1].layout).applying([.remove(Ring.NodeID("node0"))])
+        for (index, view) in cluster.views.enumerated().dropFirst() {
+            view.install(smaller)
+            try await HintReplayer(engine: cluster.engines[index], view: view, transport: cluster.network).replay()
+            #expect(try await cluster.engines[index].hintCount() == 0)
+        }
+        await cluster.shutdown()
+    }
 }
