@@ -499,6 +499,12 @@ private func closedPort() async throws -> Int {
 
 // MARK: - Misbehaving peers
 
+/// The deadline of calls to a fake peer. The peer answers at once; the deadline only bounds a stall.
+/// It is generous because the fake peer's tasks share the test process's cooperative threads (two
+/// on this machine) with CPU-heavy suites that run in parallel (ring layouts, gossip simulations):
+/// with 5 s, a peer that closed without replying was once seen as a timeout under that load.
+private let fakePeerTimeout: Duration = .seconds(30)
+
 /// A fake peer that answers every request (once its head was received) with `reply`, then closes.
 private func withFakePeer<R: Sendable>(
     reply: @escaping @Sendable (_ request: String) -> [UInt8],
@@ -553,7 +559,7 @@ private func requestTime(_ request: String) -> Int64 {
         try await withFakePeer(reply: { _ in Array("SSH-2.0-OpenSSH_9.6\r\n\r\nnot http at all".utf8) }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .protocolError || error?.kind == .unreachable)
             await client.shutdown()
@@ -564,7 +570,7 @@ private func requestTime(_ request: String) -> Int64 {
         try await withFakePeer(reply: { _ in Array("HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly a little".utf8) }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .protocolError || error?.kind == .unreachable)
             await client.shutdown()
@@ -575,7 +581,7 @@ private func requestTime(_ request: String) -> Int64 {
         try await withFakePeer(reply: { _ in [] }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .unreachable)
             await client.shutdown()
@@ -588,7 +594,7 @@ private func requestTime(_ request: String) -> Int64 {
         }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .unauthorized)
             await client.shutdown()
@@ -604,7 +610,7 @@ private func requestTime(_ request: String) -> Int64 {
         }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .unauthorized)
             await client.shutdown()
@@ -620,7 +626,7 @@ private func requestTime(_ request: String) -> Int64 {
             return Array("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-cloud-signature: \(hexString(signature))\r\n\r\nhi".utf8)
         }) { port in
             let client = makeClient()
-            let reply = try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+            let reply = try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             #expect(reply == ByteBuffer(string: "hi"))
             await client.shutdown()
         }
@@ -630,7 +636,7 @@ private func requestTime(_ request: String) -> Int64 {
         try await withFakePeer(reply: { _ in Array("HTTP/1.1 200 OK\r\ncontent-length: 999999999999\r\n\r\n".utf8) }) { port in
             let client = makeClient()
             let error = await expectRPCError {
-                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: .seconds(5))
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(string: "x"), timeout: fakePeerTimeout)
             }
             #expect(error?.kind == .protocolError)
             await client.shutdown()

@@ -160,7 +160,9 @@ import Testing
 
 /// Movement, balance and the rules in the larger, zone-constrained layouts of the `bench/ring` survey
 /// (3 to 30 nodes over 1 to 6 zones, 256 partitions), where removals used to need chains of moves.
-@Suite struct LargeLayoutTests {
+/// CPU-heavy: serialized, so that its cases do not occupy every cooperative thread of the test
+/// process at once (other suites' network tests need one to answer within their deadlines).
+@Suite(.serialized) struct LargeLayoutTests {
     static let seeds: [UInt64] = Array(1...48)
 
     /// A random layout of up to 30 nodes and 6 zones plus the generator state after drawing it.
