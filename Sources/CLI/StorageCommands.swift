@@ -5,6 +5,7 @@ import FoundationNetworking
 #endif
 import Hashing
 import SigV4
+import StorageNode
 
 /// `cloud storage`: administration of the storage cluster.
 struct Storage: AsyncParsableCommand {
@@ -37,18 +38,16 @@ struct Storage: AsyncParsableCommand {
             {
                 return (access, secret)
             }
-            let path = self.dataDir + "/root-credentials"
-            guard let data = FileManager.default.contents(atPath: path) else {
+            let saved: RootCredentials?
+            do {
+                saved = try RootCredentials.load(dataDirectory: self.dataDir)
+            } catch let error as NodeError {
+                throw ValidationError(error.description)
+            }
+            guard let saved else {
                 throw ValidationError("no root key: pass --access-key and --secret-key, set CLOUD_ROOT_ACCESS_KEY and CLOUD_ROOT_SECRET_KEY, or point --data-dir at a node's data directory")
             }
-            var values: [String: String] = [:]
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                if let equals = line.firstIndex(of: "=") { values[String(line[..<equals])] = String(line[line.index(after: equals)...]) }
-            }
-            guard let access = values["access_key"], let secret = values["secret_key"] else {
-                throw ValidationError("\(path) is damaged")
-            }
-            return (access, secret)
+            return (saved.accessKey, saved.secretKey)
         }
 
         /// Sends a signed admin request and returns the JSON answer; non-2xx answers become errors.

@@ -79,16 +79,21 @@ public final class ClusterStore: ObjectStore {
     }
 
     public func listBuckets() async throws -> [BucketRecord] {
-        var result: [BucketRecord] = []
-        var after: [UInt8]?
+        try await self.allRecords(table: Tables.bucket, partitionKey: Tables.directory)
+            .filter { !$0.deleted }.map { try Tables.bucket($0) }
+    }
+
+    /// Every record (tombstones included) of one partition key whose sort key starts with `prefix`
+    /// and follows `after`, in sort-key order, read from R owners page by page.
+    private func allRecords(table: UInt8, partitionKey: [UInt8], prefix: [UInt8] = [], after: [UInt8]? = nil) async throws -> [ReplicaRecord] {
+        var result: [ReplicaRecord] = []
+        var after = after
         while true {
-            let page = try await self.replicator.range(
-                table: Tables.bucket, partitionKey: Tables.directory, prefix: [], from: after, limit: 1000)
-            for record in page.records where !record.deleted { result.append(try Tables.bucket(record)) }
+            let page = try await self.replicator.range(table: table, partitionKey: partitionKey, prefix: prefix, from: after, limit: 1000)
+            result += page.records
             after = page.records.last?.sortKey
-            if page.exhausted || after == nil { break }
+            if page.exhausted || after == nil { return result }
         }
-        return result
     }
 
     public func deleteBucket(_ name: String) async throws {
@@ -247,23 +252,14 @@ public final class ClusterStore: ObjectStore {
     }
 
     /// Part records (tombstones included) of an upload, in part-number order, after `marker`.
-    private func partRecords(bucket: String, uploadID: String, after marker: Int, limit: Int) async throws -> [ReplicaRecord] {
-        var result: [ReplicaRecord] = []
-        var after: [UInt8]? = marker > 0 ? Tables.partKey(uploadID: uploadID, partNumber: marker) : nil
-        while result.count < limit {
-            let remaining = limit - result.count
-            let page = try await self.replicator.range(
-                table: Tables.part, partitionKey: Array(bucket.utf8), prefix: Tables.partPrefix(uploadID: uploadID),
-                from: after, limit: remaining >= 1000 ? 1000 : remaining + 1)
-            result += page.records
-            after = page.records.last?.sortKey
-            if page.exhausted || after == nil { break }
-        }
-        return result
+    private func partRecords(bucket: String, uploadID: String, after marker: Int) async throws -> [ReplicaRecord] {
+        try await self.allRecords(
+            table: Tables.part, partitionKey: Array(bucket.utf8), prefix: Tables.partPrefix(uploadID: uploadID),
+            after: marker > 0 ? Tables.partKey(uploadID: uploadID, partNumber: marker) : nil)
     }
 
     public func parts(bucket: String, uploadID: String, after marker: Int, limit: Int) async throws -> [PartRecord] {
-        let records = try await self.partRecords(bucket: bucket, uploadID: uploadID, after: marker, limit: Int.max)
+        let records = try await self.partRecords(bucket: bucket, uploadID: uploadID, after: marker)
         return Array(try records.filter { !$0.deleted }.map { try Tables.part($0) }.prefix(limit))
     }
 
@@ -289,7 +285,7 @@ public final class ClusterStore: ObjectStore {
 
     /// Tombstones an upload and its parts.
     private func deleteUploadRecords(_ upload: UploadRecord) async throws {
-        let parts = try await self.partRecords(bucket: upload.bucket, uploadID: upload.uploadID, after: 0, limit: Int.max)
+        let parts = try await self.partRecords(bucket: upload.bucket, uploadID: upload.uploadID, after: 0)
         var tombstones = parts.filter { !$0.deleted }.map { part in
             ReplicaRecord(
                 table: Tables.part, partitionKey: part.partitionKey, sortKey: part.sortKey,
@@ -303,16 +299,8 @@ public final class ClusterStore: ObjectStore {
     }
 
     private func allUploads(bucket: String) async throws -> [UploadRecord] {
-        var result: [UploadRecord] = []
-        var after: [UInt8]?
-        while true {
-            let page = try await self.replicator.range(
-                table: Tables.upload, partitionKey: Array(bucket.utf8), prefix: [], from: after, limit: 1000)
-            for record in page.records where !record.deleted { result.append(try Tables.upload(record)) }
-            after = page.records.last?.sortKey
-            if page.exhausted || after == nil { break }
-        }
-        return result
+        try await self.allRecords(table: Tables.upload, partitionKey: Array(bucket.utf8))
+            .filter { !$0.deleted }.map { try Tables.upload($0) }
     }
 
     public func listUploads(

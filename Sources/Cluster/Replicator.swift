@@ -84,11 +84,7 @@ public final class Replicator: Sendable {
                 _ = try await transport.call(node, method: ClusterMethod.applyRecords, body: body, timeout: timeout)
             },
             hint: { node, owner in
-                var hinted = ByteBuffer()
-                hinted.writeInteger(UInt32(owner.utf8.count))
-                hinted.writeString(owner)
-                hinted.writeImmutableBuffer(body)
-                _ = try await transport.call(node, method: ClusterMethod.hintRecords, body: hinted, timeout: timeout)
+                _ = try await transport.call(node, method: ClusterMethod.hintRecords, body: Self.hint(for: owner, body), timeout: timeout)
             })
     }
 
@@ -219,6 +215,16 @@ public final class Replicator: Sendable {
         return (merged, cut == nil)
     }
 
+    /// The body of a hint call: the owner's id (u32 length, UTF-8), then the write's own body.
+    static func hint(for owner: String, _ body: ByteBuffer) -> ByteBuffer {
+        var hinted = ByteBuffer()
+        hinted.reserveCapacity(4 + owner.utf8.count + body.readableBytes)
+        hinted.writeInteger(UInt32(owner.utf8.count))
+        hinted.writeString(owner)
+        hinted.writeImmutableBuffer(body)
+        return hinted
+    }
+
     // MARK: Blocks
 
     /// Stores a block on `w` owners of its hash's partition (hinted copies for unreachable owners);
@@ -233,12 +239,7 @@ public final class Replicator: Sendable {
                 _ = try await transport.call(node, method: ClusterMethod.putBlock, body: bytes, bodyDigest: hash, timeout: timeout)
             },
             hint: { node, owner in
-                var hinted = ByteBuffer()
-                hinted.reserveCapacity(4 + owner.utf8.count + bytes.readableBytes)
-                hinted.writeInteger(UInt32(owner.utf8.count))
-                hinted.writeString(owner)
-                hinted.writeImmutableBuffer(bytes)
-                _ = try await transport.call(node, method: ClusterMethod.hintBlock, body: hinted, timeout: timeout)
+                _ = try await transport.call(node, method: ClusterMethod.hintBlock, body: Self.hint(for: owner, bytes), timeout: timeout)
             })
     }
 

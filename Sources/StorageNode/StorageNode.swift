@@ -62,6 +62,23 @@ public struct RootCredentials: Sendable {
 
     static let fileName = "root-credentials"
 
+    /// The pair kept in `dataDirectory/root-credentials`, or nil when there is none.
+    /// - Throws: ``NodeError`` when the file is damaged.
+    public static func load(dataDirectory: String) throws -> RootCredentials? {
+        let path = dataDirectory + "/" + fileName
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        var values: [String: String] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            if let equals = line.firstIndex(of: "=") {
+                values[String(line[..<equals])] = String(line[line.index(after: equals)...])
+            }
+        }
+        guard let access = values["access_key"], let secret = values["secret_key"] else {
+            throw NodeError("\(path) is damaged: expected access_key= and secret_key= lines")
+        }
+        return RootCredentials(accessKey: access, secretKey: secret, generated: false)
+    }
+
     /// The configured pair, or the one kept in the data directory, or a new one saved there (0600).
     static func resolve(_ configuration: NodeConfiguration) throws -> RootCredentials {
         if let access = configuration.rootAccessKey, let secret = configuration.rootSecretKey {
@@ -73,20 +90,8 @@ public struct RootCredentials: Sendable {
         if configuration.rootAccessKey != nil || configuration.rootSecretKey != nil {
             throw NodeError("set both CLOUD_ROOT_ACCESS_KEY and CLOUD_ROOT_SECRET_KEY, or neither")
         }
+        if let saved = try load(dataDirectory: configuration.dataDirectory) { return saved }
         let path = configuration.dataDirectory + "/" + fileName
-        if let data = FileManager.default.contents(atPath: path) {
-            let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-            var values: [String: String] = [:]
-            for line in lines {
-                if let equals = line.firstIndex(of: "=") {
-                    values[String(line[..<equals])] = String(line[line.index(after: equals)...])
-                }
-            }
-            guard let access = values["access_key"], let secret = values["secret_key"] else {
-                throw NodeError("\(path) is damaged: expected access_key= and secret_key= lines")
-            }
-            return RootCredentials(accessKey: access, secretKey: secret, generated: false)
-        }
         let accessAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
         let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
         var generator = SystemRandomNumberGenerator()
