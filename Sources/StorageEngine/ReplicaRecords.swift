@@ -166,3 +166,50 @@ extension StorageEngine {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// One version of one record's key: what a node checks or removes without the value.
+public struct RecordVersion: Sendable, Hashable {
+    public var table: UInt8
+    public var partitionKey: [UInt8]
+    public var sortKey: [UInt8]
+    public var timestamp: HybridTimestamp
+    public var deleted: Bool
+
+    public init(table: UInt8, partitionKey: [UInt8], sortKey: [UInt8], timestamp: HybridTimestamp, deleted: Bool) {
+        self.table = table
+        self.partitionKey = partitionKey
+        self.sortKey = sortKey
+        self.timestamp = timestamp
+        self.deleted = deleted
+    }
+
+    public init(_ record: ReplicaRecord) {
+        self.init(
+            table: record.table, partitionKey: record.partitionKey, sortKey: record.sortKey,
+            timestamp: record.timestamp, deleted: record.deleted)
+    }
+}
+
+extension StorageEngine {
+    /// Removes the stored records of these keys whose timestamp is at most the given one (a newer
+    /// version stored since is kept), in one durable transaction: how a node drops tombstones it
+    /// collected and partitions it handed over. Returns how many rows it removed.
+    @discardableResult
+    public func removeRecords(_ versions: [RecordVersion]) async throws -> Int {
+        guard !versions.isEmpty else { return 0 }
+        return try await self.metadata.write { db in
+            var removed = 0
+            for version in versions {
+                try db.query(
+                    "DELETE FROM records WHERE tbl = ? AND pk = ? AND sk = ? AND hlc <= ?",
+                    [
+                        .integer(Int64(version.table)), .blob(version.partitionKey), .blob(version.sortKey),
+                        .integer(Int64(bitPattern: version.timestamp.rawValue)),
+                    ]
+                )
+                removed += db.changes
+            }
+            return removed
+        }
+    }
+}
