@@ -221,6 +221,26 @@ enum Schema {
             created_ms INTEGER NOT NULL
         );
         """,
+        // 4: the partition hash of each record (the first four bytes of SHA-256 of its partition key,
+        // filled in by `backfills`), so that anti-entropy reads one partition's records by range.
+        """
+        ALTER TABLE records ADD COLUMN ph INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX records_by_partition ON records (ph, tbl, pk, sk, hlc, deleted);
+        """,
+    ]
+
+    /// Work in Swift that a migration needs after its SQL, in the same transaction, by migration index.
+    static let backfills: [Int: @Sendable (SQLiteConnection) throws -> Void] = [
+        3: { db in
+            var keys: [(Int64, [UInt8], [UInt8])] = []
+            try db.query("SELECT tbl, pk, sk FROM records") { row in keys.append((row.int(0), row.blob(1), row.blob(2))) }
+            for (table, partitionKey, sortKey) in keys {
+                try db.query(
+                    "UPDATE records SET ph = ? WHERE tbl = ? AND pk = ? AND sk = ?",
+                    [.integer(Int64(PartitionHash.of(partitionKey: partitionKey))), .integer(table), .blob(partitionKey), .blob(sortKey)]
+                )
+            }
+        }
     ]
 
     static func migrate(_ db: SQLiteConnection) throws {
@@ -233,6 +253,7 @@ enum Schema {
             try db.execute("BEGIN IMMEDIATE")
             do {
                 try db.execute(migrations[index])
+                try backfills[index]?(db)
                 try db.execute("PRAGMA user_version=\(index + 1)")
                 try db.execute("COMMIT")
             } catch {

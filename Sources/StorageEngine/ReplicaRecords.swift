@@ -71,11 +71,11 @@ extension StorageEngine {
                     return false
                 }
                 try db.query(
-                    "INSERT OR REPLACE INTO records (tbl, pk, sk, hlc, deleted, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO records (tbl, pk, sk, hlc, deleted, value, ph) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
                         .integer(Int64(record.table)), .blob(record.partitionKey), .blob(record.sortKey),
                         .integer(Int64(bitPattern: record.timestamp.rawValue)), .integer(record.deleted ? 1 : 0),
-                        .blob(record.value),
+                        .blob(record.value), .integer(Int64(PartitionHash.of(partitionKey: record.partitionKey))),
                     ]
                 )
                 return true
