@@ -11,9 +11,9 @@ import Synchronization
 /// 1. For every partition this node owns, it compares a summary of its records and of its blocks
 ///    (count and XOR of per-version digests, ``PartitionSummary``) with each other owner's
 ///    (`ae.sum`, one call per peer for all shared partitions). Where they differ it fetches the
-///    other's key list (`ae.keys`), pulls what is newer there (`ae.get`, `blk.get`) and pushes what is
-///    newer here (`rec.apply`, `blk.put`). Every owner does the same, so missing writes, tombstones
-///    and blocks spread whichever side holds them.
+///    other's key list (`ae.keys`) and pulls what is missing or newer there (`ae.get`, `blk.get`).
+///    Every owner does the same, so missing writes, tombstones and blocks spread whichever side
+///    holds them, and each copy travels once (an owner that also pushed would race the other's pull).
 /// 2. For every partition it holds but does not own (after a layout change, or blocks kept for hinted
 ///    writes) it pushes everything to each owner, and drops its copy only once every owner holds it,
 ///    each owner answering with the same layout version (so two nodes with different layouts never
@@ -113,11 +113,11 @@ public final class AntiEntropy: Sendable {
                     do {
                         if try await self.engine.recordSummary(range) != remote.records {
                             outOfSync.insert(partition)
-                            _ = try await self.syncRecords(range, with: peer, pull: true)
+                            _ = try await self.syncRecords(range, with: peer, direction: .pull)
                         }
                         if try await self.engine.blockSummary(range) != remote.blocks {
                             outOfSync.insert(partition)
-                            _ = try await self.syncBlocks(range, with: peer, pull: true)
+                            _ = try await self.syncBlocks(range, with: peer, direction: .pull)
                         }
                     } catch {
                         outOfSync.insert(partition)
@@ -154,8 +154,8 @@ public final class AntiEntropy: Sendable {
             do {
                 let (version, _) = try await self.summaries(of: [], power: 0, from: owner)
                 guard version == layoutVersion else { return false }
-                let sentRecords = try await self.syncRecords(range, with: owner, pull: false)
-                let sentBlocks = try await self.syncBlocks(range, with: owner, pull: false)
+                let sentRecords = try await self.syncRecords(range, with: owner, direction: .push)
+                let sentBlocks = try await self.syncBlocks(range, with: owner, direction: .push)
                 // What this node held when it compared with the first owner is what it may drop: every
                 // owner compared against at least that (later lists only grow, as nothing else writes here).
                 if records == nil { records = sentRecords }
@@ -169,11 +169,20 @@ public final class AntiEntropy: Sendable {
         return true
     }
 
+    /// Which way a partition's differences travel.
+    enum Direction {
+        /// This node fetches what it lacks or holds older (an owner repairing itself).
+        case pull
+        /// This node sends what the peer lacks or holds older (a handover to a new owner).
+        case push
+    }
+
     // MARK: Records
 
-    /// Brings `peer`'s records of a partition up to this node's (push) and, with `pull`, this node's up
-    /// to the peer's. Returns this node's versions it compared.
-    func syncRecords(_ range: PartitionRange, with peer: String, pull: Bool) async throws -> [RecordVersion] {
+    /// Brings this node's records of a partition up to `peer`'s (pull) or the peer's up to this
+    /// node's (push). Returns this node's versions it compared.
+    func syncRecords(_ range: PartitionRange, with peer: String, direction: Direction) async throws -> [RecordVersion] {
+        let pull = direction == .pull
         var local: [RecordVersion] = []
         var cursor: RecordVersion?
         repeat {
@@ -216,6 +225,7 @@ public final class AntiEntropy: Sendable {
                 }
             }
         }
+        if pull { return local }
         for start in stride(from: 0, to: push.count, by: self.settings.batchSize) {
             let batch = try await self.engine.records(Array(push[start..<min(start + self.settings.batchSize, push.count)]))
             guard !batch.isEmpty else { continue }
@@ -229,7 +239,7 @@ public final class AntiEntropy: Sendable {
             self.state.withLock {
                 $0.recordsRepaired += batch.count
                 $0.bytesRepaired += bytes
-                if !pull { $0.bytesHandedOver += bytes }
+                $0.bytesHandedOver += bytes
             }
         }
         return local
@@ -243,14 +253,15 @@ public final class AntiEntropy: Sendable {
 
     // MARK: Blocks
 
-    /// Brings `peer`'s blocks of a partition up to this node's and, with `pull`, this node's up to the
-    /// peer's. Returns this node's blocks it compared.
-    func syncBlocks(_ range: PartitionRange, with peer: String, pull: Bool) async throws -> [BlockRef] {
+    /// Brings this node's blocks of a partition up to `peer`'s (pull) or the peer's up to this node's
+    /// (push). Returns this node's blocks it compared.
+    func syncBlocks(_ range: PartitionRange, with peer: String, direction: Direction) async throws -> [BlockRef] {
         let local = try await self.engine.blockList(range)
         let remote = try await self.remoteBlocks(range, from: peer)
         let theirs = Set(remote.map(\.hash))
         let ours = Set(local.map(\.hash))
-        for block in local where !theirs.contains(block.hash) {
+        let pull = direction == .pull
+        for block in local where !pull && !theirs.contains(block.hash) {
             // A copy that fails its checks here is left to the scrubber; the peer gets it from a good replica.
             guard let bytes = try? await self.engine.loadBlock(block) else { continue }
             try await self.pace(block.size)
@@ -259,7 +270,7 @@ public final class AntiEntropy: Sendable {
             self.state.withLock {
                 $0.blocksRepaired += 1
                 $0.bytesRepaired += block.size
-                if !pull { $0.bytesHandedOver += block.size }
+                $0.bytesHandedOver += block.size
             }
         }
         guard pull else { return local }

@@ -79,12 +79,12 @@ import Testing
         await cluster.shutdown()
     }
 
-    @Test func anOwnerPullsWhatItLacksAndPushesWhatOthersLack() async throws {
+    @Test func everyOwnerPullsWhatItLacksAndAllConverge() async throws {
         let cluster = try await TestCluster()
         try await cluster.stores[0].createBucket("b", owner: "root")
         var random = SeededBytes(seed: 3)
-        // node1 misses the first write, node2 the second: one round on node0 cannot fix node1 and node2
-        // against each other, but rounds on all three bring every replica to the union.
+        // node1 misses the first write, node2 the second: each owner pulls what it lacks from the others,
+        // so rounds on all three bring every replica to the union.
         cluster.stop(1)
         let first = random.bytes(90_000)
         try await put(cluster.stores[0], "b", "first", first)
