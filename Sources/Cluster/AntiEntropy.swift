@@ -104,6 +104,9 @@ public final class AntiEntropy: Sendable {
         }
 
         var outOfSync = Set<Int>()
+        // This node's summaries, computed once per round for all peers; a partition that pulled
+        // something is summarised again for the next peer.
+        var localSummaries: [Int: RemoteSummary] = [:]
         for (peer, partitions) in shared.sorted(by: { $0.key < $1.key }) {
             guard self.view.isReachable(peer) else { continue }
             do {
@@ -111,12 +114,21 @@ public final class AntiEntropy: Sendable {
                 for (partition, remote) in zip(partitions, summaries) {
                     let range = PartitionRange(partition: partition, power: power)
                     do {
-                        if try await self.engine.recordSummary(range) != remote.records {
+                        let ours: RemoteSummary
+                        if let cached = localSummaries[partition] {
+                            ours = cached
+                        } else {
+                            ours = RemoteSummary(records: try await self.engine.recordSummary(range), blocks: try await self.engine.blockSummary(range))
+                            localSummaries[partition] = ours
+                        }
+                        if ours.records != remote.records {
                             outOfSync.insert(partition)
+                            localSummaries[partition] = nil
                             _ = try await self.syncRecords(range, with: peer, direction: .pull)
                         }
-                        if try await self.engine.blockSummary(range) != remote.blocks {
+                        if ours.blocks != remote.blocks {
                             outOfSync.insert(partition)
+                            localSummaries[partition] = nil
                             _ = try await self.syncBlocks(range, with: peer, direction: .pull)
                         }
                     } catch {
