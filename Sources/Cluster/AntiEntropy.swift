@@ -15,9 +15,9 @@ import Synchronization
 ///    Every owner does the same, so missing writes, tombstones and blocks spread whichever side
 ///    holds them, and each copy travels once (an owner that also pushed would race the other's pull).
 /// 2. For every partition it holds but does not own (after a layout change, or blocks kept for hinted
-///    writes) it pushes everything to each owner, and drops its copy only once every owner holds it,
-///    each owner answering with the same layout version (so two nodes with different layouts never
-///    each count on the other and both drop).
+///    writes) it pushes to the owners what none of them holds, and drops its copy only once every
+///    owner holds all of it, each owner answering with the same layout version (so two nodes with
+///    different layouts never each count on the other and both drop).
 ///
 /// The bytes moved go through a ``TokenBucket`` so that foreground traffic keeps its latency.
 public final class AntiEntropy: Sendable {
@@ -30,6 +30,9 @@ public final class AntiEntropy: Sendable {
         /// Versions per key-list page and records per transfer.
         public var pageSize = 2000
         public var batchSize = 256
+        /// Rounds a handover waits for new owners to pull from each other what some of them already
+        /// hold, before this node pushes it as well.
+        public var handoverPatience = 3
 
         public init() {}
     }
@@ -60,6 +63,8 @@ public final class AntiEntropy: Sendable {
     let settings: Settings
     private let bucket: Mutex<TokenBucket>
     private let state = Mutex(Progress())
+    /// Rounds each partition's handover has waited, by the partition's first hash.
+    private let handoverAttempts = Mutex<[UInt32: Int]>([:])
     private let clock = ContinuousClock()
     private let epoch: ContinuousClock.Instant
 
@@ -124,12 +129,12 @@ public final class AntiEntropy: Sendable {
                         if ours.records != remote.records {
                             outOfSync.insert(partition)
                             localSummaries[partition] = nil
-                            _ = try await self.syncRecords(range, with: peer, direction: .pull)
+                            try await self.pullRecords(range, from: peer)
                         }
                         if ours.blocks != remote.blocks {
                             outOfSync.insert(partition)
                             localSummaries[partition] = nil
-                            _ = try await self.syncBlocks(range, with: peer, direction: .pull)
+                            try await self.pullBlocks(range, from: peer)
                         }
                     } catch {
                         outOfSync.insert(partition)
@@ -156,45 +161,63 @@ public final class AntiEntropy: Sendable {
         }
     }
 
-    /// Pushes one partition this node does not own to every owner and drops it here once all of them
-    /// hold it. Returns whether it was dropped.
+    /// Hands one partition this node does not own over to its owners, and drops it here once every
+    /// owner holds everything this node holds of it. Returns whether it was dropped.
+    ///
+    /// What no owner holds is pushed to them all; what some owners hold already is left to the
+    /// owners' own pulls from each other (so a byte travels once), unless the partition has waited
+    /// ``Settings/handoverPatience`` rounds, when this node pushes it too.
     func handOver(_ range: PartitionRange, to owners: [String], layoutVersion: UInt64) async throws -> Bool {
         guard !owners.isEmpty, owners.allSatisfy({ self.view.isReachable($0) }) else { return false }
-        var records: [RecordVersion]?
-        var blocks: [BlockRef]?
-        for owner in owners {
-            do {
+        do {
+            for owner in owners {
                 let (version, _) = try await self.summaries(of: [], power: 0, from: owner)
                 guard version == layoutVersion else { return false }
-                let sentRecords = try await self.syncRecords(range, with: owner, direction: .push)
-                let sentBlocks = try await self.syncBlocks(range, with: owner, direction: .push)
-                // What this node held when it compared with the first owner is what it may drop: every
-                // owner compared against at least that (later lists only grow, as nothing else writes here).
-                if records == nil { records = sentRecords }
-                if blocks == nil { blocks = sentBlocks }
-            } catch {
-                return false
             }
+            let records = try await self.localVersions(range)
+            let blocks = try await self.engine.blockList(range)
+            var lackingRecords: [String: [RecordVersion]] = [:]
+            var lackingBlocks: [String: [BlockRef]] = [:]
+            var recordLackers: [VersionKey: Int] = [:]
+            var blockLackers: [[UInt8]: Int] = [:]
+            for owner in owners {
+                let theirs = try await self.remoteVersions(range, from: owner)
+                let lacking = records.filter { mine in theirs[VersionKey(mine)].map { Self.isNewer(mine, than: $0) } ?? true }
+                lackingRecords[owner] = lacking
+                for version in lacking { recordLackers[VersionKey(version), default: 0] += 1 }
+                let held = Set(try await self.remoteBlocks(range, from: owner).map(\.hash))
+                lackingBlocks[owner] = blocks.filter { !held.contains($0.hash) }
+                for block in lackingBlocks[owner]! { blockLackers[block.hash, default: 0] += 1 }
+            }
+            if recordLackers.isEmpty && blockLackers.isEmpty {
+                // Every owner holds every version compared (or a newer one): drop them. A version
+                // written here since is newer than the one compared and stays.
+                try await self.engine.removeRecords(records)
+                for block in blocks { _ = try await self.engine.removeBlock(block.hash) }
+                _ = self.handoverAttempts.withLock { $0.removeValue(forKey: range.lower) }
+                return true
+            }
+            let attempts = self.handoverAttempts.withLock { attempts in
+                attempts[range.lower, default: 0] += 1
+                return attempts[range.lower]!
+            }
+            let pushAll = attempts > self.settings.handoverPatience
+            for owner in owners {
+                let records = lackingRecords[owner]!.filter { pushAll || recordLackers[VersionKey($0)] == owners.count }
+                try await self.pushRecords(records, to: owner, handover: true)
+                let blocks = lackingBlocks[owner]!.filter { pushAll || blockLackers[$0.hash] == owners.count }
+                try await self.pushBlocks(blocks, to: owner, handover: true)
+            }
+            return false
+        } catch {
+            return false
         }
-        try await self.engine.removeRecords(records ?? [])
-        for block in blocks ?? [] { _ = try await self.engine.removeBlock(block.hash) }
-        return true
-    }
-
-    /// Which way a partition's differences travel.
-    enum Direction {
-        /// This node fetches what it lacks or holds older (an owner repairing itself).
-        case pull
-        /// This node sends what the peer lacks or holds older (a handover to a new owner).
-        case push
     }
 
     // MARK: Records
 
-    /// Brings this node's records of a partition up to `peer`'s (pull) or the peer's up to this
-    /// node's (push). Returns this node's versions it compared.
-    func syncRecords(_ range: PartitionRange, with peer: String, direction: Direction) async throws -> [RecordVersion] {
-        let pull = direction == .pull
+    /// This node's versions in a partition.
+    func localVersions(_ range: PartitionRange) async throws -> [RecordVersion] {
         var local: [RecordVersion] = []
         var cursor: RecordVersion?
         repeat {
@@ -202,44 +225,47 @@ public final class AntiEntropy: Sendable {
             local += page
             cursor = page.count == self.settings.pageSize ? page.last : nil
         } while cursor != nil
+        return local
+    }
+
+    /// A peer's versions in a partition, by key.
+    func remoteVersions(_ range: PartitionRange, from peer: String) async throws -> [VersionKey: RecordVersion] {
         var remote: [VersionKey: RecordVersion] = [:]
-        cursor = nil
+        var cursor: RecordVersion?
         repeat {
             let page = try await self.remoteVersions(range, after: cursor, from: peer)
             for version in page { remote[VersionKey(version)] = version }
             cursor = page.count == self.settings.pageSize ? page.last : nil
         } while cursor != nil
+        return remote
+    }
 
-        var push: [RecordVersion] = []
-        for version in local {
-            if let theirs = remote.removeValue(forKey: VersionKey(version)) {
-                if Self.isNewer(version, than: theirs) {
-                    push.append(version)
-                } else if pull, Self.isNewer(theirs, than: version) {
-                    remote[VersionKey(version)] = theirs
-                }
-            } else {
-                push.append(version)
+    /// Fetches the records of a partition that `peer` holds and this node lacks or holds older.
+    func pullRecords(_ range: PartitionRange, from peer: String) async throws {
+        var wanted = try await self.remoteVersions(range, from: peer)
+        for mine in try await self.localVersions(range) {
+            if let theirs = wanted[VersionKey(mine)], !Self.isNewer(theirs, than: mine) {
+                wanted[VersionKey(mine)] = nil
             }
         }
-        // What is left in `remote` is missing here or newer there.
-        if pull {
-            let wanted = Array(remote.values)
-            for start in stride(from: 0, to: wanted.count, by: self.settings.batchSize) {
-                let fetched = try await self.fetch(Array(wanted[start..<min(start + self.settings.batchSize, wanted.count)]), from: peer)
-                try await self.pace(fetched.reduce(0) { $0 + $1.value.count })
-                let stored = try await self.engine.apply(fetched)
-                let count = stored.filter { $0 }.count
-                let bytes = zip(fetched, stored).reduce(0) { $0 + ($1.1 ? $1.0.value.count : 0) }
-                self.state.withLock {
-                    $0.recordsRepaired += count
-                    $0.bytesRepaired += bytes
-                }
+        let keys = Array(wanted.values)
+        for start in stride(from: 0, to: keys.count, by: self.settings.batchSize) {
+            let fetched = try await self.fetch(Array(keys[start..<min(start + self.settings.batchSize, keys.count)]), from: peer)
+            try await self.pace(fetched.reduce(0) { $0 + $1.value.count })
+            let stored = try await self.engine.apply(fetched)
+            let count = stored.filter { $0 }.count
+            let bytes = zip(fetched, stored).reduce(0) { $0 + ($1.1 ? $1.0.value.count : 0) }
+            self.state.withLock {
+                $0.recordsRepaired += count
+                $0.bytesRepaired += bytes
             }
         }
-        if pull { return local }
-        for start in stride(from: 0, to: push.count, by: self.settings.batchSize) {
-            let batch = try await self.engine.records(Array(push[start..<min(start + self.settings.batchSize, push.count)]))
+    }
+
+    /// Sends this node's records of these keys to `peer`.
+    func pushRecords(_ versions: [RecordVersion], to peer: String, handover: Bool) async throws {
+        for start in stride(from: 0, to: versions.count, by: self.settings.batchSize) {
+            let batch = try await self.engine.records(Array(versions[start..<min(start + self.settings.batchSize, versions.count)]))
             guard !batch.isEmpty else { continue }
             var writer = WireWriter()
             writer.u32(UInt32(batch.count))
@@ -251,10 +277,9 @@ public final class AntiEntropy: Sendable {
             self.state.withLock {
                 $0.recordsRepaired += batch.count
                 $0.bytesRepaired += bytes
-                $0.bytesHandedOver += bytes
+                if handover { $0.bytesHandedOver += bytes }
             }
         }
-        return local
     }
 
     /// Whether version `a` wins over `b` of the same key (the value bytes are not compared here).
@@ -265,28 +290,10 @@ public final class AntiEntropy: Sendable {
 
     // MARK: Blocks
 
-    /// Brings this node's blocks of a partition up to `peer`'s (pull) or the peer's up to this node's
-    /// (push). Returns this node's blocks it compared.
-    func syncBlocks(_ range: PartitionRange, with peer: String, direction: Direction) async throws -> [BlockRef] {
-        let local = try await self.engine.blockList(range)
-        let remote = try await self.remoteBlocks(range, from: peer)
-        let theirs = Set(remote.map(\.hash))
-        let ours = Set(local.map(\.hash))
-        let pull = direction == .pull
-        for block in local where !pull && !theirs.contains(block.hash) {
-            // A copy that fails its checks here is left to the scrubber; the peer gets it from a good replica.
-            guard let bytes = try? await self.engine.loadBlock(block) else { continue }
-            try await self.pace(block.size)
-            _ = try await self.transport.call(
-                peer, method: ClusterMethod.putBlock, body: bytes, bodyDigest: block.hash, timeout: self.settings.timeout)
-            self.state.withLock {
-                $0.blocksRepaired += 1
-                $0.bytesRepaired += block.size
-                $0.bytesHandedOver += block.size
-            }
-        }
-        guard pull else { return local }
-        for block in remote where !ours.contains(block.hash) {
+    /// Fetches the blocks of a partition that `peer` holds and this node lacks, verified.
+    func pullBlocks(_ range: PartitionRange, from peer: String) async throws {
+        let ours = Set(try await self.engine.blockList(range).map(\.hash))
+        for block in try await self.remoteBlocks(range, from: peer) where !ours.contains(block.hash) {
             try await self.pace(block.size)
             var body = ByteBuffer()
             body.writeBytes(block.hash)
@@ -301,7 +308,22 @@ public final class AntiEntropy: Sendable {
                 $0.bytesRepaired += block.size
             }
         }
-        return local
+    }
+
+    /// Sends these blocks of this node to `peer`.
+    func pushBlocks(_ blocks: [BlockRef], to peer: String, handover: Bool) async throws {
+        for block in blocks {
+            // A copy that fails its checks here is left to the scrubber; the peer gets it from a good replica.
+            guard let bytes = try? await self.engine.loadBlock(block) else { continue }
+            try await self.pace(block.size)
+            _ = try await self.transport.call(
+                peer, method: ClusterMethod.putBlock, body: bytes, bodyDigest: block.hash, timeout: self.settings.timeout)
+            self.state.withLock {
+                $0.blocksRepaired += 1
+                $0.bytesRepaired += block.size
+                if handover { $0.bytesHandedOver += block.size }
+            }
+        }
     }
 
     // MARK: Calls
@@ -466,7 +488,7 @@ struct RemoteSummary: Sendable {
 }
 
 /// A record's key without its version, for matching two replicas' lists.
-private struct VersionKey: Hashable {
+struct VersionKey: Hashable {
     let table: UInt8
     let partitionKey: [UInt8]
     let sortKey: [UInt8]
