@@ -216,34 +216,43 @@ public final class AntiEntropy: Sendable {
 
     // MARK: Records
 
-    /// This node's versions in a partition.
-    func localVersions(_ range: PartitionRange) async throws -> [RecordVersion] {
+    /// This node's versions in a partition, or in one slice of it.
+    func localVersions(_ range: PartitionRange, slice: UInt8? = nil) async throws -> [RecordVersion] {
         var local: [RecordVersion] = []
         var cursor: RecordVersion?
         repeat {
-            let page = try await self.engine.recordVersions(range, after: cursor, limit: self.settings.pageSize)
+            let page = try await self.engine.recordVersions(range, slice: slice, after: cursor, limit: self.settings.pageSize)
             local += page
             cursor = page.count == self.settings.pageSize ? page.last : nil
         } while cursor != nil
         return local
     }
 
-    /// A peer's versions in a partition, by key.
-    func remoteVersions(_ range: PartitionRange, from peer: String) async throws -> [VersionKey: RecordVersion] {
+    /// A peer's versions in a partition, or in one slice of it, by key.
+    func remoteVersions(_ range: PartitionRange, slice: UInt8? = nil, from peer: String) async throws -> [VersionKey: RecordVersion] {
         var remote: [VersionKey: RecordVersion] = [:]
         var cursor: RecordVersion?
         repeat {
-            let page = try await self.remoteVersions(range, after: cursor, from: peer)
+            let page = try await self.remoteVersions(range, slice: slice, after: cursor, from: peer)
             for version in page { remote[VersionKey(version)] = version }
             cursor = page.count == self.settings.pageSize ? page.last : nil
         } while cursor != nil
         return remote
     }
 
-    /// Fetches the records of a partition that `peer` holds and this node lacks or holds older.
+    /// Fetches the records of a partition that `peer` holds and this node lacks or holds older,
+    /// comparing the 256 slices' summaries first so that only the key lists of differing slices travel.
     func pullRecords(_ range: PartitionRange, from peer: String) async throws {
-        var wanted = try await self.remoteVersions(range, from: peer)
-        for mine in try await self.localVersions(range) {
+        let ours = try await self.engine.recordSlices(range)
+        for (slice, summary) in try await self.remoteSlices(range, from: peer).sorted(by: { $0.key < $1.key })
+        where ours[slice] != summary {
+            try await self.pullRecords(range, slice: slice, from: peer)
+        }
+    }
+
+    private func pullRecords(_ range: PartitionRange, slice: UInt8, from peer: String) async throws {
+        var wanted = try await self.remoteVersions(range, slice: slice, from: peer)
+        for mine in try await self.localVersions(range, slice: slice) {
             if let theirs = wanted[VersionKey(mine)], !Self.isNewer(theirs, than: mine) {
                 wanted[VersionKey(mine)] = nil
             }
@@ -346,12 +355,14 @@ public final class AntiEntropy: Sendable {
         return (version, result)
     }
 
-    func remoteVersions(_ range: PartitionRange, after cursor: RecordVersion?, from peer: String) async throws -> [RecordVersion] {
+    func remoteVersions(_ range: PartitionRange, slice: UInt8?, after cursor: RecordVersion?, from peer: String) async throws -> [RecordVersion] {
         var writer = WireWriter()
         writer.u8(0)
         writer.u32(range.lower)
         writer.u32(range.upper)
         writer.u32(UInt32(self.settings.pageSize))
+        writer.u8(slice == nil ? 0 : 1)
+        writer.u8(slice ?? 0)
         if let cursor {
             writer.u8(1)
             writer.version(cursor)
@@ -368,12 +379,34 @@ public final class AntiEntropy: Sendable {
         return result
     }
 
+    /// A peer's summaries of the slices of a partition that hold records.
+    func remoteSlices(_ range: PartitionRange, from peer: String) async throws -> [UInt8: PartitionSummary] {
+        var writer = WireWriter()
+        writer.u8(2)
+        writer.u32(range.lower)
+        writer.u32(range.upper)
+        writer.u32(0)
+        writer.u8(0)
+        writer.u8(0)
+        writer.u8(0)
+        let reply = try await self.transport.call(
+            peer, method: ClusterMethod.partitionKeys, body: ByteBuffer(bytes: writer.bytes), timeout: self.settings.timeout)
+        var reader = WireReader(Array(buffer: reply))
+        let count = try reader.u32()
+        var result: [UInt8: PartitionSummary] = [:]
+        for _ in 0..<min(count, 256) { result[try reader.u8()] = try reader.summary() }
+        try reader.finish()
+        return result
+    }
+
     func remoteBlocks(_ range: PartitionRange, from peer: String) async throws -> [BlockRef] {
         var writer = WireWriter()
         writer.u8(1)
         writer.u32(range.lower)
         writer.u32(range.upper)
         writer.u32(0)
+        writer.u8(0)
+        writer.u8(0)
         writer.u8(0)
         let reply = try await self.transport.call(
             peer, method: ClusterMethod.partitionKeys, body: ByteBuffer(bytes: writer.bytes), timeout: self.settings.timeout)
@@ -435,7 +468,8 @@ public final class AntiEntropy: Sendable {
         return ByteBuffer(bytes: writer.bytes)
     }
 
-    /// Answers `ae.keys`: a page of record versions, or every block, of a partition range.
+    /// Answers `ae.keys`: a page of record versions (of the range, or of one slice of it), every block
+    /// of the range, or the summaries of the range's record slices.
     static func serveKeys(_ body: ByteBuffer, engine: StorageEngine) async throws -> ByteBuffer {
         var reader = WireReader(Array(buffer: body))
         let kind = try reader.u8()
@@ -443,13 +477,15 @@ public final class AntiEntropy: Sendable {
         range.lower = try reader.u32()
         range.upper = try reader.u32()
         let limit = Int(min(try reader.u32(), 10_000))
+        let hasSlice = try reader.u8() == 1
+        let slice = try reader.u8()
         let cursor = try reader.u8() == 1 ? try reader.version() : nil
         try reader.finish()
         guard range.lower <= range.upper else { throw ClusterError.malformed }
         var writer = WireWriter()
         switch kind {
         case 0:
-            let versions = try await engine.recordVersions(range, after: cursor, limit: limit)
+            let versions = try await engine.recordVersions(range, slice: hasSlice ? slice : nil, after: cursor, limit: limit)
             writer.u32(UInt32(versions.count))
             for version in versions { writer.version(version) }
         case 1:
@@ -458,6 +494,13 @@ public final class AntiEntropy: Sendable {
             for block in blocks {
                 writer.bytes += block.hash
                 writer.u32(UInt32(block.size))
+            }
+        case 2:
+            let slices = try await engine.recordSlices(range)
+            writer.u32(UInt32(slices.count))
+            for (slice, summary) in slices.sorted(by: { $0.key < $1.key }) {
+                writer.u8(slice)
+                writer.summary(summary)
             }
         default:
             throw ClusterError.malformed

@@ -79,6 +79,20 @@ public struct PartitionHolding: Sendable, Hashable {
 }
 
 extension RecordVersion {
+    /// The partition hash of this record's partition key.
+    public var partitionHash: UInt32 { PartitionHash.of(partitionKey: self.partitionKey) }
+
+    /// Which of the 256 slices of its partition the record's key falls in: the first byte of the
+    /// SHA-256 of table, partition key and sort key (the same for every version of the key).
+    public var keyHash: UInt8 {
+        var bytes: [UInt8] = [self.table]
+        Self.appendLength(self.partitionKey.count, to: &bytes)
+        bytes += self.partitionKey
+        Self.appendLength(self.sortKey.count, to: &bytes)
+        bytes += self.sortKey
+        return Digests.sha256(bytes)[0]
+    }
+
     /// The 16-byte digest a ``PartitionSummary`` of records adds for this version.
     public var digest: ArraySlice<UInt8> {
         var bytes: [UInt8] = [self.table]
@@ -114,44 +128,68 @@ extension StorageEngine {
         }
     }
 
-    /// The summary of this node's record versions in one partition.
+    /// The summary of this node's record versions in one partition (kept up to date with every
+    /// write in `record_digests`: no scan of the records).
     public func recordSummary(_ range: PartitionRange) async throws -> PartitionSummary {
         var summary = PartitionSummary()
-        var cursor: RecordVersion?
-        while true {
-            let page = try await self.recordVersions(range, after: cursor, limit: 5000)
-            for version in page { summary.add(version.digest) }
-            guard page.count == 5000 else { return summary }
-            cursor = page.last
+        for slice in try await self.recordSlices(range).values {
+            summary.count += slice.count
+            for index in 0..<16 { summary.digest[index] ^= slice.digest[index] }
+        }
+        return summary
+    }
+
+    /// The summaries of the slices (by ``RecordVersion/keyHash``) of one partition that hold records.
+    public func recordSlices(_ range: PartitionRange) async throws -> [UInt8: PartitionSummary] {
+        try await self.metadata.read { db in
+            var result: [UInt8: PartitionSummary] = [:]
+            try db.query(
+                "SELECT kh, count, digest FROM record_digests WHERE ph >= ? AND ph <= ?",
+                [.integer(Int64(range.lower)), .integer(Int64(range.upper))]
+            ) { row in
+                let slice = UInt8(truncatingIfNeeded: row.int(0))
+                var summary = result[slice] ?? PartitionSummary()
+                summary.count += UInt64(row.int(1))
+                let digest = row.blob(2)
+                for index in 0..<min(16, digest.count) { summary.digest[index] ^= digest[index] }
+                result[slice] = summary
+            }
+            return result.filter { $0.value.count > 0 }
         }
     }
 
-    /// This node's record versions in one partition, ordered by partition hash then key, after
-    /// `cursor` (exclusive), at most `limit`.
-    public func recordVersions(_ range: PartitionRange, after cursor: RecordVersion?, limit: Int) async throws -> [RecordVersion] {
-        let lower = cursor.map { Int64(PartitionHash.of(partitionKey: $0.partitionKey)) } ?? Int64(range.lower)
-        return try await self.metadata.read { db in
+    /// This node's record versions in one partition (or one slice of it), ordered by partition hash,
+    /// key hash, then key, after `cursor` (exclusive), at most `limit`.
+    public func recordVersions(
+        _ range: PartitionRange, slice: UInt8? = nil, after cursor: RecordVersion?, limit: Int
+    ) async throws -> [RecordVersion] {
+        try await self.metadata.read { db in
             var result: [RecordVersion] = []
-            let columns = "SELECT tbl, pk, sk, hlc, deleted FROM records"
-            let row: (SQLiteRow) -> Void = { row in
+            var conditions = ["ph >= ?", "ph <= ?"]
+            var parameters: [SQLValue] = [.integer(Int64(range.lower)), .integer(Int64(range.upper))]
+            if let slice {
+                conditions.append("kh = ?")
+                parameters.append(.integer(Int64(slice)))
+            }
+            if let cursor {
+                conditions.append("(ph, kh, tbl, pk, sk) > (?, ?, ?, ?, ?)")
+                parameters += [
+                    .integer(Int64(cursor.partitionHash)), .integer(Int64(cursor.keyHash)), .integer(Int64(cursor.table)),
+                    .blob(cursor.partitionKey), .blob(cursor.sortKey),
+                ]
+            }
+            parameters.append(.integer(Int64(limit)))
+            try db.query(
+                """
+                SELECT tbl, pk, sk, hlc, deleted FROM records WHERE \(conditions.joined(separator: " AND "))
+                ORDER BY ph, kh, tbl, pk, sk LIMIT ?
+                """,
+                parameters
+            ) { row in
                 result.append(
                     RecordVersion(
                         table: UInt8(truncatingIfNeeded: row.int(0)), partitionKey: row.blob(1), sortKey: row.blob(2),
                         timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: row.int(3))), deleted: row.int(4) != 0))
-            }
-            if let cursor {
-                try db.query(
-                    "\(columns) WHERE (ph, tbl, pk, sk) > (?, ?, ?, ?) AND ph <= ? ORDER BY ph, tbl, pk, sk LIMIT ?",
-                    [
-                        .integer(lower), .integer(Int64(cursor.table)), .blob(cursor.partitionKey), .blob(cursor.sortKey),
-                        .integer(Int64(range.upper)), .integer(Int64(limit)),
-                    ],
-                    row: row)
-            } else {
-                try db.query(
-                    "\(columns) WHERE ph >= ? AND ph <= ? ORDER BY ph, tbl, pk, sk LIMIT ?",
-                    [.integer(lower), .integer(Int64(range.upper)), .integer(Int64(limit))],
-                    row: row)
             }
             return result
         }
@@ -204,6 +242,34 @@ extension StorageEngine {
     public func removeBlock(_ hash: [UInt8]) async throws -> Bool {
         let blocks = self.blocks
         return try await self.runIO { blocks.deleteIfUnpinned(hash) }
+    }
+}
+
+/// The per-slice summaries of the records table (`record_digests`), updated in the transaction that
+/// changes a record.
+enum RecordDigests {
+    /// Adds (`sign` 1) or takes away (`sign` -1) one version's digest in its slice's row.
+    static func add(_ db: SQLiteConnection, _ version: RecordVersion, sign: Int64) throws {
+        let partitionHash = Int64(version.partitionHash)
+        let keyHash = Int64(version.keyHash)
+        var count: Int64 = 0
+        var digest = [UInt8](repeating: 0, count: 16)
+        try db.query(
+            "SELECT count, digest FROM record_digests WHERE ph = ? AND kh = ?", [.integer(partitionHash), .integer(keyHash)]
+        ) { row in
+            count = row.int(0)
+            let stored = row.blob(1)
+            for index in 0..<min(16, stored.count) { digest[index] = stored[index] }
+        }
+        count += sign
+        for (index, byte) in version.digest.enumerated() { digest[index] ^= byte }
+        if count <= 0 {
+            try db.query("DELETE FROM record_digests WHERE ph = ? AND kh = ?", [.integer(partitionHash), .integer(keyHash)])
+        } else {
+            try db.query(
+                "INSERT OR REPLACE INTO record_digests (ph, kh, count, digest) VALUES (?, ?, ?, ?)",
+                [.integer(partitionHash), .integer(keyHash), .integer(count), .blob(digest)])
+        }
     }
 }
 

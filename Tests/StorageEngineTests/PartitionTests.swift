@@ -33,6 +33,43 @@ import Testing
         return result
     }
 
+    static func summary(of versions: [RecordVersion]) -> PartitionSummary {
+        var summary = PartitionSummary()
+        for version in versions { summary.add(version.digest) }
+        return summary
+    }
+
+    @Test func summariesFollowOverwritesAndRemovalsAndSlicesSplitAPartition() async throws {
+        let directory = TemporaryDirectory()
+        let engine = try await Self.engine(directory)
+        var records = Self.records(200)
+        try await engine.apply(records)
+        // Overwrite some, make some tombstones, remove some.
+        for index in stride(from: 0, to: 200, by: 7) {
+            records[index].timestamp = HybridTimestamp(milliseconds: 5_000_000 + UInt64(index), logical: 1)
+            records[index].deleted.toggle()
+            records[index].value = []
+        }
+        try await engine.apply(records)
+        try await engine.removeRecords(records[100..<140].map(RecordVersion.init))
+        let remaining = Array(records[0..<100] + records[140...])
+        let all = PartitionRange(partition: 0, power: 0)
+        #expect(try await engine.recordSummary(all) == Self.summary(of: remaining.map(RecordVersion.init)))
+        for partition in 0..<4 {
+            let range = PartitionRange(partition: partition, power: 2)
+            let versions = try await engine.recordVersions(range, after: nil, limit: 1000)
+            #expect(try await engine.recordSummary(range) == Self.summary(of: versions))
+            let slices = try await engine.recordSlices(range)
+            #expect(slices.values.reduce(0) { $0 + $1.count } == UInt64(versions.count))
+            for (slice, summary) in slices {
+                let inSlice = try await engine.recordVersions(range, slice: slice, after: nil, limit: 1000)
+                #expect(inSlice.allSatisfy { $0.keyHash == slice })
+                #expect(Self.summary(of: inSlice) == summary)
+            }
+        }
+        await engine.shutdown()
+    }
+
     @Test func recordsAreFoundByTheirPartitionAndPagedInOrder() async throws {
         let directory = TemporaryDirectory()
         let engine = try await Self.engine(directory)
@@ -68,12 +105,20 @@ import Testing
             try await engine.apply(records)
             // Turn the schema back into migration 3's.
             try await engine.metadata.write { db in
-                try db.execute("DROP INDEX records_by_partition; ALTER TABLE records DROP COLUMN ph; PRAGMA user_version=3;")
+                try db.execute(
+                    """
+                    DROP INDEX records_by_partition; ALTER TABLE records DROP COLUMN ph; ALTER TABLE records DROP COLUMN kh;
+                    DROP TABLE record_digests; PRAGMA user_version=3;
+                    """)
             }
             await engine.shutdown()
         }
         let engine = try await Self.engine(directory)
         #expect(try await engine.recordHoldings(power: 8).mapValues(\.count) == Self.expectedHoldings(records, power: 8))
+        for partition in 0..<16 {
+            let range = PartitionRange(partition: partition, power: 4)
+            #expect(try await engine.recordSummary(range) == Self.summary(of: try await engine.recordVersions(range, after: nil, limit: 1000)))
+        }
         #expect(try await engine.record(table: records[7].table, partitionKey: records[7].partitionKey, sortKey: records[7].sortKey) == records[7])
         await engine.shutdown()
     }
