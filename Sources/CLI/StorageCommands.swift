@@ -112,12 +112,13 @@ struct Storage: AsyncParsableCommand {
             }
             let rows = (status["members"] as? [[String: Any]] ?? []).map { member in
                 [
-                    "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["incarnation"] ?? "")", "\(member["s3Address"] ?? "")",
+                    "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["disk"] ?? "?")", "\(member["incarnation"] ?? "")",
+                    "\(member["s3Address"] ?? "")",
                     "\(member["rpcAddress"] ?? "")", "\(member["gossipAddress"] ?? "")", "\(member["zone"] ?? "")",
                     Self.size(member["capacity"] as? Int ?? 0), "\(member["partitions"] ?? 0)",
                 ]
             }
-            Self.printTable(["ID", "STATE", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS"], rows)
+            Self.printTable(["ID", "STATE", "DISK", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS"], rows)
         }
 
         static func size(_ bytes: Int) -> String {

@@ -29,6 +29,8 @@ struct StorageAdmin: AdminAPI {
         var zone: String
         var capacity: UInt64
         var partitions: Int
+        /// ok, full or readonly (as the member announced it).
+        var disk: String?
     }
 
     struct LayoutNode: Codable {
@@ -121,7 +123,8 @@ struct StorageAdmin: AdminAPI {
                 id: member.id.rawValue, uid: member.uid, state: member.state.description, incarnation: member.incarnation,
                 s3Address: member.s3Address, rpcAddress: member.rpcAddress, gossipAddress: member.gossipAddress,
                 zone: member.zone, capacity: member.capacity,
-                partitions: table?.partitions(of: Ring.NodeID(member.id.rawValue)).count ?? 0)
+                partitions: table?.partitions(of: Ring.NodeID(member.id.rawValue)).count ?? 0,
+                disk: cluster.view.diskState(of: member.id.rawValue).description)
         }
         let policy = cluster.settings.policy
         return Status(
