@@ -41,7 +41,7 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Scrub reads block files at most this fast, in MiB per second.")
     var scrubRateMib: Int = 32
 
-    @Option(help: "Seconds from the end of one scrub pass to the start of the next (default 7 days; 0 disables scrub).")
+    @Option(help: "Seconds from the end of one scrub pass to the start of the next (604800: 7 days; 0 disables scrub).")
     var scrubInterval: Double = 7 * 86_400
 
     @Option(help: "Free space (MiB) below which this node's disk counts as full: it then takes no writes.")

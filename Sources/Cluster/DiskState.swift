@@ -116,12 +116,15 @@ public struct DiskStateAnnouncer: Sendable {
     /// The cluster state holds `version` of this node's entry. Returns an entry to publish when that
     /// one is not ours and says something else than our current state.
     public mutating func heard(version: UInt64, bytes: [UInt8]) -> Entry? {
-        guard let announced = self.announced, version >= self.version,
-            Self.decode(bytes) != announced || version > self.version
-        else { return nil }
-        if version > self.version && Self.decode(bytes) == announced {
-            // Someone published our current state under a newer version (we did, before a restart):
-            // it says the right thing; take its version so ours keep increasing.
+        guard let announced = self.announced else {
+            // Heard before our first announcement (an entry from before a restart): ours goes above it.
+            self.version = max(self.version, version)
+            return nil
+        }
+        guard version >= self.version else { return nil }
+        if Self.decode(bytes) == announced {
+            // Ours, or one that says the same under a newer version (published before a restart with
+            // a clock ahead): take its version so that ours keep increasing.
             self.version = version
             return nil
         }

@@ -9,7 +9,7 @@ public enum Scrub {
     /// Scrub settings (`--scrub-rate-mib`, `--scrub-interval`).
     public struct Configuration: Sendable {
         /// Bytes of block files read per second, at most. Default 32 MiB/s: a 10 TB disk takes about
-        /// four days, and foreground reads keep most of the disk's bandwidth.
+        /// three and a half days, and foreground reads keep most of the disk's bandwidth.
         public var bytesPerSecond: Int = 32 << 20 {
             willSet { precondition(newValue > 0, "the scrub rate MUST be positive") }
         }

@@ -6,6 +6,7 @@ import Foundation
 import Gossip
 import Logging
 import Membership
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -89,7 +90,9 @@ extension ClusterNode {
     /// - Parameter first: the first check of the service (logs a state that is not ok even when the
     ///   node's initial check already found it).
     func checkDisk(first: Bool = false) async {
-        let (state, reading) = self.disk.check()
+        let disk = self.disk
+        // A statvfs and a one-byte file: blocking I/O, kept off the cooperative threads.
+        guard let (state, reading) = try? await NIOThreadPool.singleton.runIfActive({ disk.check() }) else { return }
         let previous = self.view.diskState(of: self.nodeID)
         self.view.setDiskState(self.nodeID, state)
         if previous != state || (first && !state.takesWrites) {

@@ -64,7 +64,7 @@ struct ScrubService: Service {
             } catch is CancellationError {
                 return
             } catch {
-                logger.warning("scrub pass stopped; it resumes where it was at the next start", metadata: ["error": "\(error)"])
+                logger.warning("scrub pass stopped; it resumes where it stopped in a minute", metadata: ["error": "\(error)"])
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
                 cursor = (try? await engine.setting(Self.cursorSetting)).flatMap { Int($0) } ?? start
                 continue

@@ -157,6 +157,10 @@ private func hash(ofFile path: String) -> [UInt8] {
         // A newer entry that says what we say: adopted, and later versions go above it.
         #expect(announcer.heard(version: 12_000, bytes: [2]) == nil)
         #expect(announcer.localState(.ok, nowMicroseconds: 5_000) == .init(key: "disk/n1", version: 12_001, bytes: [0]))
+        // An entry from before a restart heard before the first check: the first announcement outranks it.
+        var restarted = DiskStateAnnouncer(node: "n1")
+        #expect(restarted.heard(version: 50_000, bytes: [1]) == nil)
+        #expect(restarted.localState(.ok, nowMicroseconds: 40_000) == .init(key: "disk/n1", version: 50_001, bytes: [0]))
         #expect(DiskStateAnnouncer.node(fromKey: "disk/n1") == "n1")
         #expect(DiskStateAnnouncer.node(fromKey: "layout") == nil)
         #expect(DiskStateAnnouncer.decode([1]) == .full)
