@@ -43,6 +43,14 @@ struct ClusterOptions: ParsableArguments {
 
     @Option(help: "MiB per second that repair and rebalancing may move (0: unlimited).")
     var repairRateMib: Int = 64
+    @Option(help: "Scrub reads block files at most this fast, in MiB per second.")
+    var scrubRateMib: Int = 32
+
+    @Option(help: "Seconds from the end of one scrub pass to the start of the next (604800: 7 days; 0 disables scrub).")
+    var scrubInterval: Double = 7 * 86_400
+
+    @Option(help: "Free space (MiB) below which this node's disk counts as full: it then takes no writes.")
+    var minFreeMib: Int = 256
 
     var isClustered: Bool { self.rpcAddress != nil || self.gossipAddress != nil || !self.join.isEmpty }
 
@@ -82,6 +90,14 @@ struct ClusterOptions: ParsableArguments {
         case "local": settings.gossip = .localTest
         default: throw ValidationError("--gossip-profile must be lan, wan or local")
         }
+        guard (1...1 << 20).contains(self.scrubRateMib) else { throw ValidationError("--scrub-rate-mib must be 1 to 1048576") }
+        settings.scrubBytesPerSecond = self.scrubRateMib << 20
+        guard self.scrubInterval >= 0, self.scrubInterval < 1e12 else {
+            throw ValidationError("--scrub-interval must be a number of seconds (0 disables scrub)")
+        }
+        settings.scrubInterval = self.scrubInterval == 0 ? nil : .milliseconds(Int64(self.scrubInterval * 1000))
+        guard self.minFreeMib >= 0, self.minFreeMib <= 1 << 40 else { throw ValidationError("--min-free-mib must be 0 to 2^40") }
+        settings.minFreeBytes = UInt64(self.minFreeMib) << 20
         return settings
     }
 

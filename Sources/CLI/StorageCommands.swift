@@ -112,13 +112,14 @@ struct Storage: AsyncParsableCommand {
             }
             let rows = (status["members"] as? [[String: Any]] ?? []).map { member in
                 [
-                    "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["incarnation"] ?? "")", "\(member["s3Address"] ?? "")",
+                    "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["disk"] ?? "?")", "\(member["incarnation"] ?? "")",
+                    "\(member["s3Address"] ?? "")",
                     "\(member["rpcAddress"] ?? "")", "\(member["gossipAddress"] ?? "")", "\(member["zone"] ?? "")",
                     Self.size(member["capacity"] as? Int ?? 0), "\(member["partitions"] ?? 0)",
                     member["partitionsToMove"].map { "\($0) (\(Self.size(member["bytesToMove"] as? Int ?? 0)))" } ?? "-",
                 ]
             }
-            Self.printTable(["ID", "STATE", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS", "TO MOVE"], rows)
+            Self.printTable(["ID", "STATE", "DISK", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS", "TO MOVE"], rows)
             let members = status["members"] as? [[String: Any]] ?? []
             let toMove = members.reduce(0) { $0 + ($1["partitionsToMove"] as? Int ?? 0) }
             let bytesToMove = members.reduce(0) { $0 + ($1["bytesToMove"] as? Int ?? 0) }

@@ -112,7 +112,9 @@ public final class AntiEntropy: Sendable {
         // This node's summaries, computed once per round for all peers; a partition that pulled
         // something is summarised again for the next peer.
         var localSummaries: [Int: RemoteSummary] = [:]
-        for (peer, partitions) in shared.sorted(by: { $0.key < $1.key }) {
+        // A node whose disk is full or read-only pulls nothing (it still hands partitions over).
+        let storesHere = self.view.diskState(of: local).takesWrites
+        for (peer, partitions) in shared.sorted(by: { $0.key < $1.key }) where storesHere {
             guard self.view.isReachable(peer) else { continue }
             do {
                 let (_, summaries) = try await self.summaries(of: partitions, power: power, from: peer)

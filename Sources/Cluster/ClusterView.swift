@@ -20,6 +20,8 @@ public final class ClusterView: Sendable {
     private struct State: Sendable {
         var table: Ring.Table?
         var peers: [String: Peer] = [:]
+        /// Disk states heard (and this node's own); a member missing here counts as ok.
+        var disks: [String: DiskState] = [:]
     }
 
     /// This node's id.
@@ -63,5 +65,23 @@ public final class ClusterView: Sendable {
     /// Every known member but this one that is reachable.
     public var reachablePeers: [String] {
         self.state.withLock { state in state.peers.filter { $0.value.reachable && $0.key != self.localID }.map(\.key).sorted() }
+    }
+
+    // MARK: Disk states
+
+    /// Records a member's disk state (from its gossiped entry, or this node's own monitor).
+    public func setDiskState(_ id: String, _ disk: DiskState) {
+        self.state.withLock { $0.disks[id] = disk }
+    }
+
+    /// A member's last known disk state (ok when nothing was heard).
+    public func diskState(of id: String) -> DiskState {
+        self.state.withLock { $0.disks[id] ?? .ok }
+    }
+
+    /// Whether a write to `id` is worth sending: it is reachable and its disk takes writes. Writes treat
+    /// a member whose disk is full or read-only like an unreachable one.
+    public func takesWrites(_ id: String) -> Bool {
+        self.isReachable(id) && self.diskState(of: id).takesWrites
     }
 }

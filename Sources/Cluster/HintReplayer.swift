@@ -31,7 +31,7 @@ public struct HintReplayer: Sendable {
                 try await self.engine.deleteHint(hint.id)
                 continue
             }
-            guard hint.owner != self.view.localID, self.view.isReachable(hint.owner) else { continue }
+            guard hint.owner != self.view.localID, self.view.takesWrites(hint.owner) else { continue }
             do {
                 switch hint.kind {
                 case .records:

@@ -260,7 +260,8 @@ public final class Replicator: Sendable {
             guard var reply = try? await self.transport.call(node, method: ClusterMethod.getBlock, body: body, timeout: self.timeouts.block),
                 reply.readInteger(as: UInt8.self) == 1
             else { continue }
-            let intact = reply.readableBytes == ref.size && reply.withUnsafeReadableBytes { Digests.sha256($0) } == ref.hash
+            let intact = (ref.size == BlockRef.unknownSize || reply.readableBytes == ref.size)
+                && reply.withUnsafeReadableBytes { Digests.sha256($0) } == ref.hash
             if intact { return reply }
         }
         throw StorageError(.missingBlock, "no reachable node holds an intact copy of a block of this object")
@@ -277,7 +278,8 @@ public final class Replicator: Sendable {
     }
 
     /// Sends to the reachable owners (and hinted copies for unreachable ones to handoff nodes) and
-    /// returns once `w` owners acknowledged; throws when that cannot happen.
+    /// returns once `w` owners acknowledged; throws when that cannot happen. An owner or handoff node
+    /// whose disk is full or read-only counts as unreachable (``ClusterView/takesWrites(_:)``).
     private func quorumWrite(
         owners: [String],
         handoffs: [String],
@@ -289,7 +291,7 @@ public final class Replicator: Sendable {
         let view = self.view
         var coordinator = Replication.WriteCoordinator<String>(owners: owners, handoffs: handoffs, writeQuorum: self.policy.writeQuorum)
         let (events, continuation) = AsyncStream<Event>.makeStream()
-        var actions = coordinator.start(isReachable: { view.isReachable($0) })
+        var actions = coordinator.start(isReachable: { view.takesWrites($0) })
         let deadline = Task {
             try? await Task.sleep(for: timeout)
             continuation.yield(.deadline)
@@ -326,9 +328,9 @@ public final class Replicator: Sendable {
             guard let event = await iterator.next() else { return }
             switch event {
             case .succeeded(let node): actions = coordinator.ownerAcknowledged(node)
-            case .failed(let node): actions = coordinator.ownerFailed(node, isReachable: { view.isReachable($0) })
+            case .failed(let node): actions = coordinator.ownerFailed(node, isReachable: { view.takesWrites($0) })
             case .hintStored(let node): actions = coordinator.handoffAcknowledged(node)
-            case .hintFailed(let node): actions = coordinator.handoffFailed(node, isReachable: { view.isReachable($0) })
+            case .hintFailed(let node): actions = coordinator.handoffFailed(node, isReachable: { view.takesWrites($0) })
             case .deadline: actions = coordinator.deadlinePassed()
             }
         }

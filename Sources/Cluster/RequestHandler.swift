@@ -6,6 +6,9 @@ public struct ClusterRequestHandler: Sendable {
     let engine: StorageEngine
     /// The version of the layout this node uses (anti-entropy peers compare it before a handover).
     let layoutVersion: @Sendable () -> UInt64
+    /// This node's id and disk state: while the disk is full or read-only, write calls are refused.
+    let node: String
+    let diskState: @Sendable () -> DiskState
 
     /// Reads the `owner` prefix of a hint call (u32 length, UTF-8, at most 255 bytes).
     static func readOwner(_ body: inout ByteBuffer) throws -> String {
@@ -15,15 +18,32 @@ public struct ClusterRequestHandler: Sendable {
         return owner
     }
 
-    public init(engine: StorageEngine, layoutVersion: @escaping @Sendable () -> UInt64 = { 0 }) {
+    public init(
+        engine: StorageEngine, node: String = "", diskState: @escaping @Sendable () -> DiskState = { .ok },
+        layoutVersion: @escaping @Sendable () -> UInt64 = { 0 }
+    ) {
         self.engine = engine
+        self.node = node
+        self.diskState = diskState
         self.layoutVersion = layoutVersion
+    }
+
+    /// Throws ``WriteRefused`` for a write call while this node's disk takes no writes.
+    func checkWritable(_ method: String) throws {
+        switch method {
+        case ClusterMethod.applyRecords, ClusterMethod.putBlock, ClusterMethod.hintRecords, ClusterMethod.hintBlock:
+            let state = self.diskState()
+            if !state.takesWrites { throw WriteRefused(state: state, node: self.node) }
+        default:
+            return
+        }
     }
 
     /// Answers one call; throws ``ClusterError`` on a malformed body or an unknown method.
     /// - Parameter bodyDigest: the SHA-256 of `body` when the caller computed it from these bytes
     ///   (the RPC server always does); blocks are stored under it without hashing them again.
     public func handle(method: String, body: ByteBuffer, bodyDigest: [UInt8]? = nil) async throws -> ByteBuffer {
+        try self.checkWritable(method)
         switch method {
         case ClusterMethod.getRecord:
             var reader = WireReader(Array(buffer: body))
@@ -76,7 +96,12 @@ public struct ClusterRequestHandler: Sendable {
             guard let hash = body.readBytes(length: 32), let size = body.readInteger(as: UInt32.self), body.readableBytes == 0 else {
                 throw ClusterError.malformed
             }
-            guard let block = try await self.engine.loadBlock(BlockRef(hash: hash, size: Int(size))) else {
+            // A node repairing a copy whose header is damaged does not know the size (scrub).
+            let loaded =
+                Int(size) == BlockRef.unknownSize
+                ? try await self.engine.loadVerifiedBlock(hash)
+                : try await self.engine.loadBlock(BlockRef(hash: hash, size: Int(size)))
+            guard let block = loaded else {
                 return ByteBuffer(bytes: [0])
             }
             var reply = ByteBuffer()

@@ -19,6 +19,8 @@ import Synchronization
 /// cooperative executor.
 final class BlockStore: Sendable {
     static let headerSize = 16
+    /// The largest block any configuration writes (``StorageEngine/Configuration/blockSize``).
+    static let maxBlockSize = 64 << 20
     private static let magic: [UInt8] = Array("CLB1".utf8)
 
     let root: String
@@ -27,7 +29,7 @@ final class BlockStore: Sendable {
     let syncWrites: Bool
     /// Blocks that an upload in progress has written or found but not yet committed, with a count of
     /// uploads holding each: the collector never deletes them.
-    private let pinned = Mutex<[[UInt8]: Int]>([:])
+    let pinned = Mutex<[[UInt8]: Int]>([:])
 
     init(dataDirectory: String, compression: BlockCompression, syncWrites: Bool) throws(StorageError) {
         self.root = dataDirectory + "/blocks"
@@ -88,7 +90,7 @@ final class BlockStore: Sendable {
         return (ref, true)
     }
 
-    private func writeNew(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
+    func writeNew(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
         var header = Self.magic
         var payloadCodec = BlockCodec.raw
         var compressed: [UInt8]? = nil
@@ -164,21 +166,32 @@ final class BlockStore: Sendable {
         guard readResult >= 0 else { throw Self.ioError("read block", Int32(-readResult)) }
         guard readResult == fileSize else { throw StorageError(.corruptBlock, "block \(ref.hex) is truncated") }
 
+        return try Self.decode(&buffer, name: ref.hex, expectedSize: ref.size, allocator: allocator)
+    }
+
+    /// Checks a whole block file's bytes (header, CRC32C of the payload, decoded size) and returns the
+    /// uncompressed content. - Parameter expectedSize: the size the caller knows, or nil to take the header's.
+    static func decode(
+        _ buffer: inout ByteBuffer, name: String, expectedSize: Int?, allocator: ByteBufferAllocator
+    ) throws(StorageError) -> ByteBuffer {
+        guard buffer.readableBytes >= Self.headerSize else { throw StorageError(.corruptBlock, "block \(name) is truncated") }
         let header = buffer.readBytes(length: Self.headerSize)!
         guard Array(header[0..<4]) == Self.magic, let codec = BlockCodec(rawValue: header[4]) else {
-            throw StorageError(.corruptBlock, "block \(ref.hex) has a bad header")
+            throw StorageError(.corruptBlock, "block \(name) has a bad header")
         }
         let rawSize = Int(Self.readBigEndian(header[8..<12]))
         let expectedCRC = Self.readBigEndian(header[12..<16])
-        guard rawSize == ref.size else { throw StorageError(.corruptBlock, "block \(ref.hex) has the wrong size") }
+        if let expectedSize, rawSize != expectedSize { throw StorageError(.corruptBlock, "block \(name) has the wrong size") }
+        // Without a known size, a damaged size field must not make us allocate gigabytes.
+        guard rawSize <= Self.maxBlockSize else { throw StorageError(.corruptBlock, "block \(name) has an impossible size") }
         var crc = CRC32CHasher()
         crc.update(buffer)
         guard crc.value == expectedCRC else {
-            throw StorageError(.corruptBlock, "block \(ref.hex) failed its checksum")
+            throw StorageError(.corruptBlock, "block \(name) failed its checksum")
         }
         if codec == .raw {
             guard buffer.readableBytes == rawSize else {
-                throw StorageError(.corruptBlock, "block \(ref.hex) has the wrong size")
+                throw StorageError(.corruptBlock, "block \(name) has the wrong size")
             }
             return buffer
         }
@@ -189,7 +202,7 @@ final class BlockStore: Sendable {
                     ? rawSize : 0
             }
         }
-        guard decoded == rawSize else { throw StorageError(.corruptBlock, "block \(ref.hex) does not decompress") }
+        guard decoded == rawSize else { throw StorageError(.corruptBlock, "block \(name) does not decompress") }
         return output
     }
 

@@ -45,8 +45,25 @@ public struct ClusterSettings: Sendable {
     public var repairInterval: Duration = .seconds(60)
     /// Bytes per second repair and rebalancing may move; 0: unlimited.
     public var repairBytesPerSecond = 64 << 20
+    /// Scrub reads block files at most this fast, in bytes per second (`--scrub-rate-mib`).
+    public var scrubBytesPerSecond = Scrub.Configuration().bytesPerSecond
+    /// From the end of one scrub pass to the start of the next; nil disables scrub (`--scrub-interval`).
+    public var scrubInterval: Duration? = Scrub.Configuration().interval
+    /// Below this much free space the data directory counts as full and the node takes no writes
+    /// (`--min-free-mib`). Default 256 MiB: room for SQLite's journal and the writes in flight.
+    public var minFreeBytes: UInt64 = 256 << 20
+    /// How often the data directory's free space and writability are checked.
+    public var diskCheckInterval: Duration = .seconds(5)
 
     public init() {}
+
+    /// Scrub's settings.
+    var scrub: Scrub.Configuration {
+        var configuration = Scrub.Configuration()
+        configuration.bytesPerSecond = self.scrubBytesPerSecond
+        configuration.interval = self.scrubInterval
+        return configuration
+    }
 }
 
 /// Sends cluster calls to the node's peers over RPC, and calls to itself straight to its handler.
@@ -87,6 +104,9 @@ public final class ClusterNode: Sendable {
     public let antiEntropy: AntiEntropy
     /// Set when a round should start before the interval ends (a member came back, a new layout).
     let repairRequested = Mutex(false)
+    /// The data directory's disk state (full, read-only) and what was announced of it.
+    let disk: DiskMonitor
+    let scrubber: Scrubber
     /// Hints held at the last replay pass, for `/metrics`.
     let pendingHints = Mutex(0)
     /// The last state seen of each member, to log changes once.
@@ -109,16 +129,27 @@ public final class ClusterNode: Sendable {
         let view = ClusterView(localID: nodeID)
         self.view = view
         self.rpcClient = RPCClient(secret: settings.secret, maxConnectionsPerPeer: 32, logger: logger)
-        let local = ClusterRequestHandler(engine: engine, layoutVersion: { view.table?.version ?? 0 })
+        let disk = DiskMonitor(directory: dataDirectory, minFreeBytes: settings.minFreeBytes, node: nodeID)
+        self.disk = disk
+        view.setDiskState(nodeID, disk.check().state)
+        let local = ClusterRequestHandler(
+            engine: engine, node: nodeID, diskState: { view.diskState(of: nodeID) }, layoutVersion: { view.table?.version ?? 0 })
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
         self.hints = HintReplayer(engine: engine, view: view, transport: transport)
         var repair = AntiEntropy.Settings()
         repair.bytesPerSecond = settings.repairBytesPerSecond
         self.antiEntropy = AntiEntropy(engine: engine, view: view, transport: transport, settings: repair)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
+        self.scrubber = Scrubber(store: self.store)
         self.rpcServer = RPCServer(
             configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
-            digestHandler: { method, body, digest in try await local.handle(method: method, body: body, bodyDigest: digest) },
+            digestHandler: { method, body, digest in
+                do {
+                    return try await local.handle(method: method, body: body, bodyDigest: digest)
+                } catch let refused as WriteRefused {
+                    throw RPCRemoteError(code: refused.code, message: refused.description)
+                }
+            },
             logger: logger
         )
         let metadata = Gossip.Metadata(
@@ -161,7 +192,10 @@ public final class ClusterNode: Sendable {
     /// The services to run, in start order (they stop in reverse: gossip leaves first, the RPC
     /// listener stops last so that in-flight replication finishes).
     func services() -> [any Service] {
-        [self.rpcServer, LayoutService(node: self), HintService(node: self), RepairService(node: self), self.membership]
+        [
+            self.rpcServer, LayoutService(node: self), HintService(node: self), RepairService(node: self), DiskService(node: self),
+            ScrubService(node: self), self.membership,
+        ]
     }
 
     // MARK: Layout
@@ -223,6 +257,10 @@ public final class ClusterNode: Sendable {
             }
             self.view.update(id, ClusterView.Peer(rpcAddress: member.rpcAddress, reachable: reachable))
         case .stateUpdated(let entry):
+            if let node = DiskStateAnnouncer.node(fromKey: entry.key) {
+                await self.heardDiskState(of: node, entry)
+                return
+            }
             guard entry.key == Self.layoutKey else { return }
             do {
                 await self.adopt(try Ring.Layout(decoding: entry.bytes), publish: false)
@@ -285,6 +323,8 @@ public final class ClusterNode: Sendable {
         for (name, help, value) in counters {
             text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
         }
+        text += self.disk.prometheusMetrics(state: self.view.diskState(of: self.nodeID))
+        text += self.scrubber.prometheusMetrics()
         return text
     }
 

@@ -34,6 +34,8 @@ struct StorageAdmin: AdminAPI {
         var partitionsToMove: Int?
         var bytesToMove: Int?
         var partitionsOutOfSync: Int?
+        /// ok, full or readonly (as the member announced it).
+        var disk: String?
     }
 
     struct LayoutNode: Codable {
@@ -128,7 +130,8 @@ struct StorageAdmin: AdminAPI {
                 s3Address: member.s3Address, rpcAddress: member.rpcAddress, gossipAddress: member.gossipAddress,
                 zone: member.zone, capacity: member.capacity,
                 partitions: table?.partitions(of: Ring.NodeID(member.id.rawValue)).count ?? 0,
-                partitionsToMove: progress?.toMove, bytesToMove: progress?.bytesToMove, partitionsOutOfSync: progress?.outOfSync)
+                partitionsToMove: progress?.toMove, bytesToMove: progress?.bytesToMove, partitionsOutOfSync: progress?.outOfSync,
+                disk: cluster.view.diskState(of: member.id.rawValue).description)
         }
         let policy = cluster.settings.policy
         return Status(
