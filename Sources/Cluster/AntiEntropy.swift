@@ -19,7 +19,7 @@ import Synchronization
 ///    owner holds all of it, each owner answering with the same layout version (so two nodes with
 ///    different layouts never each count on the other and both drop).
 ///
-/// The bytes moved go through a ``TokenBucket`` so that foreground traffic keeps its latency.
+/// The bytes moved go through a ``Pacer`` so that foreground traffic keeps its latency.
 public final class AntiEntropy: Sendable {
     /// Settings of the repair service.
     public struct Settings: Sendable {
@@ -61,20 +61,19 @@ public final class AntiEntropy: Sendable {
     let view: ClusterView
     let transport: any ClusterTransport
     let settings: Settings
-    private let bucket: Mutex<TokenBucket>
+    /// Nil when the rate is unlimited.
+    private let pacer: Mutex<Pacer<ContinuousClock.Instant>?>
     private let state = Mutex(Progress())
     /// Rounds each partition's handover has waited, by the partition's first hash.
     private let handoverAttempts = Mutex<[UInt32: Int]>([:])
     private let clock = ContinuousClock()
-    private let epoch: ContinuousClock.Instant
 
     public init(engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, settings: Settings = Settings()) {
         self.engine = engine
         self.view = view
         self.transport = transport
         self.settings = settings
-        self.bucket = Mutex(TokenBucket(bytesPerSecond: settings.bytesPerSecond))
-        self.epoch = self.clock.now
+        self.pacer = Mutex(settings.bytesPerSecond > 0 ? Pacer(bytesPerSecond: settings.bytesPerSecond) : nil)
     }
 
     /// The progress so far.
@@ -437,10 +436,10 @@ public final class AntiEntropy: Sendable {
         return result
     }
 
-    /// Waits until the token bucket allows `bytes` more.
+    /// Waits until the pacer allows `bytes` more.
     private func pace(_ bytes: Int) async throws {
-        let now = self.clock.now - self.epoch
-        let wait = self.bucket.withLock { $0.take(bytes, now: now) }
+        let now = self.clock.now
+        let wait = self.pacer.withLock { pacer in pacer?.consumed(bytes, now: now) ?? .zero }
         if wait > .zero { try await Task.sleep(for: wait) }
     }
 

@@ -48,7 +48,7 @@ struct ScrubService: Service {
             logger.notice("scrub pass starting", metadata: ["from-directory": "\(start)"])
             let started = ContinuousClock.now
             let before = self.node.scrubber.current
-            var pacer = Scrub.Pacer<ContinuousClock.Instant>(bytesPerSecond: self.node.settings.scrub.bytesPerSecond)
+            var pacer = Pacer<ContinuousClock.Instant>(bytesPerSecond: self.node.settings.scrub.bytesPerSecond)
             do {
                 try await self.node.scrubber.runPass(
                     from: start,

@@ -165,14 +165,4 @@ import Testing
         #expect(Double(received) > Double(stored) / 4 * 0.5 && Double(received) < Double(stored) / 4 * 1.5)
         await cluster.shutdown()
     }
-
-    @Test func theTokenBucketPacesTransfersToItsRate() {
-        var bucket = TokenBucket(bytesPerSecond: 1000)
-        #expect(bucket.take(1000, now: .zero) == .zero)  // the first second's burst
-        #expect(bucket.take(500, now: .zero) == .milliseconds(500))
-        // Half a second later the debt is paid and nothing more is available.
-        #expect(bucket.take(250, now: .milliseconds(500)) == .milliseconds(250))
-        var unlimited = TokenBucket(bytesPerSecond: 0)
-        #expect(unlimited.take(1 << 30, now: .zero) == .zero)
-    }
 }

@@ -169,7 +169,7 @@ private func hash(ofFile path: String) -> [UInt8] {
 
     @Test func thePacerSpacesReadsToTheRate() {
         let start = ContinuousClock.now
-        var pacer = Scrub.Pacer<ContinuousClock.Instant>(bytesPerSecond: 1000)
+        var pacer = Pacer<ContinuousClock.Instant>(bytesPerSecond: 1000)
         // One second's worth goes at once, then each read waits for its share.
         #expect(pacer.consumed(1000, now: start) == .zero)
         #expect(pacer.consumed(500, now: start) == .milliseconds(500))
