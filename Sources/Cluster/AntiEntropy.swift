@@ -356,44 +356,44 @@ public final class AntiEntropy: Sendable {
         return (version, result)
     }
 
-    func remoteVersions(_ range: PartitionRange, slice: UInt8?, after cursor: RecordVersion?, from peer: String) async throws -> [RecordVersion] {
+    /// What an `ae.keys` call asks for.
+    enum KeysKind: UInt8 {
+        case records = 0
+        case blocks = 1
+        case slices = 2
+    }
+
+    /// Sends an `ae.keys` call and returns a reader positioned after the reply's count.
+    private func keys(
+        _ kind: KeysKind, _ range: PartitionRange, slice: UInt8? = nil, after cursor: RecordVersion? = nil, from peer: String
+    ) async throws -> (WireReader, UInt32) {
         var writer = WireWriter()
-        writer.u8(0)
+        writer.u8(kind.rawValue)
         writer.u32(range.lower)
         writer.u32(range.upper)
-        writer.u32(UInt32(self.settings.pageSize))
+        writer.u32(kind == .records ? UInt32(self.settings.pageSize) : 0)
         writer.u8(slice == nil ? 0 : 1)
         writer.u8(slice ?? 0)
-        if let cursor {
-            writer.u8(1)
-            writer.version(cursor)
-        } else {
-            writer.u8(0)
-        }
+        writer.u8(cursor == nil ? 0 : 1)
+        if let cursor { writer.version(cursor) }
         let reply = try await self.transport.call(
             peer, method: ClusterMethod.partitionKeys, body: ByteBuffer(bytes: writer.bytes), timeout: self.settings.timeout)
         var reader = WireReader(Array(buffer: reply))
         let count = try reader.u32()
+        return (reader, count)
+    }
+
+    func remoteVersions(_ range: PartitionRange, slice: UInt8?, after cursor: RecordVersion?, from peer: String) async throws -> [RecordVersion] {
+        var (reader, count) = try await self.keys(.records, range, slice: slice, after: cursor, from: peer)
         var result: [RecordVersion] = []
-        for _ in 0..<count { result.append(try reader.version()) }
+        for _ in 0..<min(count, 10_000) { result.append(try reader.version()) }
         try reader.finish()
         return result
     }
 
     /// A peer's summaries of the slices of a partition that hold records.
     func remoteSlices(_ range: PartitionRange, from peer: String) async throws -> [UInt8: PartitionSummary] {
-        var writer = WireWriter()
-        writer.u8(2)
-        writer.u32(range.lower)
-        writer.u32(range.upper)
-        writer.u32(0)
-        writer.u8(0)
-        writer.u8(0)
-        writer.u8(0)
-        let reply = try await self.transport.call(
-            peer, method: ClusterMethod.partitionKeys, body: ByteBuffer(bytes: writer.bytes), timeout: self.settings.timeout)
-        var reader = WireReader(Array(buffer: reply))
-        let count = try reader.u32()
+        var (reader, count) = try await self.keys(.slices, range, from: peer)
         var result: [UInt8: PartitionSummary] = [:]
         for _ in 0..<min(count, 256) { result[try reader.u8()] = try reader.summary() }
         try reader.finish()
@@ -401,18 +401,7 @@ public final class AntiEntropy: Sendable {
     }
 
     func remoteBlocks(_ range: PartitionRange, from peer: String) async throws -> [BlockRef] {
-        var writer = WireWriter()
-        writer.u8(1)
-        writer.u32(range.lower)
-        writer.u32(range.upper)
-        writer.u32(0)
-        writer.u8(0)
-        writer.u8(0)
-        writer.u8(0)
-        let reply = try await self.transport.call(
-            peer, method: ClusterMethod.partitionKeys, body: ByteBuffer(bytes: writer.bytes), timeout: self.settings.timeout)
-        var reader = WireReader(Array(buffer: reply))
-        let count = try reader.u32()
+        var (reader, count) = try await self.keys(.blocks, range, from: peer)
         var result: [BlockRef] = []
         for _ in 0..<count {
             let hash = try reader.bytes(32)
@@ -473,7 +462,7 @@ public final class AntiEntropy: Sendable {
     /// of the range, or the summaries of the range's record slices.
     static func serveKeys(_ body: ByteBuffer, engine: StorageEngine) async throws -> ByteBuffer {
         var reader = WireReader(Array(buffer: body))
-        let kind = try reader.u8()
+        guard let kind = KeysKind(rawValue: try reader.u8()) else { throw ClusterError.malformed }
         var range = PartitionRange(partition: 0, power: 0)
         range.lower = try reader.u32()
         range.upper = try reader.u32()
@@ -485,26 +474,24 @@ public final class AntiEntropy: Sendable {
         guard range.lower <= range.upper else { throw ClusterError.malformed }
         var writer = WireWriter()
         switch kind {
-        case 0:
+        case .records:
             let versions = try await engine.recordVersions(range, slice: hasSlice ? slice : nil, after: cursor, limit: limit)
             writer.u32(UInt32(versions.count))
             for version in versions { writer.version(version) }
-        case 1:
+        case .blocks:
             let blocks = try await engine.blockList(range)
             writer.u32(UInt32(blocks.count))
             for block in blocks {
                 writer.bytes += block.hash
                 writer.u32(UInt32(block.size))
             }
-        case 2:
+        case .slices:
             let slices = try await engine.recordSlices(range)
             writer.u32(UInt32(slices.count))
             for (slice, summary) in slices.sorted(by: { $0.key < $1.key }) {
                 writer.u8(slice)
                 writer.summary(summary)
             }
-        default:
-            throw ClusterError.malformed
         }
         return ByteBuffer(bytes: writer.bytes)
     }

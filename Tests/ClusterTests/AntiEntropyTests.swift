@@ -165,4 +165,39 @@ import Testing
         #expect(Double(received) > Double(stored) / 4 * 0.5 && Double(received) < Double(stored) / 4 * 1.5)
         await cluster.shutdown()
     }
+
+    @Test func malformedRepairCallsAreRefusedWithoutHarm() async throws {
+        let cluster = try await TestCluster(count: 1, replicas: 1, writeQuorum: 1, readQuorum: 1)
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        try await put(cluster.stores[0], "b", "k", Array(repeating: 7, count: 100_000))
+        let handler = ClusterRequestHandler(engine: cluster.engines[0])
+        func body(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+        let u32: (UInt32) -> [UInt8] = { value in (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
+        // Valid calls first: they answer.
+        let summaries = [6] + u32(2) + u32(0) + u32(63)
+        let keys = [0] + u32(0) + u32(UInt32.max) + u32(100) + [0, 0, 0]
+        let fetch = u32(0)
+        for (method, valid) in [(ClusterMethod.summaries, summaries), (ClusterMethod.partitionKeys, keys), (ClusterMethod.fetchRecords, fetch)] {
+            _ = try await handler.handle(method: method, body: body(valid))
+            // Every truncation and an extra byte are refused.
+            for length in 0..<valid.count {
+                await #expect(throws: (any Error).self) { try await handler.handle(method: method, body: body(Array(valid[0..<length]))) }
+            }
+            await #expect(throws: (any Error).self) { try await handler.handle(method: method, body: body(valid + [0])) }
+        }
+        // Out-of-range values.
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.summaries, body: body([17] + u32(1) + u32(0))) }
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.summaries, body: body([6] + u32(1) + u32(64))) }
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.summaries, body: body([6] + u32(UInt32.max))) }
+        await #expect(throws: ClusterError.self) {
+            try await handler.handle(method: ClusterMethod.partitionKeys, body: body([9] + u32(0) + u32(1) + u32(1) + [0, 0, 0]))
+        }
+        await #expect(throws: ClusterError.self) {
+            try await handler.handle(method: ClusterMethod.partitionKeys, body: body([0] + u32(5) + u32(1) + u32(1) + [0, 0, 0]))
+        }
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.fetchRecords, body: body(u32(UInt32.max))) }
+        // The node still serves.
+        #expect(try await read(cluster.stores[0], "b", "k") == Array(repeating: 7, count: 100_000))
+        await cluster.shutdown()
+    }
 }
