@@ -103,6 +103,15 @@ public struct ClusterRequestHandler: Sendable {
             try await self.engine.addHint(owner: owner, kind: .block, payload: payload.bytes)
             return ByteBuffer()
 
+        case ClusterMethod.gcRefs:
+            return try await GarbageCollector.answerReferences(engine: self.engine, body: body)
+
+        case ClusterMethod.gcCheck:
+            return try await GarbageCollector.answerCheck(engine: self.engine, body: body)
+
+        case ClusterMethod.touchBlock:
+            return try await GarbageCollector.answerTouch(engine: self.engine, body: body)
+
         default:
             throw ClusterError("unknown cluster method '\(method)'")
         }

@@ -33,4 +33,13 @@ public enum ClusterMethod {
     public static let hintRecords = "hint.rec"
     /// `owner data | block bytes` → empty, once this node holds the block and a hint for `owner`.
     public static let hintBlock = "hint.blk"
+    /// `u64 seed | u32 bits (0: the answerer picks) | u8 positions` → a ``BloomFilter`` (its encoding,
+    /// which says its size) of every block the node's live object and part records and its hints
+    /// refer to (``GarbageCollector``).
+    public static let gcRefs = "gc.refs"
+    /// `u32 n | (table u8 | pk data | sk data | u64 timestamp) × n` → `u32 n | u8 × n`: 1 where the node
+    /// holds the key at that timestamp or later, or nothing for it (a tombstone may be collected).
+    public static let gcCheck = "gc.check"
+    /// `hash[32]` → `u8 found`: refreshes the block file's modification time (a copy reuses it).
+    public static let touchBlock = "blk.touch"
 }

@@ -40,6 +40,12 @@ public struct ClusterSettings: Sendable {
     public var gossip: Gossip.Configuration = .lan
     /// 2^power partitions, fixed when the first layout is made.
     public var partitionPower = 8
+    /// Cluster-wide garbage collection: seconds between passes (zero disables it), how old garbage
+    /// must be before it goes, and when an unfinished multipart upload is aborted (see
+    /// `Cluster.GarbageCollector`).
+    public var gcInterval: Duration = .seconds(600)
+    public var gcGrace: Duration = .seconds(86_400)
+    public var uploadExpiry: Duration = .seconds(7 * 86_400)
 
     public init() {}
 }
@@ -76,6 +82,8 @@ public final class ClusterNode: Sendable {
     let rpcClient: RPCClient
     let logger: Logger
     let hints: HintReplayer
+    /// Cluster-wide garbage collection (``GCService`` runs it).
+    let collector: Cluster.GarbageCollector
     /// Hints held at the last replay pass, for `/metrics`.
     let pendingHints = Mutex(0)
     /// The last state seen of each member, to log changes once.
@@ -100,8 +108,14 @@ public final class ClusterNode: Sendable {
         self.rpcClient = RPCClient(secret: settings.secret, maxConnectionsPerPeer: 32, logger: logger)
         let local = ClusterRequestHandler(engine: engine)
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
-        self.hints = HintReplayer(engine: engine, view: view, transport: transport)
+        self.hints = HintReplayer(
+            engine: engine, view: view, transport: transport, expiry: settings.gcInterval > .zero ? settings.gcGrace : nil)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
+        var collection = Cluster.GarbageCollector.Configuration()
+        collection.interval = settings.gcInterval
+        collection.grace = settings.gcGrace
+        collection.uploadExpiry = settings.uploadExpiry
+        self.collector = Cluster.GarbageCollector(store: self.store, configuration: collection)
         self.rpcServer = RPCServer(
             configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
             digestHandler: { method, body, digest in try await local.handle(method: method, body: body, bodyDigest: digest) },
@@ -147,7 +161,7 @@ public final class ClusterNode: Sendable {
     /// The services to run, in start order (they stop in reverse: gossip leaves first, the RPC
     /// listener stops last so that in-flight replication finishes).
     func services() -> [any Service] {
-        [self.rpcServer, LayoutService(node: self), HintService(node: self), self.membership]
+        [self.rpcServer, LayoutService(node: self), HintService(node: self), GCService(node: self), self.membership]
     }
 
     // MARK: Layout
@@ -249,6 +263,7 @@ public final class ClusterNode: Sendable {
         text += "cloud_layout_version \(layout?.version ?? 0)\n"
         text += "# HELP cloud_hints_pending Writes held for unreachable replicas (hinted handoff).\n# TYPE cloud_hints_pending gauge\n"
         text += "cloud_hints_pending \(self.pendingHints.withLock { $0 })\n"
+        text += self.collector.prometheusMetrics()
         return text
     }
 
