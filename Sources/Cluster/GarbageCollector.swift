@@ -80,6 +80,7 @@ public final class GarbageCollector: Sendable {
     let store: ClusterStore
     let configuration: Configuration
     let nowMilliseconds: @Sendable () -> UInt64
+    let makeSeed: @Sendable () -> UInt64
     private let totalsState = Mutex(Totals())
     /// One pass at a time.
     private let running = Mutex(false)
@@ -89,15 +90,22 @@ public final class GarbageCollector: Sendable {
     var view: ClusterView { self.store.replicator.view }
     var transport: any ClusterTransport { self.store.replicator.transport }
 
-    /// - Parameter nowMilliseconds: the wall clock (injected by tests to move past the grace period).
+    /// - Parameters:
+    ///   - nowMilliseconds: the wall clock (injected by tests to move past the grace period).
+    ///   - makeSeed: a fresh seed for each sweep's filters (default: the system's random source).
     public init(
         store: ClusterStore,
         configuration: Configuration = Configuration(),
-        nowMilliseconds: (@Sendable () -> UInt64)? = nil
+        nowMilliseconds: (@Sendable () -> UInt64)? = nil,
+        makeSeed: (@Sendable () -> UInt64)? = nil
     ) {
         self.store = store
         self.configuration = configuration
         self.nowMilliseconds = nowMilliseconds ?? { UInt64(Date().timeIntervalSince1970 * 1000) }
+        self.makeSeed = makeSeed ?? {
+            var random = SystemRandomNumberGenerator()
+            return random.next()
+        }
     }
 
     /// Totals since start.
@@ -150,7 +158,8 @@ public final class GarbageCollector: Sendable {
 
     /// Aborts the expired uploads this node is the first reachable owner of; returns how many.
     func abortStaleUploads() async throws -> Int {
-        let cutoff = Date(timeIntervalSince1970: Double(Int64(self.nowMilliseconds()) - Self.milliseconds(self.configuration.uploadExpiry)) / 1000)
+        let cutoffMilliseconds = Int64(self.nowMilliseconds()) - Self.milliseconds(self.configuration.uploadExpiry)
+        let cutoff = Date(timeIntervalSince1970: Double(cutoffMilliseconds) / 1000)
         var aborted = 0
         var cursor: (partitionKey: [UInt8], sortKey: [UInt8])?
         while true {
@@ -250,8 +259,7 @@ public final class GarbageCollector: Sendable {
         guard !candidates.isEmpty else { return (0, 0, nil) }
         // The cluster's distinct blocks are about this node's share times nodes / replicas.
         let estimate = files.count * max(1, nodes.count) / max(1, layout.replicaCount) + 1
-        var random = SystemRandomNumberGenerator()
-        let seed = random.next() as UInt64
+        let seed = self.makeSeed()
         let bits = BloomFilter.bits(forCount: estimate)
         var combined = BloomFilter(bitCount: bits, hashCount: Self.hashCount, seed: seed)
         var writer = WireWriter()
@@ -284,7 +292,11 @@ public final class GarbageCollector: Sendable {
         for (node, answer) in answers.sorted(by: { $0.0 < $1.0 }) {
             switch answer {
             case .failure(let error):
-                return (0, 0, "node \(node) did not answer with its block references (\(error)); nothing is deleted while a node may hold the only copy of a record")
+                return (
+                    0, 0,
+                    "node \(node) did not answer with its block references (\(error)); "
+                        + "nothing is deleted while a node may hold the only copy of a record"
+                )
             case .success(let filter):
                 guard combined.formUnion(filter) else {
                     return (0, 0, "node \(node) answered with a reference filter of other parameters")
@@ -333,7 +345,8 @@ public final class GarbageCollector: Sendable {
                 do {
                     for ref in try Self.blocks(of: record) { state.filter.insert(ref.hash) }
                 } catch {
-                    state.unreadable = "\(String(decoding: record.partitionKey, as: UTF8.self))/\(String(decoding: record.sortKey, as: UTF8.self))"
+                    let bucket = String(decoding: record.partitionKey, as: UTF8.self)
+                    state.unreadable = "\(bucket)/\(String(decoding: record.sortKey, as: UTF8.self))"
                 }
             },
             hint: { state, hint in
