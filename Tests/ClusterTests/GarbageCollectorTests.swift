@@ -238,6 +238,60 @@ extension TestCluster {
         await cluster.shutdown()
     }
 
+    @Test func theReferenceFilterHoldsTheBlocksOfLiveObjectsAndPartsAndRefusesBadRequests() async throws {
+        let cluster = try await TestCluster(count: 1, replicas: 1, writeQuorum: 1, readQuorum: 1)
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        var random = SeededBytes(seed: 26)
+        let live = try await put(cluster.stores[0], "b", "live", random.bytes(300_000))
+        let gone = try await put(cluster.stores[0], "b", "gone", random.bytes(300_000))
+        try await cluster.stores[0].deleteObject(bucket: "b", key: "gone")
+        let upload = try await cluster.stores[0].createUpload(
+            bucket: "b", key: "big", owner: "root", metadata: ObjectMetadata(), checksumAlgorithm: nil)
+        let writer = cluster.stores[0].makeWriter()
+        try await writer.write(ByteBuffer(bytes: random.bytes(100_000)))
+        let written = try await writer.finish(allowInline: false)
+        let part = try await cluster.stores[0].putPart(
+            uploadID: upload.uploadID, bucket: "b", key: "big", partNumber: 1, written: written, etag: "e", checksum: nil)
+        await writer.release()
+        let handler = ClusterRequestHandler(engine: cluster.engines[0])
+        // The answerer picks the size (bits 0) and says it in the filter.
+        var request = ByteBuffer()
+        request.writeInteger(UInt64(99))
+        request.writeInteger(UInt32(0))
+        request.writeInteger(UInt8(7))
+        let filter = try #require(BloomFilter(encoded: Array(buffer: try await handler.handle(method: ClusterMethod.gcRefs, body: request))))
+        #expect(filter.seed == 99 && filter.hashCount == 7 && filter.bitCount >= BloomFilter.minimumBits)
+        #expect((live.data.blocks + part.blocks).allSatisfy { filter.contains($0.hash) })
+        #expect(gone.data.blocks.allSatisfy { !filter.contains($0.hash) })
+        // The requested size is honoured.
+        var sized = ByteBuffer()
+        sized.writeInteger(UInt64(5))
+        sized.writeInteger(UInt32(1 << 16))
+        sized.writeInteger(UInt8(4))
+        let big = try #require(BloomFilter(encoded: Array(buffer: try await handler.handle(method: ClusterMethod.gcRefs, body: sized))))
+        #expect(big.bitCount == 1 << 16 && big.hashCount == 4 && big.seed == 5)
+        // Malformed bodies are refused.
+        let requestBytes = Array(buffer: request)
+        for length in 0..<requestBytes.count {
+            await #expect(throws: ClusterError.self) {
+                try await handler.handle(method: ClusterMethod.gcRefs, body: ByteBuffer(bytes: requestBytes[0..<length]))
+            }
+        }
+        await #expect(throws: ClusterError.self) {
+            try await handler.handle(method: ClusterMethod.touchBlock, body: ByteBuffer(bytes: [1, 2, 3]))
+        }
+        var check = ByteBuffer()
+        check.writeInteger(UInt32(2))
+        check.writeInteger(UInt8(2))
+        await #expect(throws: ClusterError.self) { try await handler.handle(method: ClusterMethod.gcCheck, body: check) }
+        // Touch answers whether the block is here.
+        let present = try await handler.handle(method: ClusterMethod.touchBlock, body: ByteBuffer(bytes: live.data.blocks[0].hash))
+        #expect(Array(buffer: present) == [1])
+        let absent = try await handler.handle(method: ClusterMethod.touchBlock, body: ByteBuffer(bytes: [UInt8](repeating: 0, count: 32)))
+        #expect(Array(buffer: absent) == [0])
+        await cluster.shutdown()
+    }
+
     @Test func aCopyOfAnObjectWhoseBlocksAreGoneFailsInsteadOfReferringToNothing() async throws {
         let cluster = try await TestCluster()
         let gc = Collectors(cluster)
