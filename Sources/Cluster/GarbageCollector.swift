@@ -26,7 +26,9 @@ import Synchronization
 ///    records and its hints refer to. If any node does not answer, the sweep is skipped (a node that
 ///    is down may hold the only copies of some records). Otherwise this node deletes its block files
 ///    that no filter contains and whose modification time is older than the sweep's start minus the
-///    grace period, re-checked at the moment of deleting under the lock that writes pin blocks with.
+///    grace period, re-checked at the moment of deleting under the lock that writes pin blocks with,
+///    and asks the blocks' other owners to delete their copies under the same rule (``ClusterMethod/gcDrop``),
+///    so that anti-entropy finds no copy left to pull back.
 ///
 /// Why a sweep never deletes a block that an acknowledged object refers to: a record that refers to a
 /// block is committed only after the block was written to (or, when it existed, its modification
@@ -311,8 +313,53 @@ public final class GarbageCollector: Sendable {
             let deleted = try await self.engine.deleteBlocks(slice, modifiedBefore: cutoff)
             count += deleted.count
             bytes += deleted.bytes
+            let remote = await self.dropOnOtherOwners(slice, cutoff: cutoff)
+            count += remote.count
+            bytes += remote.bytes
         }
         return (count, bytes, nil)
+    }
+
+    /// Asks the other owners of these garbage blocks to delete their copies now, under the same rule
+    /// (``ClusterMethod/gcDrop``: unpinned and older than this sweep's cutoff on their disk), so
+    /// that every copy goes at once: an owner that still held a copy would otherwise let anti-entropy
+    /// pull it back, fresh, onto the nodes that had collected it. The verdict is safe on any node: the
+    /// filters cover every node's references, and the age check is of the copy being deleted. A call
+    /// that fails leaves that owner to its own sweep.
+    /// - Returns: the copies deleted and their bytes.
+    func dropOnOtherOwners(_ hashes: [[UInt8]], cutoff: Int64) async -> (count: Int, bytes: Int64) {
+        guard let table = self.view.table else { return (0, 0) }
+        var byOwner: [String: [[UInt8]]] = [:]
+        for hash in hashes {
+            for owner in table.replicas(of: table.partition(for: hash)).map(\.rawValue)
+            where owner != self.view.localID && self.view.isReachable(owner) {
+                byOwner[owner, default: []].append(hash)
+            }
+        }
+        let transport = self.transport
+        let timeout = self.configuration.callTimeout
+        return await withTaskGroup(of: (Int, Int64).self) { group in
+            for (owner, hashes) in byOwner {
+                var writer = WireWriter()
+                writer.u64(UInt64(max(0, cutoff)))
+                writer.u32(UInt32(hashes.count))
+                for hash in hashes { writer.bytes += hash }
+                let body = ByteBuffer(bytes: writer.bytes)
+                group.addTask {
+                    guard let reply = try? await transport.call(owner, method: ClusterMethod.gcDrop, body: body, timeout: timeout)
+                    else { return (0, 0) }
+                    var reader = WireReader(Array(buffer: reply))
+                    guard let count = try? reader.u32(), let bytes = try? reader.u64() else { return (0, 0) }
+                    return (Int(count), Int64(bitPattern: bytes))
+                }
+            }
+            var total: (count: Int, bytes: Int64) = (0, 0)
+            for await (count, bytes) in group {
+                total.count += count
+                total.bytes += bytes
+            }
+            return total
+        }
     }
 
     static let hashCount = 7
@@ -409,6 +456,27 @@ public final class GarbageCollector: Sendable {
         return ByteBuffer(bytes: writer.bytes)
     }
 
+    /// Answers ``ClusterMethod/gcDrop``: deletes those of the blocks that are unpinned and older than
+    /// the cutoff here.
+    static func answerDrop(engine: StorageEngine, body: ByteBuffer) async throws -> ByteBuffer {
+        var reader = WireReader(Array(buffer: body))
+        let cutoff = Int64(clamping: try reader.u64())
+        let count = try reader.u32()
+        guard count <= 100_000 else { throw ClusterError.malformed }
+        var hashes: [[UInt8]] = []
+        for _ in 0..<count {
+            var hash: [UInt8] = []
+            for _ in 0..<32 { hash.append(try reader.u8()) }
+            hashes.append(hash)
+        }
+        try reader.finish()
+        let deleted = try await engine.deleteBlocks(hashes, modifiedBefore: cutoff)
+        var writer = WireWriter()
+        writer.u32(UInt32(deleted.count))
+        writer.u64(UInt64(bitPattern: deleted.bytes))
+        return ByteBuffer(bytes: writer.bytes)
+    }
+
     /// Answers ``ClusterMethod/touchBlock``: `u8 1` when this node holds the block (its modification
     /// time now refreshed), `u8 0` when it does not.
     static func answerTouch(engine: StorageEngine, body: ByteBuffer) async throws -> ByteBuffer {
@@ -427,8 +495,8 @@ public final class GarbageCollector: Sendable {
             text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
         }
         counter("cloud_gc_runs_total", "Garbage collection passes run.", totals.runs)
-        counter("cloud_gc_blocks_collected_total", "Unreferenced block files deleted.", totals.blocksCollected)
-        counter("cloud_gc_bytes_collected_total", "Disk bytes freed by deleting unreferenced block files.", totals.bytesCollected)
+        counter("cloud_gc_blocks_collected_total", "Unreferenced block files deleted by this node's sweeps (here and on other owners).", totals.blocksCollected)
+        counter("cloud_gc_bytes_collected_total", "Disk bytes freed by this node's sweeps.", totals.bytesCollected)
         counter("cloud_gc_tombstones_collected_total", "Tombstones removed once every owner held them.", totals.tombstonesCollected)
         counter("cloud_gc_uploads_aborted_total", "Stale multipart uploads aborted.", totals.uploadsAborted)
         counter("cloud_gc_skipped_total", "Block sweeps skipped because a node did not answer.", totals.skipped)

@@ -109,6 +109,9 @@ public struct ClusterRequestHandler: Sendable {
         case ClusterMethod.gcCheck:
             return try await GarbageCollector.answerCheck(engine: self.engine, body: body)
 
+        case ClusterMethod.gcDrop:
+            return try await GarbageCollector.answerDrop(engine: self.engine, body: body)
+
         case ClusterMethod.touchBlock:
             return try await GarbageCollector.answerTouch(engine: self.engine, body: body)
 

@@ -150,6 +150,30 @@ extension TestCluster {
         await cluster.shutdown()
     }
 
+    @Test func oneSweepDeletesEveryOwnersOldCopyButNotAYoungOne() async throws {
+        let cluster = try await TestCluster()
+        let gc = Collectors(cluster)
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        var random = SeededBytes(seed: 27)
+        let gone = try await put(cluster.stores[0], "b", "gone", random.bytes(200_000))
+        try await cluster.settle(gone.data.blocks)
+        try await cluster.stores[0].deleteObject(bucket: "b", key: "gone")
+        try cluster.ageBlockFiles(by: 2 * 86_400)
+        // Node 2's copy of one block was just stored again (as anti-entropy or an upload would).
+        let young = gone.data.blocks[0]
+        let path = cluster.directories[2].path + "/blocks/" + Hex.encode(young.hash.prefix(1)) + "/" + young.hex
+        try FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: path)
+        // Only node 0 sweeps: the other owners' old copies go too, so none is left to pull back.
+        let report = try #require(try await gc.run([0]).first)
+        let after = try await cluster.blockFiles()
+        #expect(report.blocksCollected == 3 * gone.data.blocks.count - 1)
+        for node in cluster.engines.indices {
+            let left = after[node].intersection(gone.data.blocks.map(\.hash))
+            #expect(left == (node == 2 ? [young.hash] : []), "node \(node)")
+        }
+        await cluster.shutdown()
+    }
+
     @Test func blocksStillReferencedByACopyAPartOrAHintAreNeverCollected() async throws {
         let cluster = try await TestCluster(count: 4)
         let gc = Collectors(cluster)
