@@ -1,5 +1,4 @@
 import Foundation
-import Hashing
 import NIOCore
 import Replication
 import Ring
@@ -18,9 +17,10 @@ import Synchronization
 ///    hinted write older than a collected tombstone can reach a replica and bring the key back. The
 ///    owner that missed such a write gets it from anti-entropy instead.
 /// 3. **Tombstones.** A tombstone this node holds that is older than the grace period (by its hybrid
-///    timestamp's milliseconds) is removed once every current owner of its partition (all must
-///    answer ``ClusterMethod/gcCheck``) holds the key at a timestamp at least as late or holds
-///    nothing for it: then no owner can hand an older value back in a read repair.
+///    timestamp's milliseconds) is removed once every current owner of its partition — and every
+///    other node of the layout or reachable member, which may hold it from an earlier layout; all
+///    must answer ``ClusterMethod/gcCheck`` — holds the key at a timestamp at least as late or holds
+///    nothing for it: then no node can hand an older value back (a read repair, a handover).
 /// 4. **Unreferenced blocks**, by mark and sweep. Every node of the layout is asked for a Bloom filter
 ///    (``ClusterMethod/gcRefs``, a fresh seed each sweep) of every block its live object and part
 ///    records and its hints refer to. If any node does not answer, the sweep is skipped (a node that
@@ -186,22 +186,25 @@ public final class GarbageCollector: Sendable {
 
     /// Removes the tombstones older than the grace period that every owner of their partition holds
     /// (or has superseded, or has collected already); returns how many.
+    ///
+    /// Not only the owners are asked but every node of the layout, and any other member reachable
+    /// (a node just removed from the layout): a node that held the partition under an earlier layout
+    /// and has not handed it over yet may still hold an older value, which its handover would push to
+    /// owners that no longer hold the tombstone. So nothing is collected while a node of the layout
+    /// is unreachable.
     func collectTombstones() async throws -> Int {
-        guard let table = self.view.table else { return 0 }
+        guard let layout = self.view.layout else { return 0 }
+        let members = layout.nodes.map(\.id.rawValue)
+        guard members.allSatisfy({ self.view.isReachable($0) }) else { return 0 }
+        let nodes = Array(Set(members + self.view.reachablePeers + [self.view.localID])).sorted()
         let before = HybridTimestamp(milliseconds: UInt64(max(0, Int64(self.nowMilliseconds()) - self.graceMilliseconds)), logical: 0)
         var collected = 0
         var cursor: RecordVersion?
         while true {
             let page = try await self.engine.tombstones(before: before, after: cursor, limit: self.configuration.batchSize)
-            var byOwners: [[String]: [RecordVersion]] = [:]
-            for version in page {
-                let owners = table.replicas(of: table.partition(for: Digests.sha256(version.partitionKey))).map(\.rawValue)
-                byOwners[owners, default: []].append(version)
-            }
-            for (owners, versions) in byOwners {
-                guard owners.allSatisfy({ self.view.isReachable($0) }) else { continue }
-                let allowed = await self.check(versions, on: owners)
-                let removable = zip(versions, allowed).filter(\.1).map(\.0)
+            if !page.isEmpty {
+                let allowed = await self.check(page, on: nodes)
+                let removable = zip(page, allowed).filter(\.1).map(\.0)
                 if !removable.isEmpty { collected += try await self.engine.removeRecords(removable) }
             }
             guard page.count == self.configuration.batchSize, let last = page.last else { return collected }

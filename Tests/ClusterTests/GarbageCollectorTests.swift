@@ -405,6 +405,32 @@ extension TestCluster {
         await cluster.shutdown()
     }
 
+    @Test func aTombstoneStaysWhileANodeOutsideItsOwnersHoldsAnOlderValue() async throws {
+        let cluster = try await TestCluster(count: 4)
+        let gc = Collectors(cluster)
+        let table = try #require(cluster.views[0].table)
+        let owners = table.replicas(of: table.partition(for: Digests.sha256(Array("b".utf8)))).map(\.rawValue)
+        let outsider = try #require(cluster.ids.firstIndex { !owners.contains($0) })
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        let object = try await put(cluster.stores[0], "b", "k", Array("old".utf8))
+        try await cluster.settleRecord(table: 2, bucket: "b", key: "k", timestamp: object.timestamp)
+        let old = try #require(try cluster.engines[cluster.ids.firstIndex(of: owners[0])!].record(
+            table: 2, partitionKey: Array("b".utf8), sortKey: Array("k".utf8)))
+        // The outsider kept the old value from an earlier layout (not yet handed over).
+        try await cluster.engines[outsider].apply([old])
+        try await cluster.stores[0].deleteObject(bucket: "b", key: "k")
+        let tombstone = try #require(try cluster.engines[cluster.ids.firstIndex(of: owners[0])!].record(
+            table: 2, partitionKey: Array("b".utf8), sortKey: Array("k".utf8)))
+        try await cluster.settleRecord(table: 2, bucket: "b", key: "k", timestamp: tombstone.timestamp)
+        gc.pastGrace()
+        let ownerIndices = owners.map { cluster.ids.firstIndex(of: $0)! }
+        #expect(try await gc.run(ownerIndices).map(\.tombstonesCollected) == [0, 0, 0])
+        // Handed over and dropped there: now the owners let it go.
+        try await cluster.engines[outsider].removeRecords([RecordVersion(old)])
+        #expect(try await gc.run(ownerIndices).map(\.tombstonesCollected) == [1, 1, 1])
+        await cluster.shutdown()
+    }
+
     @Test func hintsOlderThanTheGracePeriodAreDropped() async throws {
         let cluster = try await TestCluster(count: 4)
         let gc = Collectors(cluster)
