@@ -38,6 +38,12 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Gossip timing: lan (default), wan, or local (fast, for one host).")
     var gossipProfile: String = "lan"
 
+    @Option(help: "Seconds between anti-entropy and rebalancing rounds (0: off); a round also starts soon after a member returns or the layout changes.")
+    var repairInterval: Double = 60
+
+    @Option(help: "MiB per second that repair and rebalancing may move (0: unlimited).")
+    var repairRateMib: Int = 64
+
     @Option(help: "Seconds between garbage collection passes (unreferenced blocks, tombstones, stale uploads); 0 disables.")
     var gcInterval: Int = 600
 
@@ -74,6 +80,11 @@ struct ClusterOptions: ParsableArguments {
             throw ValidationError(error.description)
         }
         settings.autoLayout = self.autoLayout
+        guard self.repairInterval >= 0, self.repairRateMib >= 0 else {
+            throw ValidationError("--repair-interval and --repair-rate-mib must not be negative")
+        }
+        settings.repairInterval = .milliseconds(Int64(self.repairInterval * 1000))
+        settings.repairBytesPerSecond = self.repairRateMib << 20
         guard self.gcInterval >= 0, self.gcGrace >= 0, self.uploadExpiry > 0 else {
             throw ValidationError("--gc-interval and --gc-grace must be 0 or more seconds, --upload-expiry more than 0")
         }

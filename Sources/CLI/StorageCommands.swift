@@ -115,9 +115,20 @@ struct Storage: AsyncParsableCommand {
                     "\(member["id"] ?? "")", "\(member["state"] ?? "")", "\(member["incarnation"] ?? "")", "\(member["s3Address"] ?? "")",
                     "\(member["rpcAddress"] ?? "")", "\(member["gossipAddress"] ?? "")", "\(member["zone"] ?? "")",
                     Self.size(member["capacity"] as? Int ?? 0), "\(member["partitions"] ?? 0)",
+                    member["partitionsToMove"].map { "\($0) (\(Self.size(member["bytesToMove"] as? Int ?? 0)))" } ?? "-",
                 ]
             }
-            Self.printTable(["ID", "STATE", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS"], rows)
+            Self.printTable(["ID", "STATE", "INC", "S3", "RPC", "GOSSIP", "ZONE", "CAPACITY", "PARTITIONS", "TO MOVE"], rows)
+            let members = status["members"] as? [[String: Any]] ?? []
+            let toMove = members.reduce(0) { $0 + ($1["partitionsToMove"] as? Int ?? 0) }
+            let bytesToMove = members.reduce(0) { $0 + ($1["bytesToMove"] as? Int ?? 0) }
+            let outOfSync = members.reduce(0) { $0 + ($1["partitionsOutOfSync"] as? Int ?? 0) }
+            if toMove > 0 {
+                print("rebalancing: \(toMove) partition(s), \(Self.size(bytesToMove)) still to move to their new owners")
+            } else {
+                print("rebalancing: nothing to move")
+            }
+            if outOfSync > 0 { print("anti-entropy: \(outOfSync) partition replica(s) were out of sync in the last rounds (repairing)") }
         }
 
         static func size(_ bytes: Int) -> String {

@@ -4,6 +4,8 @@ public import StorageEngine
 /// Serves the calls other nodes make on this one (``ClusterMethod``) from the local engine.
 public struct ClusterRequestHandler: Sendable {
     let engine: StorageEngine
+    /// The version of the layout this node uses (anti-entropy peers compare it before a handover).
+    let layoutVersion: @Sendable () -> UInt64
 
     /// Reads the `owner` prefix of a hint call (u32 length, UTF-8, at most 255 bytes).
     static func readOwner(_ body: inout ByteBuffer) throws -> String {
@@ -13,8 +15,9 @@ public struct ClusterRequestHandler: Sendable {
         return owner
     }
 
-    public init(engine: StorageEngine) {
+    public init(engine: StorageEngine, layoutVersion: @escaping @Sendable () -> UInt64 = { 0 }) {
         self.engine = engine
+        self.layoutVersion = layoutVersion
     }
 
     /// Answers one call; throws ``ClusterError`` on a malformed body or an unknown method.
@@ -102,6 +105,15 @@ public struct ClusterRequestHandler: Sendable {
             payload.u32(UInt32(body.readableBytes))
             try await self.engine.addHint(owner: owner, kind: .block, payload: payload.bytes)
             return ByteBuffer()
+
+        case ClusterMethod.summaries:
+            return try await AntiEntropy.serveSummaries(body, engine: self.engine, layoutVersion: self.layoutVersion())
+
+        case ClusterMethod.partitionKeys:
+            return try await AntiEntropy.serveKeys(body, engine: self.engine)
+
+        case ClusterMethod.fetchRecords:
+            return try await AntiEntropy.serveFetch(body, engine: self.engine)
 
         case ClusterMethod.gcRefs:
             return try await GarbageCollector.answerReferences(engine: self.engine, body: body)

@@ -33,6 +33,15 @@ public enum ClusterMethod {
     public static let hintRecords = "hint.rec"
     /// `owner data | block bytes` → empty, once this node holds the block and a hint for `owner`.
     public static let hintBlock = "hint.blk"
+    /// `u8 power | u32 n | u32 partition × n` → `u64 layout version | (records summary, blocks summary) × n`,
+    /// a summary being `u64 count | digest[16]` (anti-entropy, ``AntiEntropy``).
+    public static let summaries = "ae.sum"
+    /// `u8 kind (0 records, 1 blocks, 2 record slices) | u32 lower | u32 upper | u32 limit | u8 has slice | u8 slice |
+    /// u8 has cursor | [cursor version]` → records: `u32 n | version × n` (a page after the cursor, of one slice
+    /// if given); blocks: `u32 n | (hash[32] | u32 size) × n` (all); slices: `u32 n | (u8 slice | summary) × n`.
+    public static let partitionKeys = "ae.keys"
+    /// `u32 n | version × n` → `u32 n | record × n`: the stored records of those keys.
+    public static let fetchRecords = "ae.get"
     /// `u64 seed | u32 bits (0: the answerer picks) | u8 positions` → a ``BloomFilter`` (its encoding,
     /// which says its size) of every block the node's live object and part records and its hints
     /// refer to (``GarbageCollector``).

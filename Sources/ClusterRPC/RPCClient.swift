@@ -90,41 +90,57 @@ public final class RPCClient: Sendable {
         // The deadline is enforced by the connection's handler once the call is sent (a timer on its
         // event loop), by the connect timeout while connecting, and by a timer of the call only
         // while it waits for a connection (see `lease`).
-        let call = CallContext(pool: self.pool)
-        defer { call.finish() }
-
-        let reply: RawReply
-        do {
-            reply = try await withTaskCancellationHandler {
-                try await self.perform(
-                    call, peer: address, host: host, port: port, deadline: deadline, head: head, body: body
-                )
-            } onCancel: {
-                call.abort(.cancelled)
-            }
-        } catch let error as RPCError where error.kind == .timeout && call.abortReason == nil {
-            throw RPCError(kind: .timeout, message: "no reply from \(address) to \(method) within \(timeout)")
-        } catch {
-            switch call.abortReason {
-            case .timeout:
-                throw RPCError(kind: .timeout, message: "no reply from \(address) to \(method) within \(timeout)")
-            case .cancelled:
-                throw CancellationError()
-            case nil:
-                if self.pool.isShutDown {
-                    throw RPCError(kind: .shutDown, message: "the RPC client was shut down")
-                }
-                if let error = error as? RPCError {
-                    self.logger.debug(
-                        "RPC call failed",
-                        metadata: ["peer": "\(address)", "rpc-method": "\(method)", "error": "\(error)"]
+        var reply: RawReply?
+        var attempts = 0
+        while reply == nil {
+            attempts += 1
+            let call = CallContext(pool: self.pool)
+            defer { call.finish() }
+            do {
+                reply = try await withTaskCancellationHandler {
+                    try await self.perform(
+                        call, peer: address, host: host, port: port, deadline: deadline, head: head, body: body
                     )
-                    throw error
+                } onCancel: {
+                    call.abort(.cancelled)
                 }
-                throw RPCError(kind: .unreachable, message: "call to \(address) failed: \(error)")
+            } catch is CallNotSent where attempts == 1 && call.abortReason == nil {
+                // A pooled connection the peer had closed (its idle timeout) before the call went out:
+                // the peer never saw the call, so it is safe to send it once more on a new connection.
+                continue
+            } catch {
+                throw self.mapFailure(error, call: call, address: address, method: method, timeout: timeout)
             }
         }
-        return try self.authenticate(reply, address: address, method: method, time: time)
+        return try self.authenticate(reply!, address: address, method: method, time: time)
+    }
+
+    /// The error a failed attempt of a call surfaces as.
+    private func mapFailure(_ error: any Error, call: CallContext, address: String, method: String, timeout: Duration) -> any Error {
+        if let error = error as? RPCError, error.kind == .timeout, call.abortReason == nil {
+            return RPCError(kind: .timeout, message: "no reply from \(address) to \(method) within \(timeout)")
+        }
+        switch call.abortReason {
+        case .timeout:
+            return RPCError(kind: .timeout, message: "no reply from \(address) to \(method) within \(timeout)")
+        case .cancelled:
+            return CancellationError()
+        case nil:
+            if self.pool.isShutDown {
+                return RPCError(kind: .shutDown, message: "the RPC client was shut down")
+            }
+            let failure: RPCError
+            if let error = error as? RPCError {
+                failure = error
+            } else if error is CallNotSent {
+                failure = RPCError(kind: .unreachable, message: "connection closed before the call was sent")
+            } else {
+                return RPCError(kind: .unreachable, message: "call to \(address) failed: \(error)")
+            }
+            self.logger.debug(
+                "RPC call failed", metadata: ["peer": "\(address)", "rpc-method": "\(method)", "error": "\(failure)"])
+            return failure
+        }
     }
 
     /// Gets a connection (waiting or connecting), sends the call and waits for the reply.
@@ -153,7 +169,7 @@ public final class RPCClient: Sendable {
         )
         connection.channel.writeAndFlush(request).whenFailure { _ in
             // The handler never took the call (the connection closed first).
-            promise.fail(RPCError(kind: .unreachable, message: "connection closed before the call was sent"))
+            promise.fail(CallNotSent())
         }
         do {
             let reply = try await promise.futureResult.get()
@@ -357,3 +373,6 @@ final class CallContext: Sendable {
         }
     }
 }
+
+/// A call that never left this node: its pooled connection was closed before the write.
+private struct CallNotSent: Error {}

@@ -221,6 +221,46 @@ enum Schema {
             created_ms INTEGER NOT NULL
         );
         """,
+        // 4: for anti-entropy (see Partitions.swift): the partition hash of each record (the first four
+        // bytes of SHA-256 of its partition key) and its key hash (the first byte of SHA-256 of table,
+        // partition key and sort key), so that one partition's records, or a slice of them, are one
+        // index range; and per (ph, kh) the count and XOR of the records' version digests, kept up to
+        // date with every write, so that a partition's summary costs no scan. Filled in by `backfills`.
+        """
+        ALTER TABLE records ADD COLUMN ph INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE records ADD COLUMN kh INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX records_by_partition ON records (ph, kh, tbl, pk, sk, hlc, deleted);
+        CREATE TABLE record_digests (
+            ph INTEGER NOT NULL,
+            kh INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            digest BLOB NOT NULL,
+            PRIMARY KEY (ph, kh)
+        ) WITHOUT ROWID;
+        """,
+    ]
+
+    /// Work in Swift that a migration needs after its SQL, in the same transaction, by migration index.
+    static let backfills: [Int: @Sendable (SQLiteConnection) throws -> Void] = [
+        3: { db in
+            var rows: [(Int64, [UInt8], [UInt8], Int64, Int64)] = []
+            try db.query("SELECT tbl, pk, sk, hlc, deleted FROM records") { row in
+                rows.append((row.int(0), row.blob(1), row.blob(2), row.int(3), row.int(4)))
+            }
+            for (table, partitionKey, sortKey, hlc, deleted) in rows {
+                let version = RecordVersion(
+                    table: UInt8(truncatingIfNeeded: table), partitionKey: partitionKey, sortKey: sortKey,
+                    timestamp: HybridTimestamp(rawValue: UInt64(bitPattern: hlc)), deleted: deleted != 0)
+                try db.query(
+                    "UPDATE records SET ph = ?, kh = ? WHERE tbl = ? AND pk = ? AND sk = ?",
+                    [
+                        .integer(Int64(version.partitionHash)), .integer(Int64(version.keyHash)), .integer(table), .blob(partitionKey),
+                        .blob(sortKey),
+                    ]
+                )
+                try RecordDigests.add(db, version, sign: 1)
+            }
+        },
     ]
 
     static func migrate(_ db: SQLiteConnection) throws {
@@ -233,6 +273,7 @@ enum Schema {
             try db.execute("BEGIN IMMEDIATE")
             do {
                 try db.execute(migrations[index])
+                try backfills[index]?(db)
                 try db.execute("PRAGMA user_version=\(index + 1)")
                 try db.execute("COMMIT")
             } catch {

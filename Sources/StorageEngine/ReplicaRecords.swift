@@ -65,19 +65,21 @@ extension StorageEngine {
         for record in records { self.observe(record.timestamp) }
         return try await self.metadata.write { db in
             try records.map { record in
-                if let existing = try Self.record(db, table: record.table, partitionKey: record.partitionKey, sortKey: record.sortKey),
-                    !record.isNewer(than: existing)
-                {
-                    return false
+                let existing = try Self.record(db, table: record.table, partitionKey: record.partitionKey, sortKey: record.sortKey)
+                if let existing {
+                    guard record.isNewer(than: existing) else { return false }
+                    try RecordDigests.add(db, RecordVersion(existing), sign: -1)
                 }
+                let version = RecordVersion(record)
                 try db.query(
-                    "INSERT OR REPLACE INTO records (tbl, pk, sk, hlc, deleted, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO records (tbl, pk, sk, hlc, deleted, value, ph, kh) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         .integer(Int64(record.table)), .blob(record.partitionKey), .blob(record.sortKey),
                         .integer(Int64(bitPattern: record.timestamp.rawValue)), .integer(record.deleted ? 1 : 0),
-                        .blob(record.value),
+                        .blob(record.value), .integer(Int64(version.partitionHash)), .integer(Int64(version.keyHash)),
                     ]
                 )
+                try RecordDigests.add(db, version, sign: 1)
                 return true
             }
         }
@@ -200,14 +202,15 @@ extension StorageEngine {
         return try await self.metadata.write { db in
             var removed = 0
             for version in versions {
+                guard let stored = try Self.record(db, table: version.table, partitionKey: version.partitionKey, sortKey: version.sortKey),
+                    stored.timestamp <= version.timestamp
+                else { continue }
                 try db.query(
-                    "DELETE FROM records WHERE tbl = ? AND pk = ? AND sk = ? AND hlc <= ?",
-                    [
-                        .integer(Int64(version.table)), .blob(version.partitionKey), .blob(version.sortKey),
-                        .integer(Int64(bitPattern: version.timestamp.rawValue)),
-                    ]
+                    "DELETE FROM records WHERE tbl = ? AND pk = ? AND sk = ?",
+                    [.integer(Int64(version.table)), .blob(version.partitionKey), .blob(version.sortKey)]
                 )
-                removed += db.changes
+                try RecordDigests.add(db, RecordVersion(stored), sign: -1)
+                removed += 1
             }
             return removed
         }

@@ -40,6 +40,11 @@ public struct ClusterSettings: Sendable {
     public var gossip: Gossip.Configuration = .lan
     /// 2^power partitions, fixed when the first layout is made.
     public var partitionPower = 8
+    /// Time between anti-entropy and rebalancing rounds (a round also starts soon after a member
+    /// comes back or the layout changes); zero turns repair off.
+    public var repairInterval: Duration = .seconds(60)
+    /// Bytes per second repair and rebalancing may move; 0: unlimited.
+    public var repairBytesPerSecond = 64 << 20
     /// Cluster-wide garbage collection: seconds between passes (zero disables it), how old garbage
     /// must be before it goes, and when an unfinished multipart upload is aborted (see
     /// `Cluster.GarbageCollector`).
@@ -71,6 +76,8 @@ struct NodeTransport: ClusterTransport {
 public final class ClusterNode: Sendable {
     static let layoutKey = "layout"
     static let layoutSetting = "cluster.layout"
+    /// Gossip state key prefix of each node's repair progress (`repair/<node id>`).
+    static let repairKeyPrefix = "repair/"
 
     let settings: ClusterSettings
     public let nodeID: String
@@ -82,6 +89,10 @@ public final class ClusterNode: Sendable {
     let rpcClient: RPCClient
     let logger: Logger
     let hints: HintReplayer
+    /// Anti-entropy and rebalancing.
+    public let antiEntropy: AntiEntropy
+    /// Set when a round should start before the interval ends (a member came back, a new layout).
+    let repairRequested = Mutex(false)
     /// Cluster-wide garbage collection (``GCService`` runs it).
     let collector: Cluster.GarbageCollector
     /// Hints held at the last replay pass, for `/metrics`.
@@ -106,10 +117,13 @@ public final class ClusterNode: Sendable {
         let view = ClusterView(localID: nodeID)
         self.view = view
         self.rpcClient = RPCClient(secret: settings.secret, maxConnectionsPerPeer: 32, logger: logger)
-        let local = ClusterRequestHandler(engine: engine)
+        let local = ClusterRequestHandler(engine: engine, layoutVersion: { view.table?.version ?? 0 })
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
         self.hints = HintReplayer(
             engine: engine, view: view, transport: transport, expiry: settings.gcInterval > .zero ? settings.gcGrace : nil)
+        var repair = AntiEntropy.Settings()
+        repair.bytesPerSecond = settings.repairBytesPerSecond
+        self.antiEntropy = AntiEntropy(engine: engine, view: view, transport: transport, settings: repair)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
         var collection = Cluster.GarbageCollector.Configuration()
         collection.interval = settings.gcInterval
@@ -161,7 +175,10 @@ public final class ClusterNode: Sendable {
     /// The services to run, in start order (they stop in reverse: gossip leaves first, the RPC
     /// listener stops last so that in-flight replication finishes).
     func services() -> [any Service] {
-        [self.rpcServer, LayoutService(node: self), HintService(node: self), GCService(node: self), self.membership]
+        [
+            self.rpcServer, LayoutService(node: self), HintService(node: self), RepairService(node: self), GCService(node: self),
+            self.membership,
+        ]
     }
 
     // MARK: Layout
@@ -182,6 +199,7 @@ public final class ClusterNode: Sendable {
         let merged = self.view.layout.map { $0.merged(with: layout) } ?? layout
         let installed = self.view.install(merged)
         if installed {
+            self.requestRepair()
             self.logger.notice("layout installed", metadata: ["version": "\(merged.version)", "nodes": "\(merged.nodes.count)"])
             do {
                 try await self.engine.setSetting(Self.layoutSetting, Hex.encode(merged.encoded()))
@@ -214,6 +232,7 @@ public final class ClusterNode: Sendable {
                 defer { states[id] = member.state }
                 return states[id]
             }
+            if reachable && previous != .alive && previous != .suspect { self.requestRepair() }
             if previous != member.state {
                 self.logger.notice(
                     "member \(member.state)",
@@ -263,8 +282,46 @@ public final class ClusterNode: Sendable {
         text += "cloud_layout_version \(layout?.version ?? 0)\n"
         text += "# HELP cloud_hints_pending Writes held for unreachable replicas (hinted handoff).\n# TYPE cloud_hints_pending gauge\n"
         text += "cloud_hints_pending \(self.pendingHints.withLock { $0 })\n"
+        let progress = self.antiEntropy.progress
+        let gauges: [(String, String, Int)] = [
+            ("cloud_partitions_out_of_sync", "Partitions whose replicas differed from this node's in the last repair round.", progress.partitionsOutOfSync),
+            ("cloud_rebalance_partitions_pending", "Partitions this node holds but no longer owns, still to hand over.", progress.partitionsToMove),
+            ("cloud_rebalance_bytes_pending", "Bytes of the partitions still to hand over.", progress.bytesToMove),
+        ]
+        for (name, help, value) in gauges {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+        }
+        let counters: [(String, String, Int)] = [
+            ("cloud_repair_rounds_total", "Anti-entropy rounds finished.", progress.rounds),
+            ("cloud_repair_records_total", "Records stored here or sent to repair a replica.", progress.recordsRepaired),
+            ("cloud_repair_blocks_total", "Blocks stored here or sent to repair a replica.", progress.blocksRepaired),
+            ("cloud_repair_bytes_total", "Bytes of the records and blocks repaired.", progress.bytesRepaired),
+            ("cloud_rebalance_bytes_sent_total", "Bytes sent to new owners of partitions this node no longer owns.", progress.bytesHandedOver),
+            ("cloud_rebalance_partitions_total", "Partitions handed over to their new owners and dropped here.", progress.partitionsHandedOver),
+        ]
+        for (name, help, value) in counters {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+        }
         text += self.collector.prometheusMetrics()
         return text
+    }
+
+    /// Asks for a repair round soon (a member came back, or the layout changed).
+    func requestRepair() { self.repairRequested.withLock { $0 = true } }
+
+    /// Another member's last published repair progress: partitions and bytes still to move, and
+    /// partitions out of sync.
+    func repairProgress(of id: String) -> (toMove: Int, bytesToMove: Int, outOfSync: Int)? {
+        let text: String
+        if id == self.nodeID {
+            let progress = self.antiEntropy.progress
+            return (progress.partitionsToMove, progress.bytesToMove, progress.partitionsOutOfSync)
+        }
+        guard let entry = self.membership.state(Self.repairKeyPrefix + id) else { return nil }
+        text = String(decoding: entry.bytes, as: UTF8.self)
+        let fields = text.split(separator: " ").compactMap { Int($0) }
+        guard fields.count == 3 else { return nil }
+        return (fields[0], fields[1], fields[2])
     }
 
     /// Ready when a layout is known.
@@ -325,6 +382,58 @@ struct HintService: Service {
                 }
             } catch {
                 self.node.logger.warning("hint replay failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Runs anti-entropy and rebalancing rounds every `repairInterval`, and soon after a member comes
+/// back or the layout changes; publishes this node's progress through gossip for `cloud storage status`.
+struct RepairService: Service {
+    let node: ClusterNode
+
+    func run() async throws {
+        let interval = self.node.settings.repairInterval
+        guard interval > .zero else { return }
+        let clock = ContinuousClock()
+        var last = clock.now
+        var published = ""
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
+            } catch {
+                return
+            }
+            let requested = self.node.repairRequested.withLock { $0 }
+            let elapsed = clock.now - last
+            guard elapsed >= interval || (requested && elapsed >= .seconds(1)) else { continue }
+            self.node.repairRequested.withLock { $0 = false }
+            last = clock.now
+            let before = self.node.antiEntropy.progress
+            do {
+                try await self.node.antiEntropy.round()
+            } catch {
+                self.node.logger.warning("repair round failed", metadata: ["error": "\(error)"])
+            }
+            let after = self.node.antiEntropy.progress
+            if after.recordsRepaired != before.recordsRepaired || after.blocksRepaired != before.blocksRepaired
+                || after.partitionsHandedOver != before.partitionsHandedOver
+            {
+                self.node.logger.notice(
+                    "repair round",
+                    metadata: [
+                        "records": "\(after.recordsRepaired - before.recordsRepaired)",
+                        "blocks": "\(after.blocksRepaired - before.blocksRepaired)",
+                        "handedOver": "\(after.partitionsHandedOver - before.partitionsHandedOver)",
+                        "toMove": "\(after.partitionsToMove)",
+                    ])
+            }
+            let text = "\(after.partitionsToMove) \(after.bytesToMove) \(after.partitionsOutOfSync)"
+            if text != published {
+                published = text
+                await self.node.membership.publishState(
+                    key: ClusterNode.repairKeyPrefix + self.node.nodeID, version: UInt64(Date().timeIntervalSince1970 * 1000),
+                    bytes: Array(text.utf8))
             }
         }
     }

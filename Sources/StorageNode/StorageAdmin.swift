@@ -29,6 +29,11 @@ struct StorageAdmin: AdminAPI {
         var zone: String
         var capacity: UInt64
         var partitions: Int
+        /// Repair progress the member last published: partitions it holds but no longer owns and
+        /// their bytes (still to move to their new owners), partitions out of sync in its last round.
+        var partitionsToMove: Int?
+        var bytesToMove: Int?
+        var partitionsOutOfSync: Int?
     }
 
     struct LayoutNode: Codable {
@@ -117,11 +122,13 @@ struct StorageAdmin: AdminAPI {
         let layout = cluster.view.layout
         let table = layout?.table
         let members = cluster.membership.members.map { member in
-            MemberStatus(
+            let progress = cluster.repairProgress(of: member.id.rawValue)
+            return MemberStatus(
                 id: member.id.rawValue, uid: member.uid, state: member.state.description, incarnation: member.incarnation,
                 s3Address: member.s3Address, rpcAddress: member.rpcAddress, gossipAddress: member.gossipAddress,
                 zone: member.zone, capacity: member.capacity,
-                partitions: table?.partitions(of: Ring.NodeID(member.id.rawValue)).count ?? 0)
+                partitions: table?.partitions(of: Ring.NodeID(member.id.rawValue)).count ?? 0,
+                partitionsToMove: progress?.toMove, bytesToMove: progress?.bytesToMove, partitionsOutOfSync: progress?.outOfSync)
         }
         let policy = cluster.settings.policy
         return Status(

@@ -36,11 +36,12 @@ struct TestCluster {
     let network: MemoryNetwork
     let ids: [String]
 
-    init(count: Int = 3, replicas: Int = 3, writeQuorum: Int = 2, readQuorum: Int = 2) async throws {
+    /// - Parameter inLayout: how many of the nodes (the first ones) the layout holds; all by default.
+    init(count: Int = 3, replicas: Int = 3, writeQuorum: Int = 2, readQuorum: Int = 2, inLayout: Int? = nil) async throws {
         let network = MemoryNetwork()
         var layout = try Ring.Layout(replicationFactor: replicas, partitionPower: 6)
         let ids = (0..<count).map { "node\($0)" }
-        layout = try layout.applying(ids.map { .add(Ring.Node(id: Ring.NodeID($0), zone: "z\($0)", capacity: 1 << 40)) })
+        layout = try layout.applying(ids.prefix(inLayout ?? count).map { .add(Ring.Node(id: Ring.NodeID($0), zone: "z\($0)", capacity: 1 << 40)) })
         var directories: [TemporaryDirectory] = []
         var engines: [StorageEngine] = []
         var views: [ClusterView] = []
@@ -55,7 +56,7 @@ struct TestCluster {
             let view = ClusterView(localID: id)
             view.install(layout)
             for other in ids where other != id { view.update(other, .init(rpcAddress: other, reachable: true)) }
-            network.handlers.withLock { $0[id] = ClusterRequestHandler(engine: engine) }
+            network.handlers.withLock { $0[id] = ClusterRequestHandler(engine: engine, layoutVersion: { view.table?.version ?? 0 }) }
             var storeConfiguration = ClusterStore.Configuration()
             storeConfiguration.blockSize = 64 << 10
             storeConfiguration.inlineThreshold = 1024
