@@ -26,9 +26,9 @@ import Synchronization
 ///    records and its hints refer to. If any node does not answer, the sweep is skipped (a node that
 ///    is down may hold the only copies of some records). Otherwise this node deletes its block files
 ///    that no filter contains and whose modification time is older than the sweep's start minus the
-///    grace period, re-checked at the moment of deleting under the lock that writes pin blocks with,
-///    and asks the blocks' other owners to delete their copies under the same rule (``ClusterMethod/gcDrop``),
-///    so that anti-entropy finds no copy left to pull back.
+///    grace period, re-checked at the moment of deleting under the lock that writes pin blocks with.
+///    The other owners' copies go at the same time, and only if every copy is old
+///    (``ClusterMethod/gcDrop``), so that anti-entropy finds no copy left to pull back.
 ///
 /// Why a sweep never deletes a block that an acknowledged object refers to: a record that refers to a
 /// block is committed only after the block was written to (or, when it existed, its modification
@@ -313,55 +313,91 @@ public final class GarbageCollector: Sendable {
         var bytes: Int64 = 0
         for batch in stride(from: 0, to: unreferenced.count, by: 500) {
             let slice = Array(unreferenced[batch..<min(batch + 500, unreferenced.count)])
-            let deleted = try await self.engine.deleteBlocks(slice, modifiedBefore: cutoff)
+            let deleted = try await self.deleteEverywhere(slice, cutoff: cutoff)
             count += deleted.count
             bytes += deleted.bytes
-            let remote = await self.dropOnOtherOwners(slice, cutoff: cutoff)
-            count += remote.count
-            bytes += remote.bytes
         }
         return (count, bytes, nil)
     }
 
-    /// Asks the other owners of these garbage blocks to delete their copies now, under the same rule
-    /// (``ClusterMethod/gcDrop``: unpinned and older than this sweep's cutoff on their disk), so
-    /// that every copy goes at once: an owner that still held a copy would otherwise let anti-entropy
-    /// pull it back, fresh, onto the nodes that had collected it. The verdict is safe on any node: the
-    /// filters cover every node's references, and the age check is of the copy being deleted. A call
-    /// that fails leaves that owner to its own sweep.
-    /// - Returns: the copies deleted and their bytes.
-    func dropOnOtherOwners(_ hashes: [[UInt8]], cutoff: Int64) async -> (count: Int, bytes: Int64) {
+    /// Deletes these unreferenced blocks on this node and on their other owners, all copies or none:
+    /// only blocks whose copy is old (unpinned, modified before `cutoff`) on every owner that has one
+    /// go, at once. A copy left on one owner would let anti-entropy pull the block back, fresh, onto
+    /// the others, again and again; a young copy (a write in progress, or such a pull) keeps every copy
+    /// until it has aged too. Each deletion re-checks the copy's age under the pin lock; the verdict
+    /// (in no node's filter) holds on every node.
+    /// - Returns: the copies deleted (here and on the other owners) and their bytes.
+    func deleteEverywhere(_ hashes: [[UInt8]], cutoff: Int64) async throws -> (count: Int, bytes: Int64) {
         guard let table = self.view.table else { return (0, 0) }
         var byOwner: [String: [[UInt8]]] = [:]
+        var deletable = Set(hashes)
         for hash in hashes {
-            for owner in table.replicas(of: table.partition(for: hash)).map(\.rawValue)
-            where owner != self.view.localID && self.view.isReachable(owner) {
+            for owner in table.replicas(of: table.partition(for: hash)).map(\.rawValue) where owner != self.view.localID {
                 byOwner[owner, default: []].append(hash)
             }
         }
+        // Phase 1: every owner's copy must be absent or old (a failed call keeps its blocks).
+        let localAges = try await self.engine.blockAges(hashes, modifiedBefore: cutoff)
+        for (hash, age) in zip(hashes, localAges) where age == 2 { deletable.remove(hash) }
+        let probes = await self.callOwners(byOwner, mode: 0, cutoff: cutoff)
+        for (owner, hashes) in byOwner {
+            guard let reply = probes[owner], reply.count == hashes.count else {
+                deletable.subtract(hashes)
+                continue
+            }
+            for (hash, age) in zip(hashes, reply) where age == 2 { deletable.remove(hash) }
+        }
+        // Phase 2: delete them everywhere.
+        let chosen = hashes.filter { deletable.contains($0) }
+        var total = try await self.engine.deleteBlocks(chosen, modifiedBefore: cutoff)
+        var drops: [String: [[UInt8]]] = [:]
+        for (owner, hashes) in byOwner {
+            let mine = hashes.filter { deletable.contains($0) }
+            if !mine.isEmpty { drops[owner] = mine }
+        }
+        for (_, reply) in await self.callOwners(drops, mode: 1, cutoff: cutoff) {
+            var reader = WireReader(reply)
+            guard let count = try? reader.u32(), let bytes = try? reader.u64() else { continue }
+            total.count += Int(count)
+            total.bytes += Int64(bitPattern: bytes)
+        }
+        return total
+    }
+
+    /// Sends ``ClusterMethod/gcDrop`` (`mode` 0: ages, 1: delete) to each node with its hashes;
+    /// returns the replies of the nodes that answered (the ages, or the delete reply's bytes).
+    func callOwners(_ byOwner: [String: [[UInt8]]], mode: UInt8, cutoff: Int64) async -> [String: [UInt8]] {
         let transport = self.transport
         let timeout = self.configuration.callTimeout
-        return await withTaskGroup(of: (Int, Int64).self) { group in
+        let view = self.view
+        return await withTaskGroup(of: (String, [UInt8]?).self) { group in
             for (owner, hashes) in byOwner {
                 var writer = WireWriter()
+                writer.u8(mode)
                 writer.u64(UInt64(max(0, cutoff)))
                 writer.u32(UInt32(hashes.count))
                 for hash in hashes { writer.bytes += hash }
                 let body = ByteBuffer(bytes: writer.bytes)
                 group.addTask {
-                    guard let reply = try? await transport.call(owner, method: ClusterMethod.gcDrop, body: body, timeout: timeout)
-                    else { return (0, 0) }
-                    var reader = WireReader(Array(buffer: reply))
-                    guard let count = try? reader.u32(), let bytes = try? reader.u64() else { return (0, 0) }
-                    return (Int(count), Int64(bitPattern: bytes))
+                    guard view.isReachable(owner),
+                        let reply = try? await transport.call(owner, method: ClusterMethod.gcDrop, body: body, timeout: timeout)
+                    else { return (owner, nil) }
+                    var bytes = Array(buffer: reply)
+                    if mode == 0 {
+                        var reader = WireReader(bytes)
+                        guard let count = try? reader.u32(), Int(count) == hashes.count, bytes.count == 4 + hashes.count else {
+                            return (owner, nil)
+                        }
+                        bytes.removeFirst(4)
+                    }
+                    return (owner, bytes)
                 }
             }
-            var total: (count: Int, bytes: Int64) = (0, 0)
-            for await (count, bytes) in group {
-                total.count += count
-                total.bytes += bytes
+            var replies: [String: [UInt8]] = [:]
+            for await (owner, reply) in group {
+                if let reply { replies[owner] = reply }
             }
-            return total
+            return replies
         }
     }
 
@@ -459,13 +495,14 @@ public final class GarbageCollector: Sendable {
         return ByteBuffer(bytes: writer.bytes)
     }
 
-    /// Answers ``ClusterMethod/gcDrop``: deletes those of the blocks that are unpinned and older than
-    /// the cutoff here.
+    /// Answers ``ClusterMethod/gcDrop``: mode 0 gives each block's age here (0 absent, 1 old and
+    /// unpinned, 2 pinned or younger than the cutoff); mode 1 deletes those that are old and unpinned.
     static func answerDrop(engine: StorageEngine, body: ByteBuffer) async throws -> ByteBuffer {
         var reader = WireReader(Array(buffer: body))
+        let mode = try reader.u8()
         let cutoff = Int64(clamping: try reader.u64())
         let count = try reader.u32()
-        guard count <= 100_000 else { throw ClusterError.malformed }
+        guard mode <= 1, count <= 100_000 else { throw ClusterError.malformed }
         var hashes: [[UInt8]] = []
         for _ in 0..<count {
             var hash: [UInt8] = []
@@ -473,10 +510,16 @@ public final class GarbageCollector: Sendable {
             hashes.append(hash)
         }
         try reader.finish()
-        let deleted = try await engine.deleteBlocks(hashes, modifiedBefore: cutoff)
         var writer = WireWriter()
-        writer.u32(UInt32(deleted.count))
-        writer.u64(UInt64(bitPattern: deleted.bytes))
+        if mode == 0 {
+            let ages = try await engine.blockAges(hashes, modifiedBefore: cutoff)
+            writer.u32(UInt32(ages.count))
+            writer.bytes += ages
+        } else {
+            let deleted = try await engine.deleteBlocks(hashes, modifiedBefore: cutoff)
+            writer.u32(UInt32(deleted.count))
+            writer.u64(UInt64(bitPattern: deleted.bytes))
+        }
         return ByteBuffer(bytes: writer.bytes)
     }
 

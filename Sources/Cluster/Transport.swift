@@ -49,8 +49,9 @@ public enum ClusterMethod {
     /// `u32 n | (table u8 | pk data | sk data | u64 timestamp) × n` → `u32 n | u8 × n`: 1 where the node
     /// holds the key at that timestamp or later, or nothing for it (a tombstone may be collected).
     public static let gcCheck = "gc.check"
-    /// `u64 cutoff ms | u32 n | hash[32] × n` → `u32 deleted | u64 bytes`: deletes those block files that
-    /// are unpinned and older than the cutoff (a sweep found them in no node's reference filter).
+    /// `u8 mode | u64 cutoff ms | u32 n | hash[32] × n` → mode 0: `u32 n | u8 age × n` (0 absent, 1 older
+    /// than the cutoff and unpinned, 2 younger or pinned); mode 1: deletes the old, unpinned ones (a
+    /// sweep found them in no node's reference filter) → `u32 deleted | u64 bytes`.
     public static let gcDrop = "gc.drop"
     /// `hash[32]` → `u8 found`: refreshes the block file's modification time (a copy reuses it).
     public static let touchBlock = "blk.touch"

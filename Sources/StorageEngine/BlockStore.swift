@@ -230,6 +230,17 @@ final class BlockStore: Sendable {
         }
     }
 
+    /// Whether the block file is absent (0), present, unpinned and last modified before
+    /// `cutoffMilliseconds` (1), or present and pinned or younger (2).
+    func age(_ hash: [UInt8], modifiedBefore cutoffMilliseconds: Int64) -> UInt8 {
+        self.pinned.withLock { pinned in
+            var info = stat()
+            guard stat(self.path(for: hash), &info) == 0 else { return 0 }
+            let modified = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+            return pinned[hash] == nil && modified < cutoffMilliseconds ? 1 : 2
+        }
+    }
+
     /// Every block hash on disk with its file's modification time (seconds since the epoch).
     func allBlocks() -> [(hash: [UInt8], modified: Int)] {
         var result: [(hash: [UInt8], modified: Int)] = []

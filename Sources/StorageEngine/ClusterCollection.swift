@@ -73,6 +73,13 @@ extension StorageEngine {
         }
     }
 
+    /// For each block: 0 when this node has no file for it, 1 when its file is unpinned and was last
+    /// modified before `cutoffMilliseconds`, 2 when it is pinned by a write or younger.
+    public func blockAges(_ hashes: [[UInt8]], modifiedBefore cutoffMilliseconds: Int64) async throws -> [UInt8] {
+        let blocks = self.blocks
+        return try await self.runIO { hashes.map { blocks.age($0, modifiedBefore: cutoffMilliseconds) } }
+    }
+
     /// Refreshes a block file's modification time (it is in use again); false when this node does
     /// not hold the block.
     public func touchBlock(_ hash: [UInt8]) async throws -> Bool {

@@ -150,7 +150,7 @@ extension TestCluster {
         await cluster.shutdown()
     }
 
-    @Test func oneSweepDeletesEveryOwnersOldCopyButNotAYoungOne() async throws {
+    @Test func oneSweepDeletesEveryCopyOfABlockOrNoneWhileOneIsYoung() async throws {
         let cluster = try await TestCluster()
         let gc = Collectors(cluster)
         try await cluster.stores[0].createBucket("b", owner: "root")
@@ -163,14 +163,19 @@ extension TestCluster {
         let young = gone.data.blocks[0]
         let path = cluster.directories[2].path + "/blocks/" + Hex.encode(young.hash.prefix(1)) + "/" + young.hex
         try FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: path)
-        // Only node 0 sweeps: the other owners' old copies go too, so none is left to pull back.
+        // Only node 0 sweeps: the other owners' copies go too, so none is left for anti-entropy to
+        // pull back; the young copy keeps every copy of its block.
         let report = try #require(try await gc.run([0]).first)
-        let after = try await cluster.blockFiles()
-        #expect(report.blocksCollected == 3 * gone.data.blocks.count - 1)
+        var after = try await cluster.blockFiles()
+        #expect(report.blocksCollected == 3 * (gone.data.blocks.count - 1))
         for node in cluster.engines.indices {
-            let left = after[node].intersection(gone.data.blocks.map(\.hash))
-            #expect(left == (node == 2 ? [young.hash] : []), "node \(node)")
+            #expect(after[node].intersection(gone.data.blocks.map(\.hash)) == [young.hash], "node \(node)")
         }
+        // Once it has aged too, all copies go.
+        try cluster.ageBlockFiles(by: 2 * 86_400)
+        #expect(try await gc.run([1]).first?.blocksCollected == 3)
+        after = try await cluster.blockFiles()
+        for node in cluster.engines.indices { #expect(after[node].isDisjoint(with: gone.data.blocks.map(\.hash))) }
         await cluster.shutdown()
     }
 
