@@ -21,10 +21,11 @@ import Synchronization
 ///    other node of the layout or reachable member, which may hold it from an earlier layout; all
 ///    must answer ``ClusterMethod/gcCheck`` — holds the key at a timestamp at least as late or holds
 ///    nothing for it: then no node can hand an older value back (a read repair, a handover).
-/// 4. **Unreferenced blocks**, by mark and sweep. Every node of the layout is asked for a Bloom filter
-///    (``ClusterMethod/gcRefs``, a fresh seed each sweep) of every block its live object and part
-///    records and its hints refer to. If any node does not answer, the sweep is skipped (a node that
-///    is down may hold the only copies of some records). Otherwise this node deletes its block files
+/// 4. **Unreferenced blocks**, by mark and sweep. Every node of the layout (and any other reachable
+///    member) is asked, twice in a row, for a Bloom filter (``ClusterMethod/gcRefs``, a fresh seed
+///    each sweep) of every block its live object and part records and its hints refer to. If any node
+///    does not answer, the sweep is skipped (a node that is down may hold the only copies of some
+///    records). Otherwise this node deletes its block files
 ///    that no filter contains and whose modification time is older than the sweep's start minus the
 ///    grace period, re-checked at the moment of deleting under the lock that writes pin blocks with.
 ///    The other owners' copies go at the same time, and only if every copy is old
@@ -35,7 +36,9 @@ import Synchronization
 /// time refreshed on) its owners: by an upload (``BlockStore`` touches a block written again), by a
 /// copy (``Replicator/refreshBlocks(_:)``), or by the parts of a multipart upload, which stay live
 /// until the object that reuses their blocks is committed on W owners (each node scans its records in
-/// one snapshot, so it sees the parts or the object). Filters are taken after the sweep starts. So a
+/// one snapshot, so it sees the parts or the object); a reference that moves between nodes (a hint
+/// handed back, a partition handed over: copied, then removed) escapes at most one of the two rounds
+/// of filters. Filters are taken after the sweep starts. So a
 /// block missing from every filter whose file is older than start − grace can only be referred to by
 /// a record committed more than the grace period after its block was last written or touched: the
 /// grace period must exceed the longest upload (and the default, a day, does by far).
@@ -257,7 +260,10 @@ public final class GarbageCollector: Sendable {
         let start = Int64(self.nowMilliseconds())
         let cutoff = start - self.graceMilliseconds
         guard let layout = self.view.layout else { return (0, 0, "no layout yet") }
-        let nodes = layout.nodes.map(\.id.rawValue)
+        // The layout's nodes, and any other reachable member (a node just removed from the layout
+        // may hold records it has not handed over yet).
+        let members = layout.nodes.map(\.id.rawValue)
+        let nodes = Array(Set(members + self.view.reachablePeers)).sorted()
         let files = try await self.engine.blockFiles()
         // Whole seconds, rounded down: a file at or past the cutoff by its seconds is past it exactly.
         let candidates = files.filter { Int64($0.modifiedSeconds) * 1000 < cutoff }
@@ -275,36 +281,42 @@ public final class GarbageCollector: Sendable {
         let transport = self.transport
         let timeout = self.configuration.callTimeout
         let view = self.view
-        let answers = await withTaskGroup(of: (String, Result<BloomFilter, ClusterError>).self) { group in
-            for node in nodes {
-                group.addTask {
-                    guard view.isReachable(node) else { return (node, .failure(ClusterError("unreachable"))) }
-                    do {
-                        let reply = try await transport.call(node, method: ClusterMethod.gcRefs, body: body, timeout: timeout)
-                        guard let filter = BloomFilter(encoded: Array(buffer: reply)) else {
-                            return (node, .failure(ClusterError("an unreadable reference filter")))
+        // Two rounds, the second asked after every answer of the first: a reference that moves between
+        // nodes (copied, then removed where it was: a hint handed back, a partition handed over) can
+        // escape one round (its new place scanned before the copy, its old one after the removal),
+        // but not both, since the second round scans its new place after the first scanned its old one.
+        for _ in 0..<2 {
+            let answers = await withTaskGroup(of: (String, Result<BloomFilter, ClusterError>).self) { group in
+                for node in nodes {
+                    group.addTask {
+                        guard view.isReachable(node) else { return (node, .failure(ClusterError("unreachable"))) }
+                        do {
+                            let reply = try await transport.call(node, method: ClusterMethod.gcRefs, body: body, timeout: timeout)
+                            guard let filter = BloomFilter(encoded: Array(buffer: reply)) else {
+                                return (node, .failure(ClusterError("an unreadable reference filter")))
+                            }
+                            return (node, .success(filter))
+                        } catch {
+                            return (node, .failure(ClusterError("\(error)")))
                         }
-                        return (node, .success(filter))
-                    } catch {
-                        return (node, .failure(ClusterError("\(error)")))
                     }
                 }
+                var answers: [(String, Result<BloomFilter, ClusterError>)] = []
+                for await answer in group { answers.append(answer) }
+                return answers
             }
-            var answers: [(String, Result<BloomFilter, ClusterError>)] = []
-            for await answer in group { answers.append(answer) }
-            return answers
-        }
-        for (node, answer) in answers.sorted(by: { $0.0 < $1.0 }) {
-            switch answer {
-            case .failure(let error):
-                return (
-                    0, 0,
-                    "node \(node) did not answer with its block references (\(error)); "
-                        + "nothing is deleted while a node may hold the only copy of a record"
-                )
-            case .success(let filter):
-                guard combined.formUnion(filter) else {
-                    return (0, 0, "node \(node) answered with a reference filter of other parameters")
+            for (node, answer) in answers.sorted(by: { $0.0 < $1.0 }) {
+                switch answer {
+                case .failure(let error):
+                    return (
+                        0, 0,
+                        "node \(node) did not answer with its block references (\(error)); "
+                            + "nothing is deleted while a node may hold the only copy of a record"
+                    )
+                case .success(let filter):
+                    guard combined.formUnion(filter) else {
+                        return (0, 0, "node \(node) answered with a reference filter of other parameters")
+                    }
                 }
             }
         }
