@@ -52,6 +52,15 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Free space (MiB) below which this node's disk counts as full: it then takes no writes.")
     var minFreeMib: Int = 256
 
+    @Option(help: "Seconds between garbage collection passes (unreferenced blocks, tombstones, stale uploads); 0 disables.")
+    var gcInterval: Int = 600
+
+    @Option(help: "Seconds a tombstone, an unreferenced block or a hint is kept before garbage collection may take it.")
+    var gcGrace: Int = 86_400
+
+    @Option(help: "Seconds after which an unfinished multipart upload is aborted.")
+    var uploadExpiry: Int = 7 * 86_400
+
     var isClustered: Bool { self.rpcAddress != nil || self.gossipAddress != nil || !self.join.isEmpty }
 
     func makeSettings(secret: String?) throws -> ClusterSettings? {
@@ -84,6 +93,12 @@ struct ClusterOptions: ParsableArguments {
         }
         settings.repairInterval = .milliseconds(Int64(self.repairInterval * 1000))
         settings.repairBytesPerSecond = self.repairRateMib << 20
+        guard self.gcInterval >= 0, self.gcGrace >= 0, self.uploadExpiry > 0 else {
+            throw ValidationError("--gc-interval and --gc-grace must be 0 or more seconds, --upload-expiry more than 0")
+        }
+        settings.gcInterval = .seconds(self.gcInterval)
+        settings.gcGrace = .seconds(self.gcGrace)
+        settings.uploadExpiry = .seconds(self.uploadExpiry)
         switch self.gossipProfile {
         case "lan": settings.gossip = .lan
         case "wan": settings.gossip = .wan

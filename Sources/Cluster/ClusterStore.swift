@@ -155,6 +155,9 @@ public final class ClusterStore: ObjectStore {
         _ source: ObjectRecord, toBucket bucket: String, key: String, metadata: ObjectMetadata
     ) async throws -> ObjectRecord {
         try await self.requireBucket(bucket)
+        // The copy reuses the source's blocks without writing them: refresh them on their owners so
+        // that the garbage collector cannot take them between here and the commit (see refreshBlocks).
+        try await self.replicator.refreshBlocks(source.data.blocks)
         return try await self.commit(
             ObjectRecord(
                 bucket: bucket, key: key, size: source.size, etag: source.etag, timestamp: self.engine.makeTimestamp(),

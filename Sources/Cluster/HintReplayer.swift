@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Ring
 public import StorageEngine
@@ -11,12 +12,19 @@ public struct HintReplayer: Sendable {
     let view: ClusterView
     let transport: any ClusterTransport
     let timeout: Duration
+    /// Hints stored longer ago are dropped, never replayed (the garbage collector's grace period:
+    /// an older write could bring back a key whose tombstone was collected; see ``GarbageCollector``).
+    let expiry: Duration?
 
-    public init(engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, timeout: Duration = .seconds(30)) {
+    public init(
+        engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, timeout: Duration = .seconds(30),
+        expiry: Duration? = nil
+    ) {
         self.engine = engine
         self.view = view
         self.transport = transport
         self.timeout = timeout
+        self.expiry = expiry
     }
 
     /// One pass over up to `limit` hints. Returns how many were handed back.
@@ -24,6 +32,10 @@ public struct HintReplayer: Sendable {
     public func replay(limit: Int = 500) async throws -> Int {
         var handed = 0
         let members = self.view.layout.map { Set($0.nodes.map(\.id.rawValue)) }
+        if let expiry = self.expiry {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            try await self.engine.dropHints(createdBefore: now - GarbageCollector.milliseconds(expiry))
+        }
         for hint in try await self.engine.hints(limit: limit) {
             if let members, !members.contains(hint.owner) {
                 // The owner left the layout: it will never hold this data again, and the nodes that own

@@ -140,6 +140,18 @@ public struct ClusterRequestHandler: Sendable {
         case ClusterMethod.fetchRecords:
             return try await AntiEntropy.serveFetch(body, engine: self.engine)
 
+        case ClusterMethod.gcRefs:
+            return try await GarbageCollector.answerReferences(engine: self.engine, body: body)
+
+        case ClusterMethod.gcCheck:
+            return try await GarbageCollector.answerCheck(engine: self.engine, body: body)
+
+        case ClusterMethod.gcDrop:
+            return try await GarbageCollector.answerDrop(engine: self.engine, body: body)
+
+        case ClusterMethod.touchBlock:
+            return try await GarbageCollector.answerTouch(engine: self.engine, body: body)
+
         default:
             throw ClusterError("unknown cluster method '\(method)'")
         }

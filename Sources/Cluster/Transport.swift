@@ -42,4 +42,17 @@ public enum ClusterMethod {
     public static let partitionKeys = "ae.keys"
     /// `u32 n | version × n` → `u32 n | record × n`: the stored records of those keys.
     public static let fetchRecords = "ae.get"
+    /// `u64 seed | u32 bits (0: the answerer picks) | u8 positions` → a ``BloomFilter`` (its encoding,
+    /// which says its size) of every block the node's live object and part records and its hints
+    /// refer to (``GarbageCollector``).
+    public static let gcRefs = "gc.refs"
+    /// `u32 n | (table u8 | pk data | sk data | u64 timestamp) × n` → `u32 n | u8 × n`: 1 where the node
+    /// holds the key at that timestamp or later, or nothing for it (a tombstone may be collected).
+    public static let gcCheck = "gc.check"
+    /// `u8 mode | u64 cutoff ms | u32 n | hash[32] × n` → mode 0: `u32 n | u8 age × n` (0 absent, 1 older
+    /// than the cutoff and unpinned, 2 younger or pinned); mode 1: deletes the old, unpinned ones (a
+    /// sweep found them in no node's reference filter) → `u32 deleted | u64 bytes`.
+    public static let gcDrop = "gc.drop"
+    /// `hash[32]` → `u8 found`: refreshes the block file's modification time (a copy reuses it).
+    public static let touchBlock = "blk.touch"
 }

@@ -78,7 +78,9 @@ final class BlockStore: Sendable {
         // Pin first, then look: the collector checks pins under the same lock before it deletes,
         // so a file seen here cannot vanish before the commit.
         self.pin(hash)
-        if access(path, F_OK) == 0 {
+        // A block written again is in use again: its modification time is refreshed, since the
+        // cluster's collector deletes only unreferenced blocks older than its grace period.
+        if access(path, F_OK) == 0, Self.touchFile(path) {
             return (ref, false)
         }
         do {
@@ -212,6 +214,43 @@ final class BlockStore: Sendable {
             guard pinned[hash] == nil else { return false }
             let result = unlink(self.path(for: hash))
             return result == 0 || errno == ENOENT
+        }
+    }
+
+    /// Sets the modification time of `path` to now; false when the file does not exist.
+    static func touchFile(_ path: String) -> Bool {
+        utimensat(AT_FDCWD, path, nil, 0) == 0
+    }
+
+    /// Refreshes the modification time of a block file (under the pin lock, so that a collector's
+    /// check-and-delete cannot straddle it); false when this node has no such block.
+    func touch(_ hash: [UInt8]) -> Bool {
+        self.pinned.withLock { _ in Self.touchFile(self.path(for: hash)) }
+    }
+
+    /// Deletes the block file if it is not pinned and was last modified before `cutoffMilliseconds`
+    /// (checked under the pin lock, after any write or touch that refreshed it); returns the bytes
+    /// freed, or nil when the file was kept (or is gone).
+    func deleteIfUnpinned(_ hash: [UInt8], modifiedBefore cutoffMilliseconds: Int64) -> Int? {
+        self.pinned.withLock { pinned in
+            guard pinned[hash] == nil else { return nil }
+            let path = self.path(for: hash)
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            let modified = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+            guard modified < cutoffMilliseconds, unlink(path) == 0 else { return nil }
+            return Int(info.st_size)
+        }
+    }
+
+    /// Whether the block file is absent (0), present, unpinned and last modified before
+    /// `cutoffMilliseconds` (1), or present and pinned or younger (2).
+    func age(_ hash: [UInt8], modifiedBefore cutoffMilliseconds: Int64) -> UInt8 {
+        self.pinned.withLock { pinned in
+            var info = stat()
+            guard stat(self.path(for: hash), &info) == 0 else { return 0 }
+            let modified = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+            return pinned[hash] == nil && modified < cutoffMilliseconds ? 1 : 2
         }
     }
 

@@ -54,6 +54,12 @@ public struct ClusterSettings: Sendable {
     public var minFreeBytes: UInt64 = 256 << 20
     /// How often the data directory's free space and writability are checked.
     public var diskCheckInterval: Duration = .seconds(5)
+    /// Cluster-wide garbage collection: seconds between passes (zero disables it), how old garbage
+    /// must be before it goes, and when an unfinished multipart upload is aborted (see
+    /// `Cluster.GarbageCollector`).
+    public var gcInterval: Duration = .seconds(600)
+    public var gcGrace: Duration = .seconds(86_400)
+    public var uploadExpiry: Duration = .seconds(7 * 86_400)
 
     public init() {}
 
@@ -107,6 +113,8 @@ public final class ClusterNode: Sendable {
     /// The data directory's disk state (full, read-only) and what was announced of it.
     let disk: DiskMonitor
     let scrubber: Scrubber
+    /// Cluster-wide garbage collection (``GCService`` runs it).
+    let collector: Cluster.GarbageCollector
     /// Hints held at the last replay pass, for `/metrics`.
     let pendingHints = Mutex(0)
     /// The last state seen of each member, to log changes once.
@@ -135,12 +143,18 @@ public final class ClusterNode: Sendable {
         let local = ClusterRequestHandler(
             engine: engine, node: nodeID, diskState: { view.diskState(of: nodeID) }, layoutVersion: { view.table?.version ?? 0 })
         let transport = NodeTransport(view: view, client: self.rpcClient, local: local)
-        self.hints = HintReplayer(engine: engine, view: view, transport: transport)
+        self.hints = HintReplayer(
+            engine: engine, view: view, transport: transport, expiry: settings.gcInterval > .zero ? settings.gcGrace : nil)
         var repair = AntiEntropy.Settings()
         repair.bytesPerSecond = settings.repairBytesPerSecond
         self.antiEntropy = AntiEntropy(engine: engine, view: view, transport: transport, settings: repair)
         self.store = ClusterStore(engine: engine, replicator: Replicator(view: view, transport: transport, policy: settings.policy))
         self.scrubber = Scrubber(store: self.store)
+        var collection = Cluster.GarbageCollector.Configuration()
+        collection.interval = settings.gcInterval
+        collection.grace = settings.gcGrace
+        collection.uploadExpiry = settings.uploadExpiry
+        self.collector = Cluster.GarbageCollector(store: self.store, configuration: collection)
         self.rpcServer = RPCServer(
             configuration: RPCServerConfiguration(bindAddress: settings.rpcAddress, secret: settings.secret),
             digestHandler: { method, body, digest in
@@ -193,8 +207,8 @@ public final class ClusterNode: Sendable {
     /// listener stops last so that in-flight replication finishes).
     func services() -> [any Service] {
         [
-            self.rpcServer, LayoutService(node: self), HintService(node: self), RepairService(node: self), DiskService(node: self),
-            ScrubService(node: self), self.membership,
+            self.rpcServer, LayoutService(node: self), HintService(node: self), RepairService(node: self), GCService(node: self),
+            DiskService(node: self), ScrubService(node: self), self.membership,
         ]
     }
 
@@ -325,6 +339,7 @@ public final class ClusterNode: Sendable {
         }
         text += self.disk.prometheusMetrics(state: self.view.diskState(of: self.nodeID))
         text += self.scrubber.prometheusMetrics()
+        text += self.collector.prometheusMetrics()
         return text
     }
 
