@@ -47,12 +47,14 @@ counts as 0), the checker verifies:
    compared with the final state.
 3. Rebalancing. The nodes are started again, a node in a zone of its own is
    added to the layout, and once repair is complete the bytes the cluster
-   moved (cloud_rebalance_bytes_sent_total summed over nodes) and the new
-   node's block directory are compared with the ideal share: the block bytes
-   the old nodes stored / (nodes + 1) (with three nodes, N=3 and a new node
-   in a fourth zone, the new node should own 3/4 of the partitions, a
-   quarter of all replicas). Moved/ideal must be within 0.5-1.5 and the new
-   node must hold at least half its share.
+   moved and the new node's block directory are compared with the ideal
+   share: the block bytes the old nodes stored / (nodes + 1) (three nodes,
+   N=3, the new node in a fourth zone: it should own 3/4 of the partitions,
+   a quarter of all replicas). Moved = cloud_repair_bytes_total summed over
+   nodes (every transfer, pushes and pulls, counted once by the node that
+   made it); cloud_rebalance_bytes_sent_total (the part that old owners
+   handed over) is reported beside it. Moved/ideal must be within 0.5-1.5
+   and the new node must hold at least half its share.
 
 It prints a summary and exits 1 when a safety check failed (lost writes, bad
 reads, listings that disagree), 2 when only a repair check failed
@@ -89,9 +91,13 @@ ALL_FAULTS = ("kill", "pause", "partition", "corrupt", "layout")
 REPAIR_METRICS = ("cloud_hints_pending", "cloud_partitions_out_of_sync",
                   "cloud_rebalance_partitions_pending")
 REBALANCE_SENT = "cloud_rebalance_bytes_sent_total"
+# Every record and block that repair or a handover moved, counted once by
+# the node that started the transfer (pushes and pulls alike).
+REPAIR_BYTES = "cloud_repair_bytes_total"
+REPAIR_ROUNDS = "cloud_repair_rounds_total"
 INF = float("inf")
 # Clients of the checker's own reads (the load's clients are 0, 1, ...).
-FINAL, LONE, JOINED = -1, -2, -3
+FINAL, LONE, JOINED, SETUP = -1, -2, -3, -4
 
 
 @dataclasses.dataclass
@@ -101,6 +107,7 @@ class Options:
     duration: float = 120.0
     faults: tuple = ALL_FAULTS
     keys: int = 24
+    cold_keys: int = 4                # written once, then only read
     buckets: int = 3
     large_max: int = int(2.5 * MiB)   # largest value (several blocks)
     fault_hold: float = 8.0           # seconds a node stays killed/paused/out
@@ -220,9 +227,16 @@ class Workload:
         self.nodes = nodes            # the nodes clients talk to
         self.history = history
         self.run_tag = run_tag
-        self.buckets = [f"faults-{i}" for i in range(opts.buckets)]
-        self.keys = [(self.buckets[i % opts.buckets], f"k{i:03d}")
-                     for i in range(opts.keys)]
+        hot = [f"faults-{i}" for i in range(opts.buckets)]
+        # The hot keys are written, overwritten, read and deleted; the cold
+        # ones are written once before the faults and then only read, so a
+        # damaged copy of their blocks stays damaged unless repair fixes it.
+        self.hot = [(hot[i % opts.buckets], f"k{i:03d}")
+                    for i in range(opts.keys)]
+        self.cold = [("faults-cold", f"c{i:03d}")
+                     for i in range(opts.cold_keys)]
+        self.buckets = hot + (["faults-cold"] if self.cold else [])
+        self.keys = self.hot + self.cold
         self.stop = threading.Event()
         self.seeds = [rng.randrange(1 << 62) for _ in range(opts.clients)]
 
@@ -245,19 +259,21 @@ class Workload:
         while not self.stop.is_set():
             node = rng.choice(self.nodes)
             c = clients[node.name]
-            bucket, key = rng.choice(self.keys)
+            bucket, key = rng.choice(self.hot)
             r = rng.random()
             if r < 0.45:
                 self.put(c, index, node, bucket, key, rng)
-            elif r < 0.85:
+            elif r < 0.80:
                 self.get(c, index, node, bucket, key)
+            elif r < 0.85 and self.cold:
+                self.get(c, index, node, *rng.choice(self.cold))
             elif r < 0.95:
                 self.delete(c, index, node, bucket, key)
             else:
                 self.list(c, index, node, rng.choice(self.buckets))
 
-    def put(self, c, index, node, bucket, key, rng):
-        size = self.pick_size(rng)
+    def put(self, c, index, node, bucket, key, rng, size=None):
+        size = size or self.pick_size(rng)
         op = self.history.new(client=index, kind="put", bucket=bucket,
                               key=key, node=node.name)
         body = make_value(self.run_tag, op.id, size, rng)
@@ -566,7 +582,7 @@ class Suite:
         help_text = node_flags()
         self.extra = self.node_extra(help_text) + list(opts.node_args)
         self.result["node_flags"] = self.extra
-        self.repair_implemented = "--repair-interval" in help_text
+        self.result["repair_service"] = "--repair-interval" in help_text
         ak, sk = new_credentials()
         count = opts.nodes + 1  # the last one joins in check 3
         net_cls, reason = netns_support()
@@ -605,11 +621,25 @@ class Suite:
             "N": status["replication"], "W": status["writeQuorum"],
             "R": status["readQuorum"]}
         c = first.client()
-        for b in [f"faults-{i}" for i in range(opts.buckets)]:
+        self.workload = Workload(opts, self.nodes, self.history,
+                                 self.run_tag, self.rng)
+        for b in self.workload.buckets:
             c.create_bucket(Bucket=b)
+        for i, (b, key) in enumerate(self.workload.cold):
+            node = self.nodes[i % len(self.nodes)]
+            op = self.workload.put(node.client(), SETUP, node, b, key,
+                                   self.rng, size=BLOCK + BLOCK // 2)
+            if op.outcome != "ok":
+                raise RuntimeError(f"cold key {b}/{key}: {op.error}")
+        m = first.metrics()
+        self.result["services"] = {
+            "anti_entropy": REPAIR_ROUNDS in m,
+            "scrub": any(k.startswith("cloud_scrub_") for k in m),
+            "gc": any(k.startswith("cloud_gc_") for k in m)}
         self.log(f"cluster up: {opts.nodes} nodes "
                  f"({'network namespaces' if self.net else 'loopback'}), "
-                 f"layout {self.result['layout']}, node flags {self.extra}")
+                 f"layout {self.result['layout']}, node flags {self.extra}, "
+                 f"repair services {self.result['services']}")
 
     def teardown(self):
         for n in getattr(self, "all_nodes", []):
@@ -677,24 +707,29 @@ class Suite:
         self.note("partition healed")
         self.settle("partition", timeout=90)
 
-    def live_blocks(self):
-        """Blocks of the newest acknowledged value of each key."""
+    def live_blocks(self, cold):
+        """Blocks of the newest acknowledged value of each (cold) key."""
         newest = {}
+        cold_keys = set(self.workload.cold)
         for op in self.history.ops:
-            if op.kind == "put" and op.outcome == "ok" and op.blocks:
+            if (op.kind == "put" and op.outcome == "ok" and op.blocks
+                    and ((op.bucket, op.key) in cold_keys) == cold):
                 k = (op.bucket, op.key)
                 if k not in newest or newest[k].end < op.end:
                     newest[k] = op
         return [b for op in newest.values() for b in op.blocks]
 
     def pick_block_file(self, node):
-        candidates = [b for b in self.live_blocks()
-                      if b not in self.damaged_blocks]
-        self.rng.shuffle(candidates)
-        for b in candidates:
-            p = Path(node.data_dir) / "blocks" / b[:2] / b
-            if p.exists():
-                return p, "live"
+        # A block of a cold key first (it stays as damaged as it is unless
+        # repaired), then of the newest value of a hot key, then any.
+        for which in ("cold", "live"):
+            candidates = [b for b in self.live_blocks(which == "cold")
+                          if b not in self.damaged_blocks]
+            self.rng.shuffle(candidates)
+            for b in candidates:
+                p = Path(node.data_dir) / "blocks" / b[:2] / b
+                if p.exists():
+                    return p, which
         files = [p for p in block_files(node)
                  if p.name not in self.damaged_blocks]
         return (self.rng.choice(files), "any") if files else (None, None)
@@ -762,11 +797,10 @@ class Suite:
     # -- phases --------------------------------------------------------------
     def load_with_faults(self):
         opts = self.opts
-        work = Workload(opts, self.nodes, self.history, self.run_tag,
-                        self.rng)
-        self.workload = work
+        work = self.workload
         self.note(f"load: {opts.clients} clients, {opts.keys} keys in "
-                  f"{opts.buckets} buckets, {opts.duration:g}s; faults: "
+                  f"{opts.buckets} buckets (+ {opts.cold_keys} cold keys), "
+                  f"{opts.duration:g}s; faults: "
                   f"{', '.join(k for k in opts.faults if k not in self.skipped)}")
         with concurrent.futures.ThreadPoolExecutor(opts.clients) as pool:
             futures = [pool.submit(work.run_client, i)
@@ -781,8 +815,9 @@ class Suite:
         self.note(f"load stopped: {len(self.history.ops)} operations")
 
     def repair_state(self, nodes):
-        """({node: {metric: value}}, metrics missing somewhere)."""
-        state, missing = {}, set()
+        """({node: {metric: value}}, metrics missing somewhere, {node:
+        repair rounds finished or None})."""
+        state, missing, rounds = {}, set(), {}
         for n in nodes:
             m = n.metrics()
             state[n.name] = {}
@@ -792,28 +827,37 @@ class Suite:
                 else:
                     missing.add(name)
                     state[n.name][name] = 0.0
-        return state, missing
+            rounds[n.name] = m.get(REPAIR_ROUNDS)
+        return state, missing, rounds
 
     def wait_repaired(self, nodes, since, what):
-        """Seconds from `since` until every repair metric is 0 on every node
-        (two polls in a row), or None at the timeout."""
-        if self.repair_implemented:
-            # At least two repair rounds, so that they have compared.
-            time.sleep(2 * self.opts.repair_interval + 1)
+        """Seconds from `since` until repair is complete, or None at the
+        timeout. Complete: on every node every repair gauge is 0 and (when
+        the node counts them) two more repair rounds have finished than when
+        the wait began, so that a whole round ran after the faults; seen so
+        on two polls in a row."""
         deadline = time.monotonic() + self.opts.repair_timeout
+        base = None
         zero_polls = 0
         last, missing = None, set()
         while time.monotonic() < deadline:
             try:
-                last, missing = self.repair_state(nodes)
+                last, missing, rounds = self.repair_state(nodes)
             except OSError as e:
                 last, zero_polls = str(e), 0
                 time.sleep(1)
                 continue
-            if all(v == 0 for s in last.values() for v in s.values()):
+            if base is None:
+                base = rounds
+            rounds_done = all(rounds[n] is None or base[n] is None
+                              or rounds[n] >= base[n] + 2 for n in rounds)
+            if rounds_done and all(v == 0 for st in last.values()
+                                   for v in st.values()):
                 zero_polls += 1
                 if zero_polls >= 2:
                     took = time.monotonic() - since
+                    if any(v is None for v in rounds.values()):
+                        missing.add(REPAIR_ROUNDS)
                     self.note(f"{what}: repair complete after {took:.1f}s"
                               + (f" (metrics not exported, counted as 0: "
                                  f"{', '.join(sorted(missing))})"
@@ -821,7 +865,7 @@ class Suite:
                     return took, sorted(missing)
             else:
                 zero_polls = 0
-            time.sleep(1)
+            time.sleep(0.5)
         self.note(f"{what}: repair NOT complete after "
                   f"{self.opts.repair_timeout:g}s: {last}")
         return None, sorted(missing)
@@ -930,6 +974,7 @@ class Suite:
         live = sum(sizes)
         live_blocks = sum(size for size in sizes if size > INLINE_MAX)
         sent_before = self.sum_metric(self.nodes, REBALANCE_SENT)
+        repaired_before = self.sum_metric(self.nodes, REPAIR_BYTES)
         new = self.spare
         self.cluster.nodes = self.nodes + [new]
         t = time.monotonic()
@@ -944,43 +989,52 @@ class Suite:
         status = new.status()
         shares = {n["id"]: n["partitions"] for n in status["layout"]["nodes"]}
         sent_after = self.sum_metric(self.cluster.nodes, REBALANCE_SENT)
+        repaired_after = self.sum_metric(self.cluster.nodes, REPAIR_BYTES)
         new_bytes = dir_bytes(new)
-        # The ideal share of the new node: a 1/(nodes+1) of all replicas of
-        # the data the cluster keeps (the final values x N). The block
-        # directories also hold blocks nothing refers to any more (until
-        # garbage collection takes them), so the on-disk figure is shown
-        # beside it.
+        # The ideal: the new node takes 1/(nodes+1) of every byte the
+        # cluster stores (N=3, a fourth node in a zone of its own: 3/4 of
+        # the partitions, a quarter of all replicas), measured as the old
+        # nodes' block directories. Those also hold blocks nothing refers to
+        # any more until garbage collection deletes them; the share of the
+        # live data (the final values x N) is shown beside it.
         k = len(self.nodes) + 1
         n_rep = status["replication"]
-        ideal = live * n_rep / k
-        ideal_blocks = live_blocks * n_rep / k
-        disk_ideal = sum(stored.values()) / k
+        ideal = sum(stored.values()) / k
         out.update({
             "repair_seconds": took,
             "metrics_missing": missing,
-            "live_bytes": live,
-            "live_block_bytes": live_blocks,
-            "ideal_bytes": int(ideal),
             "stored_block_bytes_before": stored,
-            "disk_ideal_bytes": int(disk_ideal),
+            "ideal_bytes": int(ideal),
+            "live_bytes": live,
+            "live_ideal_bytes": int(live * n_rep / k),
             "new_node_partitions": shares.get(new.name),
             "partitions": status["layout"]["partitions"],
             "new_node_block_bytes": new_bytes,
-            "new_node_ratio": (round(new_bytes / ideal_blocks, 3)
-                               if ideal_blocks else None),
+            "new_node_ratio": round(new_bytes / ideal, 3) if ideal else None,
+            "new_node_live_ratio": (round(new_bytes / (live_blocks * n_rep
+                                                       / k), 3)
+                                    if live_blocks else None),
             "stored_block_bytes_after": {n.name: dir_bytes(n)
                                          for n in self.cluster.nodes},
         })
-        if sent_before is None or sent_after is None:
-            out["moved_bytes"] = None
-            out["moved_ratio"] = None
-            out["note"] = f"{REBALANCE_SENT} is not exported"
-        else:
-            moved = sent_after - sent_before
-            out["moved_bytes"] = int(moved)
-            out["moved_ratio"] = round(moved / ideal, 3) if ideal else None
-            out["moved_ratio_on_disk"] = (round(moved / disk_ideal, 3)
-                                          if disk_ideal else None)
+
+        def delta(after, before):
+            if after is None:
+                return None
+            return int(after - (before or 0))
+
+        out["handed_over_bytes"] = delta(sent_after, sent_before)
+        out["moved_bytes"] = delta(repaired_after, repaired_before)
+        for name, value in (("moved_ratio", out["moved_bytes"]),
+                            ("handed_over_ratio", out["handed_over_bytes"])):
+            out[name] = (round(value / ideal, 3)
+                         if value is not None and ideal else None)
+        notes = [f"{m} is not exported" for m, v in
+                 ((REBALANCE_SENT, sent_after), (REPAIR_BYTES,
+                                                 repaired_after))
+                 if v is None]
+        if notes:
+            out["note"] = "; ".join(notes)
         # Everything still reads right through the new node.
         reads, _ = self.read_all(new, JOINED)
         wrong = sum(1 for kk, want in reference.items()
@@ -988,11 +1042,11 @@ class Suite:
                     or ("absent" if reads[kk].absent else reads[kk].sha)
                     != want)
         out["reads_through_new_node_wrong"] = wrong
-        self.note(f"join: ideal {mib(ideal)} (live data x N / {k}; on "
-                  f"disk / {k}: {mib(disk_ideal)}), moved "
-                  f"{mib(out['moved_bytes'])} (ratio {out['moved_ratio']}),"
-                  f" new node's blocks {mib(new_bytes)} (ratio "
-                  f"{out['new_node_ratio']} of {mib(ideal_blocks)}), "
+        self.note(f"join: ideal {mib(ideal)} (stored blocks / {k}), moved "
+                  f"{mib(out['moved_bytes'])} (ratio {out['moved_ratio']};"
+                  f" handed over {mib(out['handed_over_bytes'])}, ratio "
+                  f"{out['handed_over_ratio']}), new node's blocks "
+                  f"{mib(new_bytes)} (ratio {out['new_node_ratio']}), "
                   f"{wrong} keys read wrong through it")
         return out
 
@@ -1104,7 +1158,7 @@ def verdict(r):
             repair.append("rebalancing did not complete")
         ratio = reb.get("moved_ratio")
         if ratio is None:
-            repair.append(f"no {REBALANCE_SENT} metric")
+            repair.append(f"no {REPAIR_BYTES} metric")
         elif not 0.5 <= ratio <= 1.5:
             repair.append(f"moved/ideal = {ratio} (outside 0.5-1.5)")
         if reb.get("new_node_ratio") is None or reb["new_node_ratio"] < 0.5:
@@ -1157,13 +1211,14 @@ def summary(r):
     reb = r.get("rebalance")
     if reb:
         lines.append(
-            f"join of a node: ideal {mib(reb['ideal_bytes'])} (live data "
-            f"{mib(reb['live_bytes'])} x N / (nodes + 1); on-disk blocks / "
-            f"(nodes + 1): {mib(reb['disk_ideal_bytes'])}); "
-            f"moved {mib(reb['moved_bytes'])} "
-            f"(ratio {reb['moved_ratio']}); new node block dir "
-            f"{reb['new_node_block_bytes'] / MiB:.1f} MiB (ratio "
-            f"{reb['new_node_ratio']}); partitions "
+            f"join of a node: ideal {mib(reb['ideal_bytes'])} (the old "
+            f"nodes' block directories / (nodes + 1)); moved "
+            f"{mib(reb['moved_bytes'])} (ratio {reb['moved_ratio']}; of "
+            f"which handed over by old owners {mib(reb['handed_over_bytes'])}"
+            f", ratio {reb['handed_over_ratio']}); new node's block dir "
+            f"{mib(reb['new_node_block_bytes'])} (ratio "
+            f"{reb['new_node_ratio']}; {reb['new_node_live_ratio']} of the "
+            f"live data's share {mib(reb['live_ideal_bytes'])}); partitions "
             f"{reb['new_node_partitions']}/{reb['partitions']}; rebalancing "
             + (f"{reb['repair_seconds']:.1f}s" if reb.get("repair_seconds")
                is not None else "not complete"))
@@ -1185,6 +1240,7 @@ def parse_args(argv):
                    help=f"comma-separated, of {', '.join(ALL_FAULTS)}")
     p.add_argument("--keys", type=int, default=d.keys)
     p.add_argument("--buckets", type=int, default=d.buckets)
+    p.add_argument("--cold-keys", type=int, default=d.cold_keys)
     p.add_argument("--large-max", type=float, default=d.large_max / MiB,
                    help="largest value, MiB")
     p.add_argument("--fault-hold", type=float, default=d.fault_hold)
@@ -1219,6 +1275,7 @@ def parse_args(argv):
         p.error("--nodes must be at least 3 (N=3)")
     return Options(nodes=a.nodes, clients=a.clients, duration=a.duration,
                    faults=faults, keys=a.keys, buckets=a.buckets,
+                   cold_keys=a.cold_keys,
                    large_max=int(a.large_max * MiB),
                    fault_hold=a.fault_hold, partition_hold=a.partition_hold,
                    fault_gap=a.fault_gap, warmup=a.warmup,
