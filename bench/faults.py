@@ -118,7 +118,11 @@ class Options:
     repair_interval: float = 2.0      # --repair-interval, when the node has it
     gc_grace: float = 30.0            # --gc-grace, when the node has it
     clock_margin: float = 0.005
-    request_timeout: float = 20.0
+    # Long enough for a coordinator to answer after its own deadlines, so
+    # that few ops end without an answer.
+    request_timeout: float = 60.0
+    settle: float = 5.0               # seconds between final read passes
+    final_passes: int = 5
     seed: int = None
     work_dir: str = None
     keep: bool = False
@@ -467,8 +471,9 @@ def check_history(ops, keys, buckets, final_views, margin):
                 unexplained.append((node_name, k, "unreadable",
                                     r and r.error))
                 continue
-            seen.setdefault("absent" if r.absent else r.sha,
-                            []).append(node_name)
+            # views named "node#pass" are compared within their pass
+            seen.setdefault(node_name.partition("#")[2], {}).setdefault(
+                "absent" if r.absent else r.sha, []).append(node_name)
             # the op that explains the final state
             if r.absent:
                 cands = [o for o in ops if o.kind == "delete"
@@ -494,9 +499,10 @@ def check_history(ops, keys, buckets, final_views, margin):
                 if y is not x and before(x, y):
                     (lost if y.kind == "put" else lost_deletes) \
                         .setdefault(y.id, set()).add(node_name)
-        if len(seen) > 1:
-            disagreements.append((k, {v[:12]: n for v, n in
-                                      seen.items()}))
+        for values in seen.values():
+            if len(values) > 1:
+                disagreements.append((k, {v[:12]: n for v, n in
+                                          values.items()}))
     # listings agree with reads, through every node
     listing_mismatches = []
     for node_name, (reads, listings) in final_views.items():
@@ -903,11 +909,45 @@ class Suite:
                              self.workload.buckets, final_views,
                              self.opts.clock_margin)
 
-    def final_state(self, final_views):
-        """{key: sha or 'absent'} as the first node read it."""
-        first = next(iter(final_views.values()))[0]
+    @staticmethod
+    def state_of(reads):
+        """{key: sha or 'absent' (None: unreadable)} of one node's reads."""
         return {k: ("absent" if r.absent else r.sha) if r.outcome == "ok"
-                else None for k, r in first.items()}
+                else None for k, r in reads.items()}
+
+    def final_reads(self):
+        """Every key and listing read through every node, in passes until
+        two passes in a row agree. (An op whose client gave up may still
+        land when its coordinator's own deadlines run out, and a write that
+        failed may have left copies that repair then spreads: the state
+        may still change after repair looked complete. Every pass is a
+        state after the faults, so check 1 covers all of them.) Returns
+        ({'node#pass': (reads, listings)}, the last pass's state)."""
+        views, previous, changed, settled = {}, None, set(), False
+        for attempt in range(1, self.opts.final_passes + 1):
+            this = {}
+            for n in self.nodes:
+                this[n.name] = self.read_all(n, FINAL)
+                views[f"{n.name}#{attempt}"] = this[n.name]
+            state = self.state_of(this[self.nodes[0].name][0])
+            if previous is not None:
+                diff = {k for k in state if state[k] != previous[k]}
+                if not diff:
+                    settled = True
+                    break
+                changed |= diff
+                self.note(f"final reads, pass {attempt}: {len(diff)} keys "
+                          f"changed since the previous pass: "
+                          f"{sorted(diff)[:5]}")
+            previous = state
+            time.sleep(self.opts.settle)
+            self.wait_repaired(self.nodes, time.monotonic(),
+                               f"before final pass {attempt + 1}")
+        self.result["final_passes"] = attempt
+        self.result["final_state_settled"] = settled
+        self.result["keys_changed_between_final_passes"] = sorted(
+            "/".join(k) for k in changed)
+        return views, state
 
     # -- check 2 -----------------------------------------------------------
     def check_replicas(self, reference):
@@ -1086,11 +1126,8 @@ class Suite:
                                                "after the faults")
             r["repair_seconds"] = took
             r["repair_metrics_missing"] = missing
-            views = {}
-            for n in self.nodes:
-                views[n.name] = self.read_all(n, FINAL)
+            views, reference = self.final_reads()
             r.update(self.check_history(views))
-            reference = self.final_state(views)
             r["final_keys_present"] = sum(
                 1 for v in reference.values() if v not in (None, "absent"))
             if "replicas" in opts.checks:
@@ -1148,6 +1185,9 @@ def verdict(r):
                       f"differently through different nodes")
     if r.get("repair_seconds") is None:
         repair.append("repair did not complete")
+    if r.get("final_state_settled") is False:
+        repair.append(f"the final state still changed after "
+                      f"{r['final_passes']} passes")
     rep = r.get("replicas")
     if rep and rep["divergent"]:
         repair.append(f"{rep['divergent']} key/listing reads through lone "
@@ -1193,6 +1233,11 @@ def summary(r):
         f"bad reads: {r.get('bad_reads')} (reads of definitely failed "
         f"writes {r.get('failed_writes_visible')}; stale reads during the "
         f"run, not counted as failures: {r.get('stale_reads_during_run')})",
+        f"final reads: {r.get('final_passes')} passes"
+        + (f", keys that changed between them (ops that landed late): "
+           f"{', '.join(r['keys_changed_between_final_passes'][:8])}"
+           if r.get("keys_changed_between_final_passes") else "")
+        + ("" if r.get("final_state_settled", True) else ", NOT settled"),
         f"listing/read mismatches at the end: "
         f"{r.get('listing_mismatch_count')}; keys read differently through "
         f"different nodes: {len(r.get('final_disagreements') or [])}",

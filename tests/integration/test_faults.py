@@ -107,6 +107,22 @@ def test_absent_without_a_delete_loses_every_acknowledged_write():
     assert out["lost_writes"] == 1 and out["lost_write_ids"] == [0]
 
 
+def test_nodes_must_agree_within_a_pass_of_final_reads():
+    w1 = op(0, "put", "k", 0.0, 1.0, sha="v1")
+    w2 = op(1, "put", "k", 0.5, 30.0, outcome="indet", answered=False,
+            sha="v2")
+    r1 = op(2, "get", "k", 10.0, 10.1, sha="v1", client=-1)
+    r2 = op(3, "get", "k", 20.0, 20.1, sha="v2", client=-1)
+    # The timed-out write landed between two passes: no disagreement.
+    views = {"n0#1": final(r1)["n0"], "n1#1": final(r1)["n0"],
+             "n0#2": final(r2)["n0"], "n1#2": final(r2)["n0"]}
+    out = check([w1, w2, r1, r2], views)
+    assert not out["final_disagreements"] and out["lost_writes"] == 0
+    # Within one pass, two nodes returning different values disagree.
+    views = {"n0#1": final(r1)["n0"], "n1#1": final(r2)["n0"]}
+    assert len(check([w1, w2, r1, r2], views)["final_disagreements"]) == 1
+
+
 def test_listings_must_agree_with_reads():
     w1 = op(0, "put", "k", 0.0, 1.0, sha="v1")
     r = op(1, "get", "k", 10.0, 10.1, sha="v1", client=-1)
@@ -129,7 +145,7 @@ def test_no_acknowledged_write_is_lost_under_faults(tmp_path):
     opts = faults.Options(
         nodes=3, clients=4, duration=30, keys=18, buckets=3,
         large_max=int(1.5 * faults.MiB), fault_hold=5, partition_hold=10,
-        fault_gap=2, warmup=3, repair_timeout=60, seed=None,
+        fault_gap=2, warmup=3, repair_timeout=60, settle=3, seed=None,
         work_dir=str(tmp_path / "faults"), out=str(tmp_path / "result.json"),
         history=str(tmp_path / "history.jsonl"))
     result, code, failed = faults.run_suite(opts)
