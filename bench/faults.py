@@ -591,7 +591,8 @@ class Suite:
         self.result["repair_service"] = "--repair-interval" in help_text
         ak, sk = new_credentials()
         count = opts.nodes + 1  # the last one joins in check 3
-        net_cls, reason = netns_support()
+        net_cls, reason = (netns_support() if "partition" in opts.faults
+                           else (None, None))
         if "partition" in opts.faults and net_cls is None:
             self.skipped["partition"] = reason
             self.log(f"SKIPPING the partition fault: {reason}")
