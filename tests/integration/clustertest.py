@@ -36,8 +36,10 @@ class ClusterNode:
     """One `cloud node` process of a test cluster."""
 
     def __init__(self, base, index, access_key, secret_key, host=None,
-                 extra=(), netns=None):
+                 extra=(), netns=None, zone=None):
         self.index = index
+        # Failure domain; by default three zones, by index mod 3.
+        self.zone = zone or f"zone{index % 3}"
         self.name = f"node{index}"
         self.host = host or f"127.0.0.{10 + index}"
         self.data_dir = Path(base) / self.name
@@ -74,7 +76,7 @@ class ClusterNode:
                "--s3-address", f"{self.host}:{self.port}",
                "--rpc-address", f"{self.host}:{self.rpc_port}",
                "--gossip-address", self.gossip,
-               "--node-id", self.name, "--zone", f"zone{self.index % 3}",
+               "--node-id", self.name, "--zone", self.zone,
                "--gossip-profile", "local", "--no-fsync"]
         if auto_layout:
             cmd.append("--auto-layout")
@@ -148,6 +150,26 @@ class ClusterNode:
 
     def client(self, **kwargs):
         return make_client(self, **kwargs)
+
+    def metrics(self, timeout=5):
+        """The node's `/metrics` as {sample name (with labels): value}."""
+        conn = http.client.HTTPConnection(self.host, self.port,
+                                          timeout=timeout)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+        return out
 
     def cli(self, *args, check=True, timeout=60):
         env = dict(os.environ)
