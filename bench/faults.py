@@ -95,6 +95,8 @@ REBALANCE_SENT = "cloud_rebalance_bytes_sent_total"
 # the node that started the transfer (pushes and pulls alike).
 REPAIR_BYTES = "cloud_repair_bytes_total"
 REPAIR_ROUNDS = "cloud_repair_rounds_total"
+SCRUB_PASSES = "cloud_scrub_passes_total"
+GC_RUNS = "cloud_gc_runs_total"
 INF = float("inf")
 # Clients of the checker's own reads (the load's clients are 0, 1, ...).
 FINAL, LONE, JOINED, SETUP = -1, -2, -3, -4
@@ -117,6 +119,8 @@ class Options:
     repair_timeout: float = 180.0
     repair_interval: float = 2.0      # --repair-interval, when the node has it
     gc_grace: float = 30.0            # --gc-grace, when the node has it
+    gc_interval: float = 5.0          # --gc-interval, when the node has it
+    scrub_interval: float = 2.0       # --scrub-interval, when the node has it
     clock_margin: float = 0.005
     # Long enough for a coordinator to answer after its own deadlines, so
     # that few ops end without an answer.
@@ -581,6 +585,10 @@ class Suite:
             extra += ["--repair-interval", f"{self.opts.repair_interval:g}"]
         if "--gc-grace" in help_text:
             extra += ["--gc-grace", f"{self.opts.gc_grace:g}"]
+        if "--gc-interval" in help_text:
+            extra += ["--gc-interval", f"{self.opts.gc_interval:g}"]
+        if "--scrub-interval" in help_text:
+            extra += ["--scrub-interval", f"{self.opts.scrub_interval:g}"]
         return extra
 
     def setup(self, base):
@@ -823,7 +831,8 @@ class Suite:
 
     def repair_state(self, nodes):
         """({node: {metric: value}}, metrics missing somewhere, {node:
-        repair rounds finished or None})."""
+        (repair rounds finished, scrub passes finished), each None when the
+        node does not count them})."""
         state, missing, rounds = {}, set(), {}
         for n in nodes:
             m = n.metrics()
@@ -834,15 +843,15 @@ class Suite:
                 else:
                     missing.add(name)
                     state[n.name][name] = 0.0
-            rounds[n.name] = m.get(REPAIR_ROUNDS)
+            rounds[n.name] = (m.get(REPAIR_ROUNDS), m.get(SCRUB_PASSES))
         return state, missing, rounds
 
     def wait_repaired(self, nodes, since, what):
         """Seconds from `since` until repair is complete, or None at the
         timeout. Complete: on every node every repair gauge is 0 and (when
-        the node counts them) two more repair rounds have finished than when
-        the wait began, so that a whole round ran after the faults; seen so
-        on two polls in a row."""
+        the node counts them) two more repair rounds and one more scrub pass
+        have finished than when the wait began, so that a whole round and a
+        whole pass ran after the faults; seen so on two polls in a row."""
         deadline = time.monotonic() + self.opts.repair_timeout
         base = None
         zero_polls = 0
@@ -856,14 +865,16 @@ class Suite:
                 continue
             if base is None:
                 base = rounds
-            rounds_done = all(rounds[n] is None or base[n] is None
-                              or rounds[n] >= base[n] + 2 for n in rounds)
+            rounds_done = all(
+                (now is None or before is None or now >= before + need)
+                for n in rounds
+                for now, before, need in zip(rounds[n], base.get(n, (None, None)), (2, 1)))
             if rounds_done and all(v == 0 for st in last.values()
                                    for v in st.values()):
                 zero_polls += 1
                 if zero_polls >= 2:
                     took = time.monotonic() - since
-                    if any(v is None for v in rounds.values()):
+                    if any(v[0] is None for v in rounds.values()):
                         missing.add(REPAIR_ROUNDS)
                     self.note(f"{what}: repair complete after {took:.1f}s"
                               + (f" (metrics not exported, counted as 0: "
@@ -1010,6 +1021,7 @@ class Suite:
         self.settle("restart of all nodes", timeout=90)
         took, _ = self.wait_repaired(self.nodes, time.monotonic(),
                                      "before the join")
+        self.wait_gc_quiet(self.nodes)
         stored = {n.name: dir_bytes(n) for n in self.nodes}
         sizes = [size for _, size in self.live_sizes(reference).values()]
         live = sum(sizes)
@@ -1090,6 +1102,34 @@ class Suite:
                   f"{mib(new_bytes)} (ratio {out['new_node_ratio']}), "
                   f"{wrong} keys read wrong through it")
         return out
+
+    def wait_gc_quiet(self, nodes, timeout=120):
+        """When the nodes collect garbage: until two more collection passes
+        on every node, without a sweep skipped, deleted nothing, so that the
+        bytes stored before the join are the live data's and not garbage the
+        collector takes away while the new node fills."""
+        runs, collected, skipped = (GC_RUNS, "cloud_gc_blocks_collected_total",
+                                    "cloud_gc_skipped_total")
+
+        def sample():
+            return {n.name: {k: n.metrics().get(k) for k in (runs, collected, skipped)}
+                    for n in nodes}
+
+        base = sample()
+        if any(v[runs] is None for v in base.values()):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            now = sample()
+            if not all(now[n][runs] >= base[n][runs] + 2 for n in now):
+                continue
+            if all(now[n][collected] == base[n][collected]
+                   and now[n][skipped] == base[n][skipped] for n in now):
+                self.note("garbage collection is quiet")
+                return
+            base = now
+        self.note(f"garbage collection still busy after {timeout}s")
 
     def live_sizes(self, reference):
         by_sha = {op.sha: op for op in self.history.ops if op.kind == "put"}
@@ -1297,6 +1337,8 @@ def parse_args(argv):
     p.add_argument("--repair-interval", type=float,
                    default=d.repair_interval)
     p.add_argument("--gc-grace", type=float, default=d.gc_grace)
+    p.add_argument("--gc-interval", type=float, default=d.gc_interval)
+    p.add_argument("--scrub-interval", type=float, default=d.scrub_interval)
     p.add_argument("--checks", default="replicas,rebalance",
                    help="after check 1: replicas, rebalance (or none)")
     p.add_argument("--node-args", default="",
@@ -1327,6 +1369,7 @@ def parse_args(argv):
                    fault_gap=a.fault_gap, warmup=a.warmup,
                    repair_timeout=a.repair_timeout,
                    repair_interval=a.repair_interval, gc_grace=a.gc_grace,
+                   gc_interval=a.gc_interval, scrub_interval=a.scrub_interval,
                    checks=checks, node_args=tuple(a.node_args.split()),
                    seed=a.seed, work_dir=a.work_dir,
                    keep=a.keep, out=a.out, history=a.history)
