@@ -1,6 +1,8 @@
 import ArgumentParser
+import ControlPlane
 import Foundation
 import Logging
+import ServiceLifecycle
 import StorageEngine
 import StorageNode
 
@@ -62,7 +64,8 @@ struct NodeOptions: ParsableArguments {
         return logger
     }
 
-    func runNode() async throws {
+    /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
+    func runNode(extraServices: (NodeConfiguration, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
         let logger = try self.makeLogger()
         let configuration = try self.makeConfiguration()
         let node: StorageNode
@@ -87,8 +90,9 @@ struct NodeOptions: ParsableArguments {
             metadata["gossip"] = "\(settings.gossipAddress)"
             metadata["quorum"] = "\(settings.policy)"
         }
+        let extra = try await extraServices(configuration, logger)
         logger.notice("storage node starting", metadata: metadata)
-        try await node.run()
+        try await node.run(extraServices: extra)
         logger.notice("storage node stopped")
     }
 }
@@ -96,13 +100,26 @@ struct NodeOptions: ParsableArguments {
 /// `cloud dev`: everything on one host with embedded state.
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the platform on this host for development: a single storage node with embedded state."
+        abstract: "Run the platform on this host for development: a storage node and the control plane, with embedded state."
     )
 
     @OptionGroup var options: NodeOptions
 
+    @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
+    var apiAddress: String = "127.0.0.1:8080"
+
     func run() async throws {
-        try await self.options.runNode()
+        let apiAddress = self.apiAddress
+        try await self.options.runNode { node, logger in
+            var configuration = ControlPlaneConfiguration()
+            configuration.apiAddress = apiAddress
+            configuration.databasePath = node.dataDirectory + "/control.sqlite"
+            do {
+                return try await ControlServer(configuration: configuration, logger: logger).services()
+            } catch let error as ControlPlaneError {
+                throw ValidationError(error.description)
+            }
+        }
     }
 }
 
