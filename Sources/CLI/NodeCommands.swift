@@ -1,6 +1,9 @@
 import ArgumentParser
 import ControlPlane
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Logging
 import ServiceLifecycle
 import StorageEngine
@@ -114,10 +117,35 @@ struct Dev: AsyncParsableCommand {
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
             configuration.databasePath = node.dataDirectory + "/control.sqlite"
+            configuration.api.readinessChecks = [Self.storageCheck(s3Address: node.s3Address)]
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()
             } catch let error as ControlPlaneError {
                 throw ValidationError(error.description)
+            }
+        }
+    }
+
+    /// Readiness of the storage node beside the control plane: its own `/health/ready`.
+    static func storageCheck(s3Address: String) -> ReadinessCheck {
+        var address = s3Address
+        if address.hasPrefix("0.0.0.0:") { address = "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
+        if address.hasPrefix("[::]:") { address = "[::1]:" + address.dropFirst("[::]:".count) }
+        if address.hasPrefix(":") { address = "127.0.0.1" + address }
+        let target = address
+        let url = URL(string: "http://\(target)/health/ready")
+        return ReadinessCheck(name: "storage") {
+            guard let url else { return "bad S3 address \(s3Address)" }
+            var request = URLRequest(url: url)
+            request.timeoutInterval = 2
+            do {
+                let (data, response) = try await URLSession.shared.data(for: request)
+                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                if status == 200 { return nil }
+                let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                return "the storage node is not ready (\(status) \(text))"
+            } catch {
+                return "the storage node does not answer at \(target)"
             }
         }
     }

@@ -14,8 +14,23 @@ public struct ControlAPIConfiguration: Sendable {
     public var maximumRotationGrace: Int64 = 30 * 86_400
     /// Request bodies larger than this are refused with 413. The API's bodies are small JSON.
     public var maximumBodyBytes: Int = 64 * 1024
+    /// What `/health/ready` checks besides the database (`cloud dev` adds the storage node).
+    public var readinessChecks: [ReadinessCheck] = []
 
     public init() {}
+}
+
+/// A dependency `/health/ready` checks.
+public struct ReadinessCheck: Sendable {
+    /// Shown in the answer (`storage`).
+    public var name: String
+    /// Nil when the dependency answers, else why not.
+    public var check: @Sendable () async -> String?
+
+    public init(name: String, check: @escaping @Sendable () async -> String?) {
+        self.name = name
+        self.check = check
+    }
 }
 
 /// The control plane's REST API without sockets: requests in, responses out.
@@ -128,12 +143,20 @@ public final class ControlAPI: Sendable {
     // MARK: - Health
 
     func ready() async throws -> APIResponse {
+        var checks: [(String, JSONValue)] = []
         do {
             try await self.store.ping()
+            checks.append(("database", .string("ok")))
         } catch {
             return .error(APIError(status: 503, code: "not_ready", message: "the database does not answer: \(error)"))
         }
-        return .json(200, .object([("status", .string("ready"))]))
+        for dependency in self.configuration.readinessChecks {
+            if let problem = await dependency.check() {
+                return .error(APIError(status: 503, code: "not_ready", message: "\(dependency.name): \(problem)"))
+            }
+            checks.append((dependency.name, .string("ok")))
+        }
+        return .json(200, .object([("status", .string("ready")), ("checks", .object(checks))]))
     }
 
     // MARK: - Identity

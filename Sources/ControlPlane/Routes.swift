@@ -92,7 +92,7 @@ extension ControlAPI {
             handler: { api, _ in .json(200, .object([("status", .string("live"))])) }),
         Route(
             method: "GET", path: "/health/ready", operationID: "healthReady",
-            summary: "The database answers (503 with the reason when it does not).",
+            summary: "The database and the storage node answer (503 with the reason when one does not).",
             access: .anonymous, body: nil, success: 200, responseSchema: "Health",
             handler: { api, _ in try await api.ready() }),
         Route(

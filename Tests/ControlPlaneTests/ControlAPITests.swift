@@ -11,12 +11,21 @@ final class TestClock: Sendable {
     func advance(_ seconds: Int64) { self.value.withLock { $0 += seconds } }
 }
 
+/// A flag shared with a closure.
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { self.value.withLock { $0 } }
+    func set() { self.value.withLock { $0 = true } }
+}
+
 /// A control plane on a fresh SQLite file, driven through ``ControlAPI/handle(_:)``.
 struct Harness {
     let directory: String
     let store: SQLiteControlStore
     let api: ControlAPI
     let clock = TestClock()
+    /// Makes the readiness check of the (pretend) storage node fail.
+    let storageDown = Flag()
 
     init() async throws {
         self.directory = NSTemporaryDirectory() + "control-test-" + UUID().uuidString
@@ -28,6 +37,8 @@ struct Harness {
         var configuration = ControlAPIConfiguration()
         configuration.passwordHashing = .test
         configuration.lockout.maximumFailures = 3
+        let storageDown = self.storageDown
+        configuration.readinessChecks = [ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil }]
         let clock = self.clock
         self.api = ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
     }
@@ -81,6 +92,19 @@ func errorCode(_ body: JSONValue?) -> String? {
         // The password is stored hashed.
         let user = try #require(try await h.store.user(email: "ada@example.com"))
         #expect(user.passwordHash.hasPrefix("$scrypt$"))
+    }
+
+    @Test func readiness() async throws {
+        let h = try await Harness()
+        defer { h.cleanUp() }
+        let (ready, body, _) = await h.call("GET", "/health/ready")
+        #expect(ready == 200)
+        #expect(body?["checks"]?["storage"] == .string("ok"))
+        h.storageDown.set()
+        let (notReady, reason, _) = await h.call("GET", "/health/ready")
+        #expect(notReady == 503)
+        #expect(errorCode(reason) == "not_ready")
+        #expect(await h.call("GET", "/health/live").0 == 200)
     }
 
     @Test func badRequestsAreClientErrors() async throws {
