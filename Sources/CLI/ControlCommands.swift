@@ -8,6 +8,14 @@ import Foundation
 import FoundationNetworking
 #endif
 
+/// A failure of a client command, printed as `Error: <description>` (without the usage text that
+/// ArgumentParser adds to validation errors: the arguments were fine).
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+
+    init(_ description: String) { self.description = description }
+}
+
 /// The CLI's settings file: `$CLOUD_CONFIG`, else `$XDG_CONFIG_HOME/cloud/config`, else
 /// `$HOME/.config/cloud/config`. INI-style, one `[default]` profile for now, mode 0600.
 struct ClientConfig {
@@ -42,13 +50,13 @@ struct ClientConfig {
         for key in self.values.keys.sorted() { text += "\(key) = \(self.values[key]!)\n" }
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ValidationError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw CLIError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
         fchmod(fd, 0o600)
         let written = text.withCString { write(fd, $0, strlen($0)) }
         fsync(fd)
         close(fd)
         guard written == text.utf8.count, rename(temporary, path) == 0 else {
-            throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw CLIError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
     }
 }
@@ -75,13 +83,13 @@ struct APIClientOptions: ParsableArguments {
     func apiKey() throws -> String {
         if let key = ProcessInfo.processInfo.environment["CLOUD_API_KEY"], !key.isEmpty { return key }
         if let key = ClientConfig.load().values["api_key"], !key.isEmpty { return key }
-        throw ValidationError("not logged in: run `cloud auth login --email you@example.com` (or set CLOUD_API_KEY)")
+        throw CLIError("not logged in: run `cloud auth login --email you@example.com` (or set CLOUD_API_KEY)")
     }
 
     /// Sends a request; returns the parsed JSON answer (nil for 204). Errors become messages.
     @discardableResult
     func call(_ method: String, _ path: String, body: JSONValue? = nil, authenticated: Bool = true) async throws -> JSONValue? {
-        guard let url = URL(string: self.baseURL + path) else { throw ValidationError("--api-url must be a URL such as http://127.0.0.1:8080") }
+        guard let url = URL(string: self.baseURL + path) else { throw CLIError("--api-url must be a URL such as http://127.0.0.1:8080") }
         var request = URLRequest(url: url)
         request.httpMethod = method
         request.timeoutInterval = 30
@@ -95,7 +103,7 @@ struct APIClientOptions: ParsableArguments {
         do {
             (data, response) = try await URLSession.shared.data(for: request)
         } catch {
-            throw ValidationError("cannot reach the control plane at \(self.baseURL): \(error.localizedDescription) (is `cloud dev` running? see --api-url)")
+            throw CLIError("cannot reach the control plane at \(self.baseURL): \(error.localizedDescription) (is `cloud dev` running? see --api-url)")
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         let json = data.isEmpty ? nil : JSONValue.parse(Array(data))
@@ -103,9 +111,9 @@ struct APIClientOptions: ParsableArguments {
             if case .string(let message) = json?["error"]?["message"], case .string(let code) = json?["error"]?["code"] {
                 var hint = ""
                 if status == 401 && authenticated { hint = " (log in again with `cloud auth login`)" }
-                throw ValidationError("\(message) [\(status) \(code)]\(hint)")
+                throw CLIError("\(message) [\(status) \(code)]\(hint)")
             }
-            throw ValidationError("the control plane answered \(status)")
+            throw CLIError("the control plane answered \(status)")
         }
         return json
     }
@@ -136,15 +144,15 @@ struct APIClientOptions: ParsableArguments {
 /// Reads a password: one line of stdin with `--password-stdin`, else from the terminal without echo.
 func readPassword(fromStdin: Bool, confirm: Bool) throws -> String {
     if fromStdin {
-        guard let line = readLine(strippingNewline: true), !line.isEmpty else { throw ValidationError("no password on stdin") }
+        guard let line = readLine(strippingNewline: true), !line.isEmpty else { throw CLIError("no password on stdin") }
         return line
     }
-    guard isatty(0) == 1 else { throw ValidationError("stdin is not a terminal: pass the password with --password-stdin") }
-    guard let first = getpass("Password: ") else { throw ValidationError("cannot read the password") }
+    guard isatty(0) == 1 else { throw CLIError("stdin is not a terminal: pass the password with --password-stdin") }
+    guard let first = getpass("Password: ") else { throw CLIError("cannot read the password") }
     let password = String(cString: first)
     if confirm {
         guard let second = getpass("Repeat the password: "), String(cString: second) == password else {
-            throw ValidationError("the passwords differ")
+            throw CLIError("the passwords differ")
         }
     }
     return password
@@ -191,7 +199,7 @@ struct Auth: AsyncParsableCommand {
             var body: [(String, JSONValue)] = [("email", .string(self.email)), ("password", .string(password)), ("key_name", .string("cli"))]
             if let tenant = self.tenant { body.append(("tenant_id", .string(tenant))) }
             let answer = try await self.client.call("POST", "/auth/login", body: .object(body), authenticated: false)
-            guard case .string(let key) = answer?["api_key"] else { throw ValidationError("the control plane returned no key") }
+            guard case .string(let key) = answer?["api_key"] else { throw CLIError("the control plane returned no key") }
             var config = ClientConfig.load()
             config.values["api_key"] = key
             config.values["api_url"] = self.client.baseURL
@@ -389,7 +397,7 @@ struct Roles: AsyncParsableCommand {
             guard case .array(let items) = answer?["bindings"],
                 let binding = items.first(where: { $0["user"] == .string(self.user.lowercased()) && $0["role"] == .string(self.role) }),
                 case .string(let id) = binding["id"]
-            else { throw ValidationError("\(self.user) does not have the role \(self.role) in this tenant") }
+            else { throw CLIError("\(self.user) does not have the role \(self.role) in this tenant") }
             try await self.client.call("DELETE", "/rbac/bindings/\(id)")
             print("Unbound \(self.user) from \(self.role).")
         }
