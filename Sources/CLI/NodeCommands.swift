@@ -111,6 +111,16 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
     var apiAddress: String = "127.0.0.1:8080"
 
+    func validate() throws {
+        var configuration = ControlPlaneConfiguration()
+        configuration.apiAddress = self.apiAddress
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     func run() async throws {
         let apiAddress = self.apiAddress
         try await self.options.runNode { node, logger in

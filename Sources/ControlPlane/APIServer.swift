@@ -1,5 +1,6 @@
 import Foundation
 import Hashing
+import HostAddress
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -23,19 +24,16 @@ final class APIServer: Service, Sendable {
         self.logger = logger
     }
 
+    private typealias Listener = NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+
     func run() async throws {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: self.host, port: self.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
-                    try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
-                }
-            }
+        let server: Listener
+        do {
+            server = try await self.bind()
+        } catch {
+            throw ControlPlaneError(
+                "the control API cannot listen on \(HostPort.join(host: self.host, port: self.port)) (--api-address): \(error)")
+        }
         self.logger.notice(
             "control API listening",
             metadata: ["address": "\(server.channel.localAddress?.description ?? "\(self.host):\(self.port)")"])
@@ -57,6 +55,21 @@ final class APIServer: Service, Sendable {
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
         }
+    }
+
+    private func bind() async throws -> Listener {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: self.host, port: self.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
+                    try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                }
+            }
     }
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: IdleTracker) async {

@@ -12,6 +12,14 @@ public struct ControlPlaneConfiguration: Sendable {
     public var api = ControlAPIConfiguration()
 
     public init() {}
+
+    /// Checks the settings a person typed.
+    /// - Throws: ``ControlPlaneError`` naming the first bad one.
+    public func validate() throws(ControlPlaneError) {
+        guard HostPort.split(self.apiAddress) != nil else {
+            throw ControlPlaneError("--api-address '\(self.apiAddress)' is not host:port")
+        }
+    }
 }
 
 /// A failure to start the control plane, with a message for the operator.
@@ -35,9 +43,7 @@ public struct ControlServer: Sendable {
     /// Opens the database and applies pending migrations.
     /// - Throws: ``ControlPlaneError`` when the address is malformed or the database cannot be opened.
     public init(configuration: ControlPlaneConfiguration, logger: Logger) async throws {
-        guard HostPort.split(configuration.apiAddress) != nil else {
-            throw ControlPlaneError("--api-address '\(configuration.apiAddress)' is not host:port")
-        }
+        try configuration.validate()
         self.configuration = configuration
         self.logger = logger
         do {
