@@ -292,6 +292,10 @@ public final class ControlAPI: Sendable {
     func replaceKey(_ context: RouteContext, rotate: Bool) async throws -> APIResponse {
         let caller = try context.authenticated
         let old = try await self.ownKey(context, caller: caller)
+        if let replacement = old.replacedBy {
+            // A rotated key in its grace period: its successor is the one to rotate.
+            throw APIError.conflict("key_replaced", "the key \(old.id) was already replaced by \(replacement); rotate or regenerate that one")
+        }
         let now = self.now()
         var grace: Int64 = 0
         if rotate {

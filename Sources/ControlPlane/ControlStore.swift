@@ -163,6 +163,7 @@ public protocol ControlStore: Sendable {
     func keys(ofUser userID: String, now: Int64) async throws -> [APIKeyRecord]
     /// Inserts `newKey` and retires `oldID`: it expires at `expiresAt` (rotate), or is revoked at
     /// `revokedAt` (regenerate), and records the replacement.
+    /// - Throws: ``ControlStoreError/notFound(_:)`` when the old key is revoked or already replaced.
     func replaceKey(oldID: String, expiresAt: Int64?, revokedAt: Int64?, newKey: APIKeyRecord) async throws
     /// Marks a key revoked.
     func revokeKey(id: String, at: Int64) async throws

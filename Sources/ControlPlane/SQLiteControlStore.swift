@@ -190,9 +190,9 @@ public final class SQLiteControlStore: ControlStore {
                 try db.query(
                     """
                     UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END,
-                    revoked_at = $3, replaced_by = $4 WHERE id = $1 AND revoked_at IS NULL
+                    revoked_at = $3, replaced_by = $4 WHERE id = $1 AND revoked_at IS NULL AND replaced_by IS NULL
                     """, [.text(oldID), SQLValue(expiresAt), SQLValue(revokedAt), .text(newKey.id)])
-                if db.changes == 0 { throw ControlStoreError.notFound("no active key \(oldID)") }
+                if db.changes == 0 { throw ControlStoreError.notFound("no active, unreplaced key \(oldID)") }
             }
         }
     }

@@ -147,6 +147,10 @@ func errorCode(_ body: JSONValue?) -> String? {
         guard case .string(let newKey) = try #require(body?["api_key"]) else { return }
         #expect(await h.call("GET", "/auth/me", key: key).0 == 200)
         #expect(await h.call("GET", "/auth/me", key: newKey).0 == 200)
+        // The old key, in its grace period, cannot be rotated again: its successor can.
+        let (again, againBody, _) = await h.call("POST", "/auth/keys/\(id)/regenerate", key: key)
+        #expect(again == 409)
+        #expect(errorCode(againBody) == "key_replaced")
         h.clock.advance(61)
         #expect(await h.call("GET", "/auth/me", key: key).0 == 401)
         #expect(await h.call("GET", "/auth/me", key: newKey).0 == 200)
