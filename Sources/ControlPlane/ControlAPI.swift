@@ -361,6 +361,9 @@ public final class ControlAPI: Sendable {
         guard Self.isValidRoleName(name) else {
             throw APIError.invalidRequest("\"name\" must be 1 to 63 lowercase letters, digits, - or _, starting with a letter or digit")
         }
+        if BuiltinRole(rawValue: name) != nil {
+            throw APIError.conflict("builtin_role", "\(name) is a built-in role, which cannot be redefined; choose another name")
+        }
         let permissions = try self.parsePermissions(context.body.strings("permissions") ?? [])
         try self.checkGrantable(permissions, by: caller)
         let role = RoleRecord(

@@ -220,6 +220,10 @@ func errorCode(_ body: JSONValue?) -> String? {
         #expect(await h.call("POST", "/rbac/roles", key: admin, body: create).0 == 409)
         #expect(await h.call("POST", "/rbac/roles", key: admin, body: #"{"name": "x", "permissions": ["nope"]}"#).0 == 400)
         #expect(await h.call("DELETE", "/rbac/roles/admin", key: admin).0 == 409)
+        let (redefined, redefinedBody, _) = await h.call(
+            "POST", "/rbac/roles", key: admin, body: #"{"name": "developer", "permissions": ["bucket:*"]}"#)
+        #expect(redefined == 409)
+        #expect(errorCode(redefinedBody) == "builtin_role")
         // Bob's own tenant does not see Ada's role.
         #expect(await h.call("GET", "/rbac/roles/ops", key: bob).0 == 404)
         #expect(await h.call("GET", "/rbac/roles/ops", key: viewer).0 == 200)
