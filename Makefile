@@ -13,7 +13,8 @@ build:
 release:
 	$(SWIFT) build -c release
 
-# Build (release) and start `cloud dev` in the foreground: S3 on 127.0.0.1:9000, state in ./cloud-data.
+# Build (release) and start `cloud dev` in the foreground: S3 on 127.0.0.1:9000, the control API on
+# 127.0.0.1:8080, state in ./cloud-data.
 run: deps release
 	.build/release/cloud dev --data-dir $(DATA_DIR)
 

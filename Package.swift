@@ -128,10 +128,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The control plane: identity, API keys, tenants, RBAC, the REST API and its persistence.
+        .target(
+            name: "ControlPlane",
+            dependencies: [
+                "Hashing", "HostAddress", "COpenSSL", "CSQLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "SigV4", "Hashing", "Gossip", "Replication",
+                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -166,6 +179,7 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Hashing"], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

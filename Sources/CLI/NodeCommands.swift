@@ -1,6 +1,11 @@
 import ArgumentParser
+import ControlPlane
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Logging
+import ServiceLifecycle
 import StorageEngine
 import StorageNode
 
@@ -62,7 +67,8 @@ struct NodeOptions: ParsableArguments {
         return logger
     }
 
-    func runNode() async throws {
+    /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
+    func runNode(extraServices: (NodeConfiguration, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
         let logger = try self.makeLogger()
         let configuration = try self.makeConfiguration()
         let node: StorageNode
@@ -87,8 +93,9 @@ struct NodeOptions: ParsableArguments {
             metadata["gossip"] = "\(settings.gossipAddress)"
             metadata["quorum"] = "\(settings.policy)"
         }
+        let extra = try await extraServices(configuration, logger)
         logger.notice("storage node starting", metadata: metadata)
-        try await node.run()
+        try await node.run(extraServices: extra)
         logger.notice("storage node stopped")
     }
 }
@@ -96,13 +103,61 @@ struct NodeOptions: ParsableArguments {
 /// `cloud dev`: everything on one host with embedded state.
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the platform on this host for development: a single storage node with embedded state."
+        abstract: "Run the platform on this host for development: a storage node and the control plane, with embedded state."
     )
 
     @OptionGroup var options: NodeOptions
 
+    @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
+    var apiAddress: String = "127.0.0.1:8080"
+
+    func validate() throws {
+        var configuration = ControlPlaneConfiguration()
+        configuration.apiAddress = self.apiAddress
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     func run() async throws {
-        try await self.options.runNode()
+        let apiAddress = self.apiAddress
+        try await self.options.runNode { node, logger in
+            var configuration = ControlPlaneConfiguration()
+            configuration.apiAddress = apiAddress
+            configuration.databasePath = node.dataDirectory + "/control.sqlite"
+            configuration.api.readinessChecks = [Self.storageCheck(s3Address: node.s3Address)]
+            do {
+                return try await ControlServer(configuration: configuration, logger: logger).services()
+            } catch let error as ControlPlaneError {
+                throw ValidationError(error.description)
+            }
+        }
+    }
+
+    /// Readiness of the storage node beside the control plane: its own `/health/ready`.
+    static func storageCheck(s3Address: String) -> ReadinessCheck {
+        var address = s3Address
+        if address.hasPrefix("0.0.0.0:") { address = "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
+        if address.hasPrefix("[::]:") { address = "[::1]:" + address.dropFirst("[::]:".count) }
+        if address.hasPrefix(":") { address = "127.0.0.1" + address }
+        let target = address
+        let url = URL(string: "http://\(target)/health/ready")
+        return ReadinessCheck(name: "storage") {
+            guard let url else { return "bad S3 address \(s3Address)" }
+            var request = URLRequest(url: url)
+            request.timeoutInterval = 2
+            do {
+                let (data, response) = try await URLSession.shared.data(for: request)
+                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                if status == 200 { return nil }
+                let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                return "the storage node is not ready (\(status) \(text))"
+            } catch {
+                return "the storage node does not answer at \(target)"
+            }
+        }
     }
 }
 

@@ -191,10 +191,11 @@ public struct StorageNode: Sendable {
     }
 
     /// Runs the node until SIGTERM or SIGINT, then shuts down gracefully.
-    public func run() async throws {
+    /// - Parameter extraServices: More services for the same group (`cloud dev` adds the control plane).
+    public func run(extraServices: [any Service] = []) async throws {
         try await self.engine.start()
         var configuration = ServiceGroupConfiguration(
-            services: try self.services().map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            services: (try self.services() + extraServices).map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: self.logger
         )

@@ -129,9 +129,13 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # `cloud dev` also serves the control plane; keep it off the shared default port.
+        if getattr(self, "api_port", None) is None:
+            self.api_port = free_port()
         self.starts += 1
         cmd = [CLOUD_BIN, "dev", "--data-dir", str(self.data_dir),
-               "--s3-address", f"127.0.0.1:{self.port}"]
+               "--s3-address", f"127.0.0.1:{self.port}",
+               "--api-address", f"127.0.0.1:{self.api_port}"]
         if self.domain:
             cmd += ["--domain", self.domain]
         env = dict(os.environ)

@@ -1,0 +1,207 @@
+import Foundation
+import Hashing
+import HostAddress
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The control plane's HTTP/1.1 listener: reads a request and its body (bounded), lets
+/// ``ControlAPI`` answer, and writes the response with `X-Request-Id`. Keep-alive; an idle
+/// connection closes after a minute, and at once on graceful shutdown.
+final class APIServer: Service, Sendable {
+    private let host: String
+    private let port: Int
+    private let api: ControlAPI
+    private let logger: Logger
+
+    init(host: String, port: Int, api: ControlAPI, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.api = api
+        self.logger = logger
+    }
+
+    private typealias Listener = NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+
+    func run() async throws {
+        let server: Listener
+        do {
+            server = try await self.bind()
+        } catch {
+            throw ControlPlaneError(
+                "the control API cannot listen on \(HostPort.join(host: self.host, port: self.port)) (--api-address): \(error)")
+        }
+        self.logger.notice(
+            "control API listening",
+            metadata: ["address": "\(server.channel.localAddress?.description ?? "\(self.host):\(self.port)")"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask {
+                            let state = IdleTracker(channel: connection.channel)
+                            await withGracefulShutdownHandler {
+                                await self.serve(connection, state: state)
+                            } onGracefulShutdown: {
+                                state.shutDown()
+                            }
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+
+    private func bind() async throws -> Listener {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: self.host, port: self.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
+                    try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: IdleTracker) async {
+        let client = connection.channel.remoteAddress?.ipAddress ?? "unknown"
+        let limit = self.api.configuration.maximumBodyBytes
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var iterator = inbound.makeAsyncIterator()
+                while state.becomeIdle(), let part = try await iterator.next() {
+                    state.becomeBusy()
+                    guard case .head(let head) = part else { return }
+                    let start = ContinuousClock.now
+                    var body: [UInt8] = []
+                    var tooLarge = head.headers.first(name: "content-length").flatMap { Int($0) }.map { $0 > limit } ?? false
+                    if !tooLarge && head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .continue)))
+                    }
+                    var ended = false
+                    reading: while !tooLarge, let next = try await iterator.next() {
+                        switch next {
+                        case .body(let buffer):
+                            if body.count + buffer.readableBytes > limit {
+                                tooLarge = true
+                                break reading
+                            }
+                            body.append(contentsOf: buffer.readableBytesView)
+                        case .end:
+                            ended = true
+                            break reading
+                        case .head:
+                            return
+                        }
+                    }
+                    if !tooLarge && !ended { return }
+
+                    let requestID = Self.requestID(from: head.headers.first(name: "x-request-id"))
+                    let response: APIResponse
+                    let operation: String
+                    if tooLarge {
+                        response = .error(.payloadTooLarge)
+                        operation = "unknown"
+                    } else {
+                        let request = APIRequest(
+                            method: head.method.rawValue, target: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                            body: body, requestID: requestID, clientAddress: client)
+                        let result = await self.api.handle(request)
+                        response = result.0
+                        operation = result.operation
+                    }
+                    let keepAlive = head.isKeepAlive && !tooLarge
+
+                    var headers = HTTPHeaders()
+                    for (name, value) in response.headers { headers.add(name: name, value: value) }
+                    headers.add(name: "X-Request-Id", value: requestID)
+                    headers.add(name: "Content-Length", value: String(response.body.count))
+                    headers.add(name: "Cache-Control", value: "no-store")
+                    headers.add(name: "Server", value: "TheCloud")
+                    if !keepAlive { headers.add(name: "Connection", value: "close") }
+                    let responseHead = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+                    if head.method == .HEAD || response.body.isEmpty {
+                        try await outbound.write(contentsOf: [.head(responseHead), .end(nil)])
+                    } else {
+                        try await outbound.write(contentsOf: [.head(responseHead), .body(.byteBuffer(ByteBuffer(bytes: response.body))), .end(nil)])
+                    }
+                    let elapsed = ContinuousClock.now - start
+                    let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
+                    self.logger.info(
+                        "request",
+                        metadata: [
+                            "request-id": "\(requestID)", "method": "\(head.method.rawValue)", "operation": "\(operation)",
+                            "status": "\(response.status)", "ms": "\((milliseconds * 10).rounded() / 10)",
+                        ])
+                    if !keepAlive { return }
+                }
+            }
+        } catch {
+            self.logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The client's request id when it is a sensible token (≤ 64 of `[A-Za-z0-9._-]`), else a new one.
+    static func requestID(from header: String?) -> String {
+        if let header, !header.isEmpty, header.utf8.count <= 64,
+            header.unicodeScalars.allSatisfy({ $0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || $0 == "-" || $0 == "_" || $0 == "." })
+        {
+            return header
+        }
+        return "req_" + Hex.encode(SecureRandom.bytes(8))
+    }
+}
+
+/// Closes a connection on which nothing was read for too long.
+private final class CloseWhenIdle: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+/// Whether a connection is between requests, so that graceful shutdown closes idle connections at
+/// once and busy ones after their response.
+private final class IdleTracker: Sendable {
+    private struct State {
+        var idle = true
+        var shuttingDown = false
+    }
+
+    private let state = Mutex(State())
+    private let channel: any Channel
+
+    init(channel: any Channel) { self.channel = channel }
+
+    func becomeIdle() -> Bool {
+        self.state.withLock { state in
+            state.idle = true
+            return !state.shuttingDown
+        }
+    }
+
+    func becomeBusy() { self.state.withLock { $0.idle = false } }
+
+    func shutDown() {
+        let closeNow = self.state.withLock { state in
+            state.shuttingDown = true
+            return state.idle
+        }
+        if closeNow { self.channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,65 @@
+import HostAddress
+public import Logging
+public import ServiceLifecycle
+
+/// Settings of the control plane.
+public struct ControlPlaneConfiguration: Sendable {
+    /// Where the REST API listens, `host:port`.
+    public var apiAddress: String = "127.0.0.1:8080"
+    /// The SQLite file holding all control-plane state.
+    public var databasePath: String = "./cloud-data/control.sqlite"
+    /// API behaviour (password cost, lockout, key grace, body size).
+    public var api = ControlAPIConfiguration()
+
+    public init() {}
+
+    /// Checks the settings a person typed.
+    /// - Throws: ``ControlPlaneError`` naming the first bad one.
+    public func validate() throws(ControlPlaneError) {
+        guard HostPort.split(self.apiAddress) != nil else {
+            throw ControlPlaneError("--api-address '\(self.apiAddress)' is not host:port")
+        }
+    }
+}
+
+/// A failure to start the control plane, with a message for the operator.
+public struct ControlPlaneError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
+/// The control plane: identity, API keys, tenants and RBAC behind a REST API.
+///
+/// Terms: a *user* logs in with email and password and gets *API keys*; each key acts in one
+/// *tenant* (project), where the user's *role bindings* decide what the key may do. Every route
+/// declares the permission it needs in ``ControlAPI``'s route table.
+public struct ControlServer: Sendable {
+    public let configuration: ControlPlaneConfiguration
+    public let store: any ControlStore
+    public let api: ControlAPI
+    let logger: Logger
+
+    /// Opens the database and applies pending migrations.
+    /// - Throws: ``ControlPlaneError`` when the address is malformed or the database cannot be opened.
+    public init(configuration: ControlPlaneConfiguration, logger: Logger) async throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        do {
+            let store = try SQLiteControlStore(path: configuration.databasePath)
+            let applied = try await store.migrate()
+            if applied > 0 { logger.info("control-plane database migrated", metadata: ["migrations": "\(applied)"]) }
+            self.store = store
+        } catch {
+            throw ControlPlaneError("cannot open the control-plane database \(configuration.databasePath): \(error)")
+        }
+        self.api = ControlAPI(store: self.store, configuration: configuration.api, logger: logger)
+    }
+
+    /// The long-running services (the API listener), for the process's ServiceGroup.
+    public func services() -> [any Service] {
+        let (host, port) = HostPort.split(self.configuration.apiAddress)!
+        return [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+    }
+}

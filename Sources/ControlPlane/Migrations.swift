@@ -1,0 +1,113 @@
+import Foundation
+
+/// The control plane's schema, as numbered migrations applied in order and recorded in
+/// `schema_migrations`.
+///
+/// The SQL is the subset SQLite and PostgreSQL both accept: `TEXT`, `BIGINT` and `INTEGER`
+/// columns, times as unix seconds in `BIGINT`, ids as `TEXT`, booleans as `INTEGER` 0/1, no
+/// autoincrement, no vendor functions. Queries use `$1…$n` placeholders for the same reason.
+/// Append new migrations; never edit one that shipped.
+public enum Migrations {
+    /// One migration.
+    public struct Migration: Sendable {
+        public var version: Int
+        public var name: String
+        /// Statements separated by `;` at the end of a line.
+        public var sql: String
+
+        /// The statements one by one (PostgreSQL's extended protocol takes one at a time).
+        public var statements: [String] {
+            self.sql.components(separatedBy: ";\n").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+        }
+    }
+
+    /// Creates the bookkeeping table.
+    public static let bootstrap = """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL
+        )
+        """
+
+    public static let all: [Migration] = [
+        Migration(version: 1, name: "identity, tenants and RBAC", sql: """
+            CREATE TABLE users (
+                id TEXT PRIMARY KEY,
+                email TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE tenants (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                personal_user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE memberships (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, user_id)
+            );
+            CREATE INDEX memberships_user ON memberships (user_id);
+            CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                key_hash TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                revoked_at BIGINT,
+                replaced_by TEXT
+            );
+            CREATE INDEX api_keys_user ON api_keys (user_id);
+            CREATE TABLE roles (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT REFERENCES tenants(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                description TEXT NOT NULL,
+                permissions TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE UNIQUE INDEX roles_tenant_name ON roles (tenant_id, name);
+            CREATE TABLE role_bindings (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                role_id TEXT NOT NULL REFERENCES roles(id),
+                created_at BIGINT NOT NULL,
+                UNIQUE (tenant_id, user_id, role_id)
+            );
+            CREATE INDEX role_bindings_user ON role_bindings (user_id, tenant_id);
+            CREATE TABLE password_reset_tokens (
+                token_hash TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                used_at BIGINT
+            );
+            CREATE INDEX password_reset_tokens_user ON password_reset_tokens (user_id);
+            CREATE TABLE login_attempts (
+                email TEXT NOT NULL,
+                client_address TEXT NOT NULL,
+                succeeded INTEGER NOT NULL,
+                attempted_at BIGINT NOT NULL
+            );
+            CREATE INDEX login_attempts_email ON login_attempts (email, attempted_at);
+            INSERT INTO roles (id, tenant_id, name, description, permissions, created_at) VALUES
+                ('builtin-admin', NULL, 'admin', '\(BuiltinRole.admin.description)', '\(Self.encode(BuiltinRole.admin.permissions))', 0),
+                ('builtin-developer', NULL, 'developer', '\(BuiltinRole.developer.description)', '\(Self.encode(BuiltinRole.developer.permissions))', 0),
+                ('builtin-viewer', NULL, 'viewer', '\(BuiltinRole.viewer.description)', '\(Self.encode(BuiltinRole.viewer.permissions))', 0);
+            """),
+    ]
+
+    /// Permissions as stored in `roles.permissions`: comma-separated.
+    static func encode(_ permissions: [Permission]) -> String { permissions.map(\.description).joined(separator: ",") }
+
+    static func decode(_ text: String) -> [Permission] {
+        text.split(separator: ",").compactMap { Permission(String($0)) }
+    }
+}

@@ -1,0 +1,158 @@
+/// The OpenAPI 3.1 document, generated from the route table (``ControlAPI/routes``) so the two
+/// cannot disagree. Each operation carries its permission as `x-permission`.
+enum OpenAPI {
+    static let document: JSONValue = Self.build()
+
+    private static func build() -> JSONValue {
+        var paths: [(String, JSONValue)] = []
+        for route in ControlAPI.routes {
+            let operation = Self.operation(route)
+            if let index = paths.firstIndex(where: { $0.0 == route.path }), case .object(var members) = paths[index].1 {
+                members.append((route.method.lowercased(), operation))
+                paths[index].1 = .object(members)
+            } else {
+                paths.append((route.path, .object([(route.method.lowercased(), operation)])))
+            }
+        }
+        return .object([
+            ("openapi", .string("3.1.0")),
+            (
+                "info",
+                .object([
+                    ("title", .string("The Cloud control plane")), ("version", .string("0.1.0")),
+                    ("description", .string("Identity, API keys and RBAC. Errors are {\"error\": {\"code\", \"message\"}}.")),
+                ])
+            ),
+            ("paths", .object(paths)),
+            (
+                "components",
+                .object([
+                    (
+                        "securitySchemes",
+                        .object([("apiKey", .object([("type", .string("apiKey")), ("in", .string("header")), ("name", .string("X-API-Key"))]))])
+                    ),
+                    ("schemas", .object(Self.schemas)),
+                ])
+            ),
+        ])
+    }
+
+    private static func ref(_ name: String) -> JSONValue { .object([("$ref", .string("#/components/schemas/\(name)"))]) }
+
+    private static func content(_ schema: JSONValue) -> JSONValue {
+        .object([("application/json", .object([("schema", schema)]))])
+    }
+
+    private static func operation(_ route: Route) -> JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("operationId", .string(route.operationID)), ("summary", .string(route.summary)),
+            ("x-permission", .string(route.access.description)),
+            ("security", route.access == .anonymous ? .array([]) : .array([.object([("apiKey", .array([]))])])),
+        ]
+        let parameters: [JSONValue] = route.segments.filter { $0.hasPrefix("{") }.map { segment in
+            .object([
+                ("name", .string(String(segment.dropFirst().dropLast()))), ("in", .string("path")), ("required", .bool(true)),
+                ("schema", .object([("type", .string("string"))])),
+            ])
+        }
+        if !parameters.isEmpty { members.append(("parameters", .array(parameters))) }
+        if let body = route.body {
+            members.append(("requestBody", .object([("required", .bool(body.fields.contains(where: \.required))), ("content", Self.content(Self.schema(body)))])))
+        }
+        let success: JSONValue =
+            if let name = route.responseSchema {
+                .object([("description", .string("Success.")), ("content", Self.content(Self.ref(name)))])
+            } else if route.success == 204 {
+                .object([("description", .string("Done; no body."))])
+            } else {
+                .object([("description", .string("Success.")), ("content", Self.content(.object([("type", .string("object"))])))])
+            }
+        var responses: [(String, JSONValue)] = [(String(route.success), success)]
+        responses.append(("default", .object([("description", .string("An error.")), ("content", Self.content(Self.ref("Error")))])))
+        members.append(("responses", .object(responses)))
+        return .object(members)
+    }
+
+    private static func schema(_ body: BodySchema) -> JSONValue {
+        let properties: [(String, JSONValue)] = body.fields.map { field -> (String, JSONValue) in
+            var members: [(String, JSONValue)] = []
+            switch field.type {
+            case .string: members = [("type", .string("string")), ("maxLength", .int(Int64(field.maxLength)))]
+            case .integer: members = [("type", .string("integer"))]
+            case .boolean: members = [("type", .string("boolean"))]
+            case .stringArray: members = [("type", .string("array")), ("items", .object([("type", .string("string"))]))]
+            }
+            members.append(("description", .string(field.description)))
+            return (field.name, .object(members))
+        }
+        return .object([
+            ("type", .string("object")), ("additionalProperties", .bool(false)),
+            ("required", .array(body.fields.filter(\.required).map { .string($0.name) })),
+            ("properties", .object(properties)),
+        ])
+    }
+
+    private static func object(_ properties: [(String, String)], required: [String]? = nil) -> JSONValue {
+        .object([
+            ("type", .string("object")),
+            ("required", .array((required ?? properties.map(\.0)).map { .string($0) })),
+            (
+                "properties",
+                .object(
+                    properties.map { pair -> (String, JSONValue) in
+                        let (name, type) = pair
+                        if type.hasPrefix("#") { return (name, Self.ref(String(type.dropFirst()))) }
+                        if type.hasPrefix("[]#") {
+                            return (name, .object([("type", .string("array")), ("items", Self.ref(String(type.dropFirst(3))))]))
+                        }
+                        if type == "[]string" { return (name, .object([("type", .string("array")), ("items", .object([("type", .string("string"))]))])) }
+                        if type == "string?" { return (name, .object([("type", .array([.string("string"), .string("null")]))])) }
+                        return (name, .object([("type", .string(type))]))
+                    })
+            ),
+        ])
+    }
+
+    private static let schemas: [(String, JSONValue)] = [
+        (
+            "Error",
+            .object([
+                ("type", .string("object")), ("required", .array([.string("error")])),
+                ("properties", .object([("error", Self.object([("code", "string"), ("message", "string")]))])),
+            ])
+        ),
+        ("Health", Self.object([("status", "string")])),
+        ("User", Self.object([("id", "string"), ("email", "string"), ("name", "string"), ("created_at", "string")])),
+        ("Tenant", Self.object([("id", "string"), ("name", "string"), ("personal", "boolean"), ("created_at", "string")])),
+        (
+            "Key",
+            Self.object(
+                [
+                    ("id", "string"), ("name", "string"), ("prefix", "string"), ("tenant_id", "string"), ("created_at", "string"),
+                    ("expires_at", "string?"), ("revoked_at", "string"), ("replaced_by", "string"), ("current", "boolean"),
+                ], required: ["id", "name", "prefix", "tenant_id", "created_at", "expires_at"])
+        ),
+        (
+            "NewKey",
+            Self.object(
+                [("api_key", "string"), ("key", "#Key"), ("previous", "#Key"), ("user", "#User"), ("tenant", "#Tenant")],
+                required: ["api_key", "key"])
+        ),
+        ("KeyList", Self.object([("keys", "[]#Key")])),
+        ("Registration", Self.object([("user", "#User"), ("tenant", "#Tenant")])),
+        (
+            "Me",
+            Self.object([
+                ("user", "#User"), ("tenant", "#Tenant"), ("roles", "[]string"), ("permissions", "[]string"), ("tenants", "[]#Tenant"),
+                ("key", "#Key"),
+            ])
+        ),
+        (
+            "Role",
+            Self.object([("id", "string"), ("name", "string"), ("description", "string"), ("permissions", "[]string"), ("builtin", "boolean")])
+        ),
+        ("RoleList", Self.object([("roles", "[]#Role")])),
+        ("Binding", Self.object([("id", "string"), ("user_id", "string"), ("user", "string"), ("role", "string"), ("created_at", "string")])),
+        ("BindingList", Self.object([("bindings", "[]#Binding")])),
+    ]
+}

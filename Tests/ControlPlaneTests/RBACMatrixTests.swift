@@ -1,0 +1,44 @@
+import ControlPlane
+import Foundation
+import Testing
+
+/// Every route that names a permission, called by a user holding only one built-in role: refused
+/// with 403 exactly when the role does not grant the permission. Routes are taken from the route
+/// table the server dispatches from (the same one /openapi.json is generated from).
+@Suite struct RBACMatrixTests {
+    @Test func everyRouteWithEveryBuiltinRole() async throws {
+        let h = try await Harness()
+        defer { h.cleanUp() }
+        let owner = try await h.user("owner@example.com")
+        let (_, me, _) = await h.call("GET", "/auth/me", key: owner)
+        guard case .string(let tenant) = try #require(me?["tenant"]?["id"]) else { return }
+
+        var keys: [BuiltinRole: String] = [.admin: owner]
+        for role in [BuiltinRole.developer, .viewer] {
+            let email = "\(role.rawValue)@example.com"
+            _ = try await h.user(email)
+            #expect(await h.call("POST", "/rbac/bindings", key: owner, body: #"{"user": "\#(email)", "role": "\#(role.rawValue)"}"#).0 == 201)
+            let (status, login, _) = await h.call(
+                "POST", "/auth/login", body: #"{"email": "\#(email)", "password": "a long enough secret", "tenant_id": "\#(tenant)"}"#)
+            #expect(status == 200)
+            guard case .string(let key) = try #require(login?["api_key"]) else { return }
+            keys[role] = key
+        }
+
+        var checked = 0
+        for route in ControlAPI.routeTable {
+            guard case .permission(let required) = route.access else { continue }
+            for role in BuiltinRole.allCases {
+                let path = route.path.replacingOccurrences(of: "{id}", with: "no-such-id")
+                    .replacingOccurrences(of: "{name}", with: "no-such-role")
+                let (status, _, _) = await h.call(route.method, path, key: keys[role])
+                let allowed = Permission.allows(role.permissions, required)
+                #expect((status == 403) == !allowed, "\(role) \(route.method) \(route.path) → \(status)")
+                #expect(status != 401 && status < 500, "\(role) \(route.method) \(route.path) → \(status)")
+                checked += 1
+            }
+        }
+        // 8 permission routes (5 for roles, 3 for bindings) times 3 roles.
+        #expect(checked == 8 * 3)
+    }
+}
