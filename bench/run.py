@@ -504,7 +504,10 @@ class OursTarget(Target):
     def command(self):
         data = os.path.join(self.workdir, "data")
         os.makedirs(data, exist_ok=True)
-        cmd = [self.args.cloud_bin, "dev", "--data-dir", data, "--s3-address", f"127.0.0.1:{self.port}"]
+        # The control plane's API gets a free port too, so that a run never collides with a
+        # `cloud dev` already on 8080.
+        cmd = [self.args.cloud_bin, "dev", "--data-dir", data, "--s3-address", f"127.0.0.1:{self.port}",
+               "--api-address", f"127.0.0.1:{free_port()}"]
         cmd += shlex.split(self.args.ours_args)
         env = {"CLOUD_ROOT_ACCESS_KEY": self.access_key, "CLOUD_ROOT_SECRET_KEY": self.secret_key}
         return cmd, env
