@@ -247,24 +247,40 @@ public final class Replicator: Sendable {
     /// then from any other reachable member; the bytes are verified against the block's SHA-256.
     /// - Parameter skippingLocal: the caller already tried this node's own copy.
     public func readBlock(_ ref: BlockRef, skippingLocal: Bool = false) async throws -> ByteBuffer {
-        var candidates = (try? self.owners(ofHash: ref.hash, quorum: 1, operation: "read")) ?? []
+        let owners = (try? self.owners(ofHash: ref.hash, quorum: 1, operation: "read")) ?? []
+        var candidates = owners
         if let index = candidates.firstIndex(of: self.view.localID), index > 0 {
             candidates.swapAt(0, index)
         }
         candidates = candidates.filter { self.view.isReachable($0) && !(skippingLocal && $0 == self.view.localID) }
         for peer in self.view.reachablePeers where !candidates.contains(peer) && peer != self.view.localID { candidates.append(peer) }
+        // Last, owners that gossip does not show reachable: right after a partition heals or a node
+        // restarts, gossip can lag behind the network, and a short try costs little.
+        let unreachableOwners = owners.filter { !self.view.isReachable($0) && $0 != self.view.localID }
         var body = ByteBuffer()
         body.writeBytes(ref.hash)
         body.writeInteger(UInt32(ref.size))
-        for node in candidates {
-            guard var reply = try? await self.transport.call(node, method: ClusterMethod.getBlock, body: body, timeout: self.timeouts.block),
-                reply.readInteger(as: UInt8.self) == 1
-            else { continue }
-            let intact = (ref.size == BlockRef.unknownSize || reply.readableBytes == ref.size)
-                && reply.withUnsafeReadableBytes { Digests.sha256($0) } == ref.hash
-            if intact { return reply }
+        // Whether a copy may exist that could not be read: an owner that failed or could not be asked.
+        var unavailable = false
+        for (node, timeout) in candidates.map({ ($0, self.timeouts.block) }) + unreachableOwners.map({ ($0, self.timeouts.preferred * 2) }) {
+            let reply: ByteBuffer
+            do {
+                reply = try await self.transport.call(node, method: ClusterMethod.getBlock, body: body, timeout: timeout)
+            } catch {
+                if owners.contains(node) { unavailable = true }
+                continue
+            }
+            var answer = reply
+            guard answer.readInteger(as: UInt8.self) == 1 else { continue }
+            let intact = (ref.size == BlockRef.unknownSize || answer.readableBytes == ref.size)
+                && answer.withUnsafeReadableBytes { Digests.sha256($0) } == ref.hash
+            if intact { return answer }
         }
-        throw StorageError(.missingBlock, "no reachable node holds an intact copy of a block of this object")
+        if unavailable {
+            throw StorageError(
+                .quorumUnavailable, "a node that holds a block of this object did not answer; try again when it is back")
+        }
+        throw StorageError(.missingBlock, "no node holds an intact copy of a block of this object")
     }
 
     // MARK: Quorum machinery
