@@ -57,11 +57,14 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // One SQLite connection wrapper (prepared-statement cache, `?` and `$n` parameters), shared by
+        // the storage engine's metadata and the control plane's store.
+        .target(name: "SQLite", dependencies: ["CSQLite"], swiftSettings: strictSettings),
         // The local storage engine: content-addressed blocks on disk, metadata in SQLite (WAL).
         .target(
             name: "StorageEngine",
             dependencies: [
-                "Hashing", "CSQLite", "CZstd", "CLZ4",
+                "Hashing", "SQLite", "CZstd", "CLZ4",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -132,7 +135,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "COpenSSL", "CSQLite",
+                "Hashing", "HostAddress", "COpenSSL", "SQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -167,7 +170,7 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "StorageEngineTests",
-            dependencies: ["StorageEngine", "TestSupport", "Hashing"],
+            dependencies: ["StorageEngine", "TestSupport", "Hashing", "SQLite"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 public import NIOPosix
+import SQLite
 import Synchronization
 
 /// ``ControlStore`` on an embedded SQLite file (WAL), the default for `cloud dev`.

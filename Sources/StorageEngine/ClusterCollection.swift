@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SQLite
 
 /// A block file of this node's store, as the cluster's collector sees it.
 public struct BlockFile: Sendable, Hashable {

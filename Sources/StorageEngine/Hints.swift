@@ -1,3 +1,5 @@
+import SQLite
+
 /// A write this node holds for a replica that was unreachable when it was made (hinted handoff):
 /// replayed to `owner` once it is reachable again, and dropped only after the owner stored it.
 public struct Hint: Sendable, Equatable {

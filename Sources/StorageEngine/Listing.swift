@@ -1,5 +1,6 @@
 import Foundation
 import Hashing
+import SQLite
 
 /// Key listing with prefix, delimiter roll-up and pagination, in UTF-8 byte order (as S3 orders keys).
 enum Listing {

@@ -1,5 +1,6 @@
 import Foundation
 import Hashing
+import SQLite
 
 /// The SQL of the engine's operations, each run inside a transaction that the caller opened.
 enum MetadataQueries {

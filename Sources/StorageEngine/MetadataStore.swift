@@ -1,5 +1,5 @@
-import CSQLite
 import NIOPosix
+import SQLite
 import Synchronization
 
 /// The node's metadata database: SQLite in WAL mode, one writer connection with group commit and a

@@ -3,6 +3,7 @@ import Glibc
 #endif
 public import Hashing
 public import NIOCore
+import SQLite
 
 /// The 32-bit partition hash of a key as the ring reads it: the first four bytes of its SHA-256,
 /// big-endian. A partition of a ring with 2^p partitions is a contiguous range of these values, so a

@@ -1,5 +1,6 @@
 public import Hashing
 public import NIOCore
+import SQLite
 
 /// One versioned record as a clustered node keeps it: a table, a partition key (which decides the
 /// replicas), a sort key (the order within the partition key), a hybrid timestamp, a tombstone flag

@@ -2,6 +2,7 @@ public import Foundation
 public import Hashing
 public import NIOCore
 import NIOPosix
+import SQLite
 import Synchronization
 
 /// The local storage engine of one node: content-addressed blocks on disk and metadata records in

@@ -1,5 +1,6 @@
 import Foundation
 import Hashing
+import SQLite
 import TestSupport
 import Testing
 

@@ -7,26 +7,40 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
     /// SQLite's message for the failure.
     public var message: String
 
+    public init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { "SQLite error \(self.code): \(self.message)" }
+
+    /// A UNIQUE or PRIMARY KEY constraint failed.
+    public var isConstraintViolation: Bool { self.code & 0xff == SQLITE_CONSTRAINT }
 }
 
-/// A value bound to, or read from, a statement column.
-enum SQLValue {
+/// A value bound to a statement parameter.
+public enum SQLValue: Sendable {
     case null
     case integer(Int64)
     case text(String)
     case blob([UInt8])
+
+    public init(_ value: String?) { self = value.map { .text($0) } ?? .null }
+    public init(_ value: Int64?) { self = value.map { .integer($0) } ?? .null }
 }
 
-/// One SQLite connection. Not thread-safe: one owner at a time (the store hands connections to one
-/// thread-pool job at a time).
-final class SQLiteConnection: @unchecked Sendable {
-    // @unchecked: opened with SQLITE_OPEN_NOMUTEX and used by one thread at a time; MetadataStore hands
-    // a connection to exactly one job (the single writer drain, or one checked-out reader).
+/// One SQLite connection, shared by the storage engine's metadata and the control plane's store.
+///
+/// Statements take their parameters either positionally (`?`) or as PostgreSQL-style `$1`, `$2`, …
+/// (bound by name, so the same SQL text runs on PostgreSQL); prepared statements are cached.
+/// Not thread-safe: one owner at a time.
+public final class SQLiteConnection: @unchecked Sendable {
+    // @unchecked: opened with SQLITE_OPEN_NOMUTEX and used by one thread at a time; each store hands a
+    // connection to exactly one job at a time (a writer drain, a checked-out reader, or under a Mutex).
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
 
-    init(path: String, readOnly: Bool = false) throws(SQLiteError) {
+    public init(path: String, readOnly: Bool = false) throws(SQLiteError) {
         var db: OpaquePointer?
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
@@ -46,7 +60,7 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     /// Runs one or more statements that return no rows.
-    func execute(_ sql: String) throws(SQLiteError) {
+    public func execute(_ sql: String) throws(SQLiteError) {
         var errorMessage: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(self.handle, sql, nil, nil, &errorMessage)
         if rc != SQLITE_OK {
@@ -57,14 +71,17 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     /// Runs a statement with bound parameters, calling `row` for each result row.
-    func query(_ sql: String, _ parameters: [SQLValue] = [], row: (SQLiteRow) throws -> Void = { _ in }) throws {
+    public func query(_ sql: String, _ parameters: [SQLValue] = [], row: (SQLiteRow) throws -> Void = { _ in }) throws {
         let statement = try self.prepare(sql)
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
+        let named = sqlite3_bind_parameter_name(statement, 1).map { $0.pointee == UInt8(ascii: "$") } ?? false
         for (index, parameter) in parameters.enumerated() {
-            let position = Int32(index + 1)
+            let position = named ? sqlite3_bind_parameter_index(statement, "$\(index + 1)") : Int32(index + 1)
+            // A `$n` the statement does not use is skipped.
+            guard position > 0 else { continue }
             let rc: Int32
             switch parameter {
             case .null: rc = sqlite3_bind_null(statement, position)
@@ -87,7 +104,20 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     /// The number of rows the last statement changed.
-    var changes: Int { Int(sqlite3_changes(self.handle)) }
+    public var changes: Int { Int(sqlite3_changes(self.handle)) }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try self.execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try self.execute("COMMIT")
+            return result
+        } catch {
+            try? self.execute("ROLLBACK")
+            throw error
+        }
+    }
 
     private func prepare(_ sql: String) throws(SQLiteError) -> OpaquePointer {
         if let cached = self.statements[sql] { return cached }
@@ -104,20 +134,24 @@ final class SQLiteConnection: @unchecked Sendable {
 }
 
 /// A view of the current row of a statement; valid only inside the `row` callback.
-struct SQLiteRow {
+public struct SQLiteRow {
     fileprivate let statement: OpaquePointer
 
-    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(self.statement, column) }
+    public func int(_ column: Int32) -> Int64 { sqlite3_column_int64(self.statement, column) }
 
-    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(self.statement, column) == SQLITE_NULL }
+    public func optionalInt(_ column: Int32) -> Int64? { self.isNull(column) ? nil : self.int(column) }
 
-    func text(_ column: Int32) -> String {
+    public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(self.statement, column) == SQLITE_NULL }
+
+    public func text(_ column: Int32) -> String {
         guard let pointer = sqlite3_column_text(self.statement, column) else { return "" }
         let count = Int(sqlite3_column_bytes(self.statement, column))
         return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
     }
 
-    func blob(_ column: Int32) -> [UInt8] {
+    public func optionalText(_ column: Int32) -> String? { self.isNull(column) ? nil : self.text(column) }
+
+    public func blob(_ column: Int32) -> [UInt8] {
         let count = Int(sqlite3_column_bytes(self.statement, column))
         guard count > 0, let pointer = sqlite3_column_blob(self.statement, column) else { return [] }
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
