@@ -144,9 +144,9 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         if let pending = self.pending {
             self.pending = nil
             pending.timer.cancel()
-            let error =
+            let error: any Error =
                 self.replyHead == nil
-                ? RPCError(kind: .unreachable, message: "connection closed before a reply")
+                ? ClosedBeforeReply()
                 : RPCError(kind: .protocolError, message: "connection closed in the middle of a reply")
             pending.reply.fail(error)
         }
@@ -174,3 +174,7 @@ final class ClientChannelHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 }
+
+/// The connection closed after the call was written and before any byte of a reply (RPCClient
+/// decides whether to send the call again or to report it as unreachable).
+struct ClosedBeforeReply: Error {}

@@ -105,8 +105,8 @@ public final class RPCClient: Sendable {
                     call.abort(.cancelled)
                 }
             } catch is CallNotSent where attempts == 1 && call.abortReason == nil {
-                // A pooled connection the peer had closed (its idle timeout) before the call went out:
-                // the peer never saw the call, so it is safe to send it once more on a new connection.
+                // A pooled connection the peer had closed (its idle timeout) as the call went out:
+                // the peer never handled the call, so it goes once more on a new connection.
                 continue
             } catch {
                 throw self.mapFailure(error, call: call, address: address, method: method, timeout: timeout)
@@ -153,7 +153,7 @@ public final class RPCClient: Sendable {
         head: HTTPRequestHead,
         body: ByteBuffer
     ) async throws -> RawReply {
-        let connection = try await self.lease(call, peer: peer, host: host, port: port, deadline: deadline)
+        let (connection, reused) = try await self.lease(call, peer: peer, host: host, port: port, deadline: deadline)
         guard call.enterInFlight(connection.channel) else {
             // Aborted while we got the connection; it is untouched, so another call may use it.
             self.pool.release(connection, reusable: true)
@@ -179,6 +179,14 @@ public final class RPCClient: Sendable {
         } catch {
             call.finish()
             self.pool.release(connection, reusable: false)
+            if error is ClosedBeforeReply {
+                // A pooled keep-alive connection that the peer closed as idle just as the call went
+                // out: the peer dropped it unread. Every cluster method is idempotent (records merge
+                // by timestamp, blocks are named by their content), so it goes once more on a new
+                // connection. On a fresh connection it means the peer is going away.
+                if reused { throw CallNotSent() }
+                throw RPCError(kind: .unreachable, message: "connection closed before a reply")
+            }
             throw error
         }
     }
@@ -190,7 +198,7 @@ public final class RPCClient: Sendable {
         host: String,
         port: Int,
         deadline: NIODeadline
-    ) async throws -> PooledConnection {
+    ) async throws -> (connection: PooledConnection, reused: Bool) {
         let lease = try await self.pool.acquire(peer: peer) { waiterID in
             // Queued: the deadline needs a timer now. If the call was aborted before it could record
             // the wait, cancel the wait here.
@@ -201,7 +209,7 @@ public final class RPCClient: Sendable {
         }
         switch lease {
         case .connection(let connection):
-            return connection
+            return (connection, true)
         case .connect:
             guard call.enterConnecting() else {
                 self.pool.connectFailed(peer: peer)
@@ -218,7 +226,7 @@ public final class RPCClient: Sendable {
             guard self.pool.connected(connection) else {
                 throw RPCError(kind: .shutDown, message: "the RPC client was shut down")
             }
-            return connection
+            return (connection, false)
         }
     }
 
