@@ -1,5 +1,5 @@
 import Hashing
-public import NIOCore
+import NIOCore
 import Ring
 public import StorageEngine
 import Synchronization
@@ -30,9 +30,11 @@ public final class AntiEntropy: Sendable {
         /// Versions per key-list page and records per transfer.
         public var pageSize = 2000
         public var batchSize = 256
-        /// Rounds a handover waits for new owners to pull from each other what some of them already
-        /// hold, before this node pushes it as well.
+        /// Rounds in a row without progress that a handover waits for new owners to pull from each
+        /// other what some of them already hold, before this node pushes it as well.
         public var handoverPatience = 3
+        /// Blocks one pull fetches at once from a peer.
+        public var blocksInFlight = 4
 
         public init() {}
     }
@@ -64,8 +66,8 @@ public final class AntiEntropy: Sendable {
     /// Nil when the rate is unlimited.
     private let pacer: Mutex<Pacer<ContinuousClock.Instant>?>
     private let state = Mutex(Progress())
-    /// Rounds each partition's handover has waited, by the partition's first hash.
-    private let handoverAttempts = Mutex<[UInt32: Int]>([:])
+    /// How each partition's handover is going, by the partition's first hash.
+    private let handoverAttempts = Mutex<[UInt32: HandoverProgress]>([:])
     private let clock = ContinuousClock()
 
     public init(engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, settings: Settings = Settings()) {
@@ -198,11 +200,17 @@ public final class AntiEntropy: Sendable {
                 _ = self.handoverAttempts.withLock { $0.removeValue(forKey: range.lower) }
                 return true
             }
-            let attempts = self.handoverAttempts.withLock { attempts in
-                attempts[range.lower, default: 0] += 1
-                return attempts[range.lower]!
+            // Owners pulling from each other shrink what is lacking from round to round; only when
+            // that stalls for `handoverPatience` rounds does this node push what some owners hold.
+            let lacking = recordLackers.values.reduce(0, +) + blockLackers.values.reduce(0, +)
+            let stalled = self.handoverAttempts.withLock { attempts in
+                var progress = attempts[range.lower] ?? HandoverProgress(lacking: lacking, stalledRounds: -1)
+                progress.stalledRounds = lacking < progress.lacking ? 0 : progress.stalledRounds + 1
+                progress.lacking = lacking
+                attempts[range.lower] = progress
+                return progress.stalledRounds
             }
-            let pushAll = attempts > self.settings.handoverPatience
+            let pushAll = stalled >= self.settings.handoverPatience
             for owner in owners {
                 let records = lackingRecords[owner]!.filter { pushAll || recordLackers[VersionKey($0)] == owners.count }
                 try await self.pushRecords(records, to: owner, handover: true)
@@ -303,20 +311,31 @@ public final class AntiEntropy: Sendable {
     /// Fetches the blocks of a partition that `peer` holds and this node lacks, verified.
     func pullBlocks(_ range: PartitionRange, from peer: String) async throws {
         let ours = Set(try await self.engine.blockList(range).map(\.hash))
-        for block in try await self.remoteBlocks(range, from: peer) where !ours.contains(block.hash) {
-            try await self.pace(block.size)
-            var body = ByteBuffer()
-            body.writeBytes(block.hash)
-            body.writeInteger(UInt32(block.size))
-            var reply = try await self.transport.call(peer, method: ClusterMethod.getBlock, body: body, timeout: self.settings.timeout)
-            guard reply.readInteger(as: UInt8.self) == 1, reply.readableBytes == block.size,
-                reply.withUnsafeReadableBytes({ Digests.sha256($0) }) == block.hash
-            else { continue }
-            try await self.engine.storeBlock(reply, hash: block.hash)
-            self.state.withLock {
-                $0.blocksRepaired += 1
-                $0.bytesRepaired += block.size
+        let wanted = try await self.remoteBlocks(range, from: peer).filter { !ours.contains($0.hash) }
+        // A few fetches at once: one at a time, a pull is bound by round trips rather than by the rate.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, block) in wanted.enumerated() {
+                if index >= self.settings.blocksInFlight { try await group.next() }
+                try await self.pace(block.size)
+                group.addTask { try await self.pullBlock(block, from: peer) }
             }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Fetches one block from `peer` and stores it here once its SHA-256 matches its name.
+    private func pullBlock(_ block: BlockRef, from peer: String) async throws {
+        var body = ByteBuffer()
+        body.writeBytes(block.hash)
+        body.writeInteger(UInt32(block.size))
+        var reply = try await self.transport.call(peer, method: ClusterMethod.getBlock, body: body, timeout: self.settings.timeout)
+        guard reply.readInteger(as: UInt8.self) == 1, reply.readableBytes == block.size,
+            reply.withUnsafeReadableBytes({ Digests.sha256($0) }) == block.hash
+        else { return }
+        try await self.engine.storeBlock(reply, hash: block.hash)
+        self.state.withLock {
+            $0.blocksRepaired += 1
+            $0.bytesRepaired += block.size
         }
     }
 
@@ -510,6 +529,13 @@ public final class AntiEntropy: Sendable {
         for record in records { writer.record(record) }
         return ByteBuffer(bytes: writer.bytes)
     }
+}
+
+/// How one partition's handover is going: what the owners lacked at the last attempt, and for how
+/// many attempts in a row that did not shrink.
+struct HandoverProgress: Sendable {
+    var lacking: Int
+    var stalledRounds: Int
 }
 
 /// A peer's summaries of one partition.

@@ -1,8 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-public import Hashing
-public import NIOCore
+import Hashing
 import SQLite
 
 /// The 32-bit partition hash of a key as the ring reads it: the first four bytes of its SHA-256,

@@ -1,4 +1,4 @@
-public import Hashing
+import Hashing
 public import NIOCore
 import SQLite
 
