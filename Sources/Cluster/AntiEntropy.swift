@@ -66,8 +66,8 @@ public final class AntiEntropy: Sendable {
     /// Nil when the rate is unlimited.
     private let pacer: Mutex<Pacer<ContinuousClock.Instant>?>
     private let state = Mutex(Progress())
-    /// How each partition's handover is going, by the partition's first hash.
-    private let handoverAttempts = Mutex<[UInt32: HandoverProgress]>([:])
+    /// How this node's handovers are going, over all the partitions it holds but does not own.
+    private let handovers = Mutex(HandoverProgress())
     private let clock = ContinuousClock()
 
     public init(engine: StorageEngine, view: ClusterView, transport: any ClusterTransport, settings: Settings = Settings()) {
@@ -149,12 +149,21 @@ public final class AntiEntropy: Sendable {
         }
 
         var handedOver = 0
+        var lacking = 0
+        let pushAll = self.handovers.withLock { $0.stalledRounds >= self.settings.handoverPatience }
         for (partition, owners) in handover.sorted(by: { $0.key < $1.key }) {
-            if try await self.handOver(PartitionRange(partition: partition, power: power), to: owners, layoutVersion: table.version) {
+            let range = PartitionRange(partition: partition, power: power)
+            switch await self.handOver(range, to: owners, layoutVersion: table.version, pushAll: pushAll) {
+            case .dropped:
                 handedOver += 1
                 bytesToMove -= (records[partition]?.bytes ?? 0) + (blocks[partition]?.bytes ?? 0)
+            case .waiting(let count):
+                lacking += count
+            case .notNow:
+                break
             }
         }
+        self.handovers.withLock { $0.observe(lacking: lacking) }
         self.state.withLock {
             $0.rounds += 1
             $0.partitionsOutOfSync = outOfSync.count
@@ -164,18 +173,28 @@ public final class AntiEntropy: Sendable {
         }
     }
 
+    /// What became of one partition's handover in a round.
+    enum HandoverOutcome: Equatable {
+        /// Every owner held everything; this node dropped its copy.
+        case dropped
+        /// This many versions and blocks are still lacking on some owner.
+        case waiting(Int)
+        /// An owner was unreachable, on another layout version, or a call failed.
+        case notNow
+    }
+
     /// Hands one partition this node does not own over to its owners, and drops it here once every
-    /// owner holds everything this node holds of it. Returns whether it was dropped.
+    /// owner holds everything this node holds of it.
     ///
     /// What no owner holds is pushed to them all; what some owners hold already is left to the
-    /// owners' own pulls from each other (so a byte travels once), unless the partition has waited
-    /// ``Settings/handoverPatience`` rounds, when this node pushes it too.
-    func handOver(_ range: PartitionRange, to owners: [String], layoutVersion: UInt64) async throws -> Bool {
-        guard !owners.isEmpty, owners.allSatisfy({ self.view.isReachable($0) }) else { return false }
+    /// owners' own pulls from each other (so a byte travels once), unless `pushAll`: the owners' pulls
+    /// made no progress on any of this node's handovers for ``Settings/handoverPatience`` rounds.
+    func handOver(_ range: PartitionRange, to owners: [String], layoutVersion: UInt64, pushAll: Bool) async -> HandoverOutcome {
+        guard !owners.isEmpty, owners.allSatisfy({ self.view.isReachable($0) }) else { return .notNow }
         do {
             for owner in owners {
                 let (version, _) = try await self.summaries(of: [], power: 0, from: owner)
-                guard version == layoutVersion else { return false }
+                guard version == layoutVersion else { return .notNow }
             }
             let records = try await self.localVersions(range)
             let blocks = try await self.engine.blockList(range)
@@ -197,29 +216,17 @@ public final class AntiEntropy: Sendable {
                 // written here since is newer than the one compared and stays.
                 try await self.engine.removeRecords(records)
                 for block in blocks { _ = try await self.engine.removeBlock(block.hash) }
-                _ = self.handoverAttempts.withLock { $0.removeValue(forKey: range.lower) }
-                return true
+                return .dropped
             }
-            // Owners pulling from each other shrink what is lacking from round to round; only when
-            // that stalls for `handoverPatience` rounds does this node push what some owners hold.
-            let lacking = recordLackers.values.reduce(0, +) + blockLackers.values.reduce(0, +)
-            let stalled = self.handoverAttempts.withLock { attempts in
-                var progress = attempts[range.lower] ?? HandoverProgress(lacking: lacking, stalledRounds: -1)
-                progress.stalledRounds = lacking < progress.lacking ? 0 : progress.stalledRounds + 1
-                progress.lacking = lacking
-                attempts[range.lower] = progress
-                return progress.stalledRounds
-            }
-            let pushAll = stalled >= self.settings.handoverPatience
             for owner in owners {
                 let records = lackingRecords[owner]!.filter { pushAll || recordLackers[VersionKey($0)] == owners.count }
                 try await self.pushRecords(records, to: owner, handover: true)
                 let blocks = lackingBlocks[owner]!.filter { pushAll || blockLackers[$0.hash] == owners.count }
                 try await self.pushBlocks(blocks, to: owner, handover: true)
             }
-            return false
+            return .waiting(recordLackers.values.reduce(0, +) + blockLackers.values.reduce(0, +))
         } catch {
-            return false
+            return .notNow
         }
     }
 
@@ -531,11 +538,17 @@ public final class AntiEntropy: Sendable {
     }
 }
 
-/// How one partition's handover is going: what the owners lacked at the last attempt, and for how
-/// many attempts in a row that did not shrink.
+/// How a node's handovers are going: what the owners lacked at the last round, over all the
+/// partitions still to hand over, and for how many rounds in a row that did not shrink (owners pull
+/// one partition after another, so progress is judged over all of them).
 struct HandoverProgress: Sendable {
-    var lacking: Int
-    var stalledRounds: Int
+    var lacking = 0
+    var stalledRounds = 0
+
+    mutating func observe(lacking: Int) {
+        self.stalledRounds = lacking == 0 || lacking < self.lacking ? 0 : self.stalledRounds + 1
+        self.lacking = lacking
+    }
 }
 
 /// A peer's summaries of one partition.

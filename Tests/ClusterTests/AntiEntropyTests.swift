@@ -166,6 +166,37 @@ import Testing
         await cluster.shutdown()
     }
 
+    @Test func oldOwnersPushWhatNewOwnersDoNotPullAfterAFewRoundsWithoutProgress() async throws {
+        let cluster = try await TestCluster(count: 4, inLayout: 3)
+        try await cluster.stores[0].createBucket("b", owner: "root")
+        var random = SeededBytes(seed: 21)
+        var expected: [String: [UInt8]] = [:]
+        for index in 0..<24 {
+            expected["k\(index)"] = random.bytes(index % 3 == 0 ? 90_000 : 700)
+            try await put(cluster.stores[index % 3], "b", "k\(index)", expected["k\(index)"]!)
+        }
+        let new = try #require(cluster.views[0].layout).applying([.add(Ring.Node(id: Ring.NodeID("node3"), zone: "z3", capacity: 1 << 40))])
+        for view in cluster.views { view.install(new) }
+        let table = try #require(cluster.views[0].table)
+        // node3 never runs a round (its repair is off): the old owners wait, then push and drop.
+        let repairs = (0..<3).map { Self.antiEntropy(cluster, $0) }
+        for _ in 0..<6 {
+            for repair in repairs { try await repair.round() }
+        }
+        for (index, repair) in repairs.enumerated() {
+            #expect(repair.progress.partitionsToMove == 0, "node\(index)")
+            let owned = Set(table.partitions(of: Ring.NodeID("node\(index)")).map { Int($0.rawValue) })
+            let held = Set(try await cluster.engines[index].recordHoldings(power: Self.power).keys)
+                .union(try await cluster.engines[index].blockHoldings(power: Self.power).keys)
+            #expect(held.isSubset(of: owned), "node\(index) holds partitions it does not own")
+        }
+        #expect(repairs.reduce(0) { $0 + $1.progress.bytesHandedOver } > 0)
+        for (key, bytes) in expected {
+            #expect(try await read(cluster.stores[3], "b", key) == bytes, "\(key)")
+        }
+        await cluster.shutdown()
+    }
+
     @Test func malformedRepairCallsAreRefusedWithoutHarm() async throws {
         let cluster = try await TestCluster(count: 1, replicas: 1, writeQuorum: 1, readQuorum: 1)
         try await cluster.stores[0].createBucket("b", owner: "root")
