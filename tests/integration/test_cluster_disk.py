@@ -14,7 +14,6 @@ writes again.
 import os
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
@@ -22,17 +21,6 @@ from cloudtest import new_credentials, payload
 from clustertest import Cluster
 
 pytestmark = [pytest.mark.needs_binary]
-
-
-def metrics(node):
-    text = urllib.request.urlopen(f"{node.endpoint}/metrics",
-                                  timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def disk_states(observer):
@@ -54,7 +42,7 @@ def wait_for(what, predicate, timeout=60, interval=0.3):
 
 
 def hints_pending(nodes):
-    return sum(metrics(n)["cloud_hints_pending"] for n in nodes)
+    return sum(n.metrics()["cloud_hints_pending"] for n in nodes)
 
 
 def block_count(node):
@@ -80,9 +68,9 @@ def test_a_full_node_takes_no_writes_and_gets_its_hints_once_it_has_room(
         assert "DISK" in table
         assert any(line.startswith("node3") and " full " in line
                    for line in table.splitlines()), table
-        m = metrics(full)
+        m = full.metrics()
         assert m["cloud_disk_state"] == 1 and m["cloud_disk_free_bytes"] > 0
-        assert metrics(nodes[0])["cloud_disk_state"] == 0
+        assert nodes[0].metrics()["cloud_disk_state"] == 0
         log = full.log_tail(200)
         assert "takes no writes" in log and "disk full" in log
 
@@ -114,7 +102,7 @@ def test_a_full_node_takes_no_writes_and_gets_its_hints_once_it_has_room(
         wait_for("the hints to be handed back",
                  lambda: hints_pending(nodes[:3]) == 0, timeout=90)
         assert block_count(full) > 0
-        assert metrics(full)["cloud_disk_state"] == 0
+        assert full.metrics()["cloud_disk_state"] == 0
         for key, body in objects.items():
             assert full.client().get_object(
                 Bucket="roomy", Key=key)["Body"].read() == body
@@ -159,7 +147,7 @@ def test_a_read_only_data_directory_takes_no_writes_until_it_is_writable(
         for observer in nodes:
             wait_for(f"{observer.name} to see node3 read-only",
                      lambda: disk_states(observer).get("node3") == "readonly")
-        assert metrics(victim)["cloud_disk_state"] == 2
+        assert victim.metrics()["cloud_disk_state"] == 2
         assert "read-only filesystem" in victim.log_tail(200)
         during = {f"d{i}": payload(300_000 + i, seed=f"ro{i}") for i in range(8)}
         for key, body in during.items():
@@ -180,7 +168,7 @@ def test_a_read_only_data_directory_takes_no_writes_until_it_is_writable(
                      lambda: disk_states(observer).get("node3") == "ok")
         wait_for("the hints to be handed back",
                  lambda: hints_pending(nodes[:3]) == 0, timeout=90)
-        assert metrics(victim)["cloud_disk_state"] == 0
+        assert victim.metrics()["cloud_disk_state"] == 0
     finally:
         cluster.shutdown()
         if bound:

@@ -10,7 +10,6 @@ was collected.
 """
 import hashlib
 import time
-import urllib.request
 
 import pytest
 
@@ -33,19 +32,8 @@ def block_files(node):
     return {p.name for p in root.glob("*/*") if p.is_file()}
 
 
-def metrics(node):
-    text = urllib.request.urlopen(f"{node.endpoint}/metrics",
-                                  timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("cloud_gc_"):
-            name, value = line.split()
-            values[name] = int(float(value))
-    return values
-
-
 def total(cluster, name):
-    return sum(metrics(node)[name] for node in cluster.nodes)
+    return sum(node.metrics()[name] for node in cluster.nodes)
 
 
 @pytest.mark.deadline(300)
@@ -136,7 +124,7 @@ def test_unreferenced_blocks_tombstones_and_stale_uploads_are_collected(
         # (the aborted upload's tombstones may still be young).
         assert total(cluster, "cloud_gc_tombstones_collected_total") >= 9
         for node in cluster.nodes:
-            values = metrics(node)
+            values = node.metrics()
             assert values["cloud_gc_runs_total"] >= 1
             assert "cloud_gc_skipped_total" in values
     finally:

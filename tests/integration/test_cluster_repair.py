@@ -8,7 +8,6 @@ replicas. A fourth node that joins three receives its share of the data and
 the old owners drop what they no longer own.
 """
 import time
-import urllib.request
 from pathlib import Path
 
 import botocore
@@ -22,18 +21,8 @@ pytestmark = [pytest.mark.needs_binary]
 REPAIR = ["--repair-interval", "1"]
 
 
-def metrics(node):
-    text = urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def metric(node, name):
-    return metrics(node).get(name, 0)
+    return node.metrics().get(name, 0)
 
 
 def block_bytes(node):
@@ -48,7 +37,7 @@ def wait_repaired(nodes, timeout=90):
     start = {n.name: metric(n, "cloud_repair_rounds_total") for n in nodes}
     began = time.time()
     while True:
-        values = {n.name: metrics(n) for n in nodes}
+        values = {n.name: n.metrics() for n in nodes}
         done = all(
             v.get("cloud_repair_rounds_total", 0) >= start[name] + 2
             and v.get("cloud_partitions_out_of_sync", 1) == 0

@@ -8,7 +8,6 @@ hold), and the metrics count it. A deleted file is not a corruption (it is
 a missing copy, which anti-entropy restores); the object stays readable.
 """
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,6 @@ from cloudtest import new_credentials, payload
 from clustertest import Cluster
 
 pytestmark = [pytest.mark.needs_binary]
-
-
-def metrics(node):
-    text = urllib.request.urlopen(f"{node.endpoint}/metrics",
-                                  timeout=5).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
 
 
 def block_files(node):
@@ -71,7 +59,7 @@ def test_scrub_replaces_a_damaged_block_copy_from_another_node(tmp_path):
         victim = nodes[1]
         path = block_files(victim)[damaged]
         good = block_files(nodes[0])[damaged].read_bytes()
-        before = metrics(victim)
+        before = victim.metrics()
         with open(path, "r+b") as f:
             f.seek(len(good) // 2)
             byte = f.read(1)
@@ -83,7 +71,7 @@ def test_scrub_replaces_a_damaged_block_copy_from_another_node(tmp_path):
         after = wait_for("scrub to repair the damaged copy", lambda: (
             lambda m: m if m.get("cloud_scrub_repaired_total", 0)
             > before.get("cloud_scrub_repaired_total", 0) else None)(
-                metrics(victim)))
+                victim.metrics()))
         assert path.read_bytes() == good, "the copy is not the intact one"
         assert after["cloud_scrub_corruptions_total"] == \
             before.get("cloud_scrub_corruptions_total", 0) + 1
@@ -102,9 +90,9 @@ def test_scrub_replaces_a_damaged_block_copy_from_another_node(tmp_path):
         # Another pass over the node finds nothing new: the deleted file is
         # a missing copy, not a corruption.
         passes = after["cloud_scrub_passes_total"]
-        wait_for("two more scrub passes", lambda: metrics(victim)[
+        wait_for("two more scrub passes", lambda: victim.metrics()[
             "cloud_scrub_passes_total"] >= passes + 2)
-        final = metrics(victim)
+        final = victim.metrics()
         assert final["cloud_scrub_corruptions_total"] == \
             after["cloud_scrub_corruptions_total"]
         assert final["cloud_scrub_pass_progress"] == 1
@@ -115,7 +103,7 @@ def test_scrub_replaces_a_damaged_block_copy_from_another_node(tmp_path):
                                  Key=key)["Body"].read() == body
         # The other nodes found nothing to repair.
         for node in (nodes[0], nodes[2]):
-            assert metrics(node)["cloud_scrub_corruptions_total"] == 0
-            assert metrics(node)["cloud_scrub_passes_total"] >= 1
+            assert node.metrics()["cloud_scrub_corruptions_total"] == 0
+            assert node.metrics()["cloud_scrub_passes_total"] >= 1
     finally:
         cluster.shutdown()
