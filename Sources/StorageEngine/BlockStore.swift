@@ -152,19 +152,7 @@ final class BlockStore: Sendable {
         guard fileSize >= Self.headerSize else { throw StorageError(.corruptBlock, "block \(ref.hex) is truncated") }
 
         var buffer = allocator.buffer(capacity: fileSize)
-        let readResult: Int = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fileSize) { out in
-            var done = 0
-            while done < fileSize {
-                let n = pread(fd, out.baseAddress! + done, fileSize - done, off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return -Int(errno)
-                }
-                if n == 0 { break }
-                done += n
-            }
-            return done
-        }
+        let readResult = Self.readFile(fd, size: fileSize, into: &buffer)
         guard readResult >= 0 else { throw Self.ioError("read block", Int32(-readResult)) }
         guard readResult == fileSize else { throw StorageError(.corruptBlock, "block \(ref.hex) is truncated") }
 
@@ -270,6 +258,24 @@ final class BlockStore: Sendable {
     }
 
     // MARK: - POSIX helpers
+
+    /// Reads the first `size` bytes of a file into `buffer`; returns how many it read (fewer at the
+    /// end of the file), or minus `errno`.
+    static func readFile(_ fd: Int32, size: Int, into buffer: inout ByteBuffer) -> Int {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var done = 0
+            while done < size {
+                let n = pread(fd, out.baseAddress! + done, size - done, off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return -Int(errno)
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return done
+        }
+    }
 
     static func makeDirectory(_ path: String) throws(StorageError) {
         if mkdir(path, 0o755) == 0 || errno == EEXIST { return }

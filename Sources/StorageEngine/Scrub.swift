@@ -98,19 +98,7 @@ extension BlockStore {
             return damaged("has an impossible size", fileSize, identity)
         }
         var buffer = allocator.buffer(capacity: fileSize)
-        let readResult: Int = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: fileSize) { out in
-            var done = 0
-            while done < fileSize {
-                let n = pread(fd, out.baseAddress! + done, fileSize - done, off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return -Int(errno)
-                }
-                if n == 0 { break }
-                done += n
-            }
-            return done
-        }
+        let readResult = Self.readFile(fd, size: fileSize, into: &buffer)
         guard readResult >= 0 else {
             return damaged("unreadable (\(String(cString: strerror(Int32(-readResult)))))", fileSize, identity)
         }
