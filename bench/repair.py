@@ -18,7 +18,6 @@ bytes moved, the time it took and the MiB/s. Results go to stdout and, with --ou
 import argparse
 import datetime as dt
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -105,10 +104,7 @@ def one_run(args, rate, base):
     cluster = Cluster(base, 4, ak, sk, extra=extra)
     try:
         a, b, c, d = cluster.nodes
-        a.start()
-        b.start(join=[a.gossip])
-        c.start(join=[a.gossip])
-        cluster.wait_converged(nodes=[a, b, c], alive=3, layout_nodes=3)
+        cluster.start_first(3)
         client = a.client()
         client.create_bucket(Bucket="bench")
         body = payload(1 << 20, seed="bulk")

@@ -205,6 +205,17 @@ class Cluster:
             self.wait_converged(timeout=timeout)
         return self
 
+    def start_first(self, count, timeout=60):
+        """Starts only the first `count` nodes (the others join later) and
+        waits until they see each other alive in a layout of `count` nodes."""
+        first = self.nodes[0]
+        first.start(auto_layout=self.auto_layout)
+        for node in self.nodes[1:count]:
+            node.start(join=[first.gossip], auto_layout=self.auto_layout)
+        self.wait_converged(nodes=self.nodes[:count], alive=count,
+                            layout_nodes=count, timeout=timeout)
+        return self
+
     def wait_converged(self, nodes=None, alive=None, layout_nodes=None,
                        timeout=60):
         """Until every given node sees `alive` members alive and a layout of

@@ -216,10 +216,7 @@ def test_a_fourth_node_joins_and_everything_stays_readable(tmp_path):
     cluster = Cluster(tmp_path, 4, ak, sk)
     try:
         a, b, c, d = cluster.nodes
-        a.start()
-        b.start(join=[a.gossip])
-        c.start(join=[a.gossip])
-        cluster.wait_converged(nodes=[a, b, c], alive=3, layout_nodes=3)
+        cluster.start_first(3)
         client = a.client()
         client.create_bucket(Bucket="grow")
         objects = {f"k{i:03d}": payload(1000 + 97 * i, seed=i)

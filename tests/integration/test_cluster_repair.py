@@ -126,10 +126,7 @@ def test_a_fourth_node_receives_its_share_and_old_owners_drop_theirs(tmp_path):
     cluster = Cluster(tmp_path, 4, ak, sk, extra=REPAIR)
     try:
         a, b, c, d = cluster.nodes
-        a.start()
-        b.start(join=[a.gossip])
-        c.start(join=[a.gossip])
-        cluster.wait_converged(nodes=[a, b, c], alive=3, layout_nodes=3)
+        cluster.start_first(3)
         client = a.client()
         client.create_bucket(Bucket="grow")
         expected = {f"k{i:03d}": payload(150_000 + 97 * i, seed=i) for i in range(60)}
