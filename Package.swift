@@ -116,12 +116,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // What the node's S3 listener and the control plane's API listener share: the accept loop with
+        // graceful shutdown, idle connections closed.
+        .target(
+            name: "HTTPServing",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The storage daemon: HTTP server, configuration, metrics, services.
         .target(
             name: "StorageNode",
             dependencies: [
                 "S3API", "StorageEngine", "SigV4", "Hashing", "Cluster", "Membership", "ClusterRPC", "Ring", "Gossip", "Replication",
-                "HostAddress",
+                "HostAddress", "HTTPServing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -135,7 +146,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "COpenSSL", "SQLite",
+                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

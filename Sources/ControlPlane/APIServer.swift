@@ -1,6 +1,7 @@
 import Foundation
 import Hashing
 import HostAddress
+import HTTPServing
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -24,10 +25,8 @@ final class APIServer: Service, Sendable {
         self.logger = logger
     }
 
-    private typealias Listener = NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
-
     func run() async throws {
-        let server: Listener
+        let server: HTTPListener
         do {
             server = try await self.bind()
         } catch {
@@ -37,27 +36,10 @@ final class APIServer: Service, Sendable {
         self.logger.notice(
             "control API listening",
             metadata: ["address": "\(server.channel.localAddress?.description ?? "\(self.host):\(self.port)")"])
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask {
-                            let state = IdleTracker(channel: connection.channel)
-                            await withGracefulShutdownHandler {
-                                await self.serve(connection, state: state)
-                            } onGracefulShutdown: {
-                                state.shutDown()
-                            }
-                        }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await serveConnections(of: server) { connection, state in await self.serve(connection, state: state) }
     }
 
-    private func bind() async throws -> Listener {
+    private func bind() async throws -> HTTPListener {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -65,14 +47,14 @@ final class APIServer: Service, Sendable {
             .bind(host: self.host, port: self.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
-                    try channel.pipeline.syncOperations.addHandler(CloseWhenIdle())
+                    try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
             }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: IdleTracker) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: ConnectionState) async {
         let client = connection.channel.remoteAddress?.ipAddress ?? "unknown"
         let limit = self.api.configuration.maximumBodyBytes
         do {
@@ -161,47 +143,3 @@ final class APIServer: Service, Sendable {
     }
 }
 
-/// Closes a connection on which nothing was read for too long.
-private final class CloseWhenIdle: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
-    }
-}
-
-/// Whether a connection is between requests, so that graceful shutdown closes idle connections at
-/// once and busy ones after their response.
-private final class IdleTracker: Sendable {
-    private struct State {
-        var idle = true
-        var shuttingDown = false
-    }
-
-    private let state = Mutex(State())
-    private let channel: any Channel
-
-    init(channel: any Channel) { self.channel = channel }
-
-    func becomeIdle() -> Bool {
-        self.state.withLock { state in
-            state.idle = true
-            return !state.shuttingDown
-        }
-    }
-
-    func becomeBusy() { self.state.withLock { $0.idle = false } }
-
-    func shutDown() {
-        let closeNow = self.state.withLock { state in
-            state.shuttingDown = true
-            return state.idle
-        }
-        if closeNow { self.channel.close(promise: nil) }
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPServing
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -61,24 +62,7 @@ final class HTTPServer: Service, Sendable {
             "S3 listening",
             metadata: ["address": "\(server.channel.localAddress?.description ?? "\(self.host):\(self.port)")"]
         )
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask {
-                            let state = ConnectionState(channel: connection.channel)
-                            await withGracefulShutdownHandler {
-                                await self.serve(connection, state: state)
-                            } onGracefulShutdown: {
-                                state.shutDown()
-                            }
-                        }
-                    }
-                }
-            }
-        } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await serveConnections(of: server) { connection, state in await self.serve(connection, state: state) }
     }
 
     // MARK: - One connection
@@ -256,56 +240,6 @@ final class HTTPServer: Service, Sendable {
     }
 
     static func httpDate() -> String { HTTPDate.rfc1123(Date()) }
-}
-
-/// Closes the connection when the idle-state handler says that nothing was read for too long.
-final class CloseOnIdleHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
-    }
-}
-
-/// Whether a connection is between requests, so that a graceful shutdown closes idle connections
-/// at once and busy ones after their current response.
-final class ConnectionState: Sendable {
-    private struct State {
-        var idle = true
-        var shuttingDown = false
-    }
-
-    private let state = Mutex(State())
-    private let channel: any Channel
-
-    init(channel: any Channel) {
-        self.channel = channel
-    }
-
-    /// Marks the connection idle; false when it should close instead of reading another request.
-    func becomeIdle() -> Bool {
-        self.state.withLock { state in
-            state.idle = true
-            return !state.shuttingDown
-        }
-    }
-
-    func becomeBusy() {
-        self.state.withLock { $0.idle = false }
-    }
-
-    func shutDown() {
-        let closeNow = self.state.withLock { state in
-            state.shuttingDown = true
-            return state.idle
-        }
-        if closeNow { self.channel.close(promise: nil) }
-    }
 }
 
 /// A request body read from the connection's inbound stream by the task serving the request.
