@@ -22,7 +22,7 @@ run: deps release
 # with aws-cli, boto3, rclone and s3cmd.
 test: deps
 	$(SWIFT) build --build-tests
-	$(MAKE) unit-test integration-test
+	scripts/with-postgres.sh $(MAKE) unit-test integration-test
 
 unit-test:
 	timeout -s KILL 900 $(SWIFT) test --skip-build

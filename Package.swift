@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // System libraries (Debian: libssl-dev, zlib1g-dev, libzstd-dev, liblz4-dev, libsqlite3-dev).
@@ -142,11 +143,24 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // One async SQL interface over embedded SQLite and PostgreSQL (postgres-nio), database URLs and
+        // the migration runner with a cross-process lock; the control plane's persistence builds on it.
+        .target(
+            name: "Database",
+            dependencies: [
+                "SQLite",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The control plane: identity, API keys, tenants, RBAC, the REST API and its persistence.
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite",
+                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -162,6 +176,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -193,7 +208,7 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # iproute2: network namespaces for the partition tests; libcurl4: FoundationNetworking (the `cloud storage` CLI).
-apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4)
+# postgresql: the control plane's tests run against a real PostgreSQL (scripts/with-postgres.sh starts one).
+apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -7,6 +7,6 @@ struct Cloud: AsyncParsableCommand {
         commandName: "cloud",
         abstract: "The Cloud: an open-source cloud platform you run on your own hosts.",
         version: "0.1.0",
-        subcommands: [Dev.self, Node.self, Storage.self, Auth.self, Roles.self]
+        subcommands: [Dev.self, Server.self, Node.self, Storage.self, Auth.self, Roles.self]
     )
 }

@@ -53,19 +53,7 @@ struct NodeOptions: ParsableArguments {
         return configuration
     }
 
-    func makeLogger() throws -> Logger {
-        guard let level = Logger.Level(rawValue: self.logLevel) else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "cloud")
-        logger.logLevel = level
-        return logger
-    }
+    func makeLogger() throws -> Logger { try CLI.makeLogger(level: self.logLevel) }
 
     /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
     func runNode(extraServices: (NodeConfiguration, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
@@ -100,6 +88,21 @@ struct NodeOptions: ParsableArguments {
     }
 }
 
+/// Sets up logging to standard error at `level` and returns the process's logger.
+func makeLogger(level: String) throws -> Logger {
+    guard let level = Logger.Level(rawValue: level) else {
+        throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+    }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    var logger = Logger(label: "cloud")
+    logger.logLevel = level
+    return logger
+}
+
 /// `cloud dev`: everything on one host with embedded state.
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -126,8 +129,8 @@ struct Dev: AsyncParsableCommand {
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
-            configuration.databasePath = node.dataDirectory + "/control.sqlite"
-            configuration.api.readinessChecks = [Self.storageCheck(s3Address: node.s3Address)]
+            configuration.database = node.dataDirectory + "/control.sqlite"
+            configuration.api.readinessChecks = [Self.storageCheck(endpoint: "http://" + Self.localAddress(node.s3Address))]
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()
             } catch let error as ControlPlaneError {
@@ -136,16 +139,20 @@ struct Dev: AsyncParsableCommand {
         }
     }
 
-    /// Readiness of the storage node beside the control plane: its own `/health/ready`.
-    static func storageCheck(s3Address: String) -> ReadinessCheck {
-        var address = s3Address
-        if address.hasPrefix("0.0.0.0:") { address = "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
-        if address.hasPrefix("[::]:") { address = "[::1]:" + address.dropFirst("[::]:".count) }
-        if address.hasPrefix(":") { address = "127.0.0.1" + address }
-        let target = address
-        let url = URL(string: "http://\(target)/health/ready")
+    /// `host:port` to reach a listener bound to `address` from this host (wildcards become loopback).
+    static func localAddress(_ address: String) -> String {
+        if address.hasPrefix("0.0.0.0:") { return "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
+        if address.hasPrefix("[::]:") { return "[::1]:" + address.dropFirst("[::]:".count) }
+        if address.hasPrefix(":") { return "127.0.0.1" + address }
+        return address
+    }
+
+    /// Readiness of the storage cluster the control plane serves: its `/health/ready` at `endpoint`.
+    static func storageCheck(endpoint: String) -> ReadinessCheck {
+        let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
+        let url = URL(string: base + "/health/ready")
         return ReadinessCheck(name: "storage") {
-            guard let url else { return "bad S3 address \(s3Address)" }
+            guard let url else { return "bad storage endpoint \(endpoint)" }
             var request = URLRequest(url: url)
             request.timeoutInterval = 2
             do {
@@ -153,9 +160,9 @@ struct Dev: AsyncParsableCommand {
                 let status = (response as? HTTPURLResponse)?.statusCode ?? 0
                 if status == 200 { return nil }
                 let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                return "the storage node is not ready (\(status) \(text))"
+                return "the storage cluster is not ready (\(status) \(text))"
             } catch {
-                return "the storage node does not answer at \(target)"
+                return "the storage cluster does not answer at \(base)"
             }
         }
     }

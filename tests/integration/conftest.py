@@ -211,3 +211,16 @@ def aws_env(server, tmp_path):
 def run():
     """run(cmd, env=None, timeout=120, check=True, cwd=None, input=None)."""
     return _run
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL for the control plane's tests (see controltest.py)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres():
+    from controltest import postgres_server
+    pg = postgres_server()
+    yield pg
+    pg.stop()
+

@@ -1,5 +1,6 @@
 """The control plane's REST API and the `cloud auth` / `cloud roles` CLI, over
-real HTTP against `cloud dev` (state in <data-dir>/control.sqlite)."""
+real HTTP, on both databases: `cloud dev` (state in <data-dir>/control.sqlite)
+and `cloud server --database postgres://…` on a real PostgreSQL."""
 import json
 import os
 import stat
@@ -11,15 +12,23 @@ import pytest
 import requests
 
 from cloudtest import CLOUD_BIN
+from controltest import ControlServer
 
 PASSWORD = "correct horse battery staple"
 
 pytestmark = pytest.mark.needs_binary
 
 
-@pytest.fixture(scope="module")
-def api(server):
-    url = f"http://127.0.0.1:{server.api_port}"
+class Deployment:
+    """The API under test: its URL, its log and what its database holds on disk."""
+
+    def __init__(self, url, log, stored):
+        self.url = url
+        self.log = log
+        self.stored = stored
+
+
+def wait_ready(url):
     deadline = time.time() + 30
     while True:
         try:
@@ -29,6 +38,34 @@ def api(server):
             pass
         assert time.time() < deadline, "the control plane did not become ready"
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def deployment(request, server, tmp_path_factory):
+    if request.param == "sqlite":
+        def stored():
+            data = b""
+            for name in ["control.sqlite", "control.sqlite-wal"]:
+                path = server.data_dir / name
+                if path.exists():
+                    data += path.read_bytes()
+            return data
+        url = wait_ready(f"http://127.0.0.1:{server.api_port}")
+        yield Deployment(url, lambda: server.log_path.read_text(errors="replace"), stored)
+        return
+    postgres = request.getfixturevalue("postgres")
+    database = postgres.new_database("api")
+    control = ControlServer(database, tmp_path_factory.mktemp("control-pg"), storage_endpoint=server.endpoint)
+    control.start()
+    try:
+        yield Deployment(control.url, control.output, lambda: postgres.dump(database).encode())
+    finally:
+        control.stop()
+
+
+@pytest.fixture(scope="module")
+def api(deployment):
+    return deployment.url
 
 
 def new_email(prefix="u"):
@@ -256,28 +293,25 @@ def test_bad_requests_get_4xx_with_request_ids(api):
     assert len(ids) == 3
 
 
-def test_request_id_is_logged(api, server):
+def test_request_id_is_logged(api, deployment):
     requests.get(f"{api}/health/live", headers={"X-Request-Id": "find-me-in-the-log"})
     deadline = time.time() + 5
     while time.time() < deadline:
-        if "find-me-in-the-log" in server.log_path.read_text(errors="replace"):
+        if "find-me-in-the-log" in deployment.log():
             return
         time.sleep(0.1)
     pytest.fail("the request id is not in the server log")
 
 
-def test_passwords_and_keys_are_not_stored_or_logged(api, server):
+def test_passwords_and_keys_are_not_stored_or_logged(api, deployment):
     email = new_email("secret")
     register(api, email)
     key = login(api, email)
-    db = (server.data_dir / "control.sqlite").read_bytes()
-    for name in ["control.sqlite-wal"]:
-        path = server.data_dir / name
-        if path.exists():
-            db += path.read_bytes()
+    db = deployment.stored()
+    assert email.encode() in db, "the check would not see what the database holds"
     assert PASSWORD.encode() not in db
     assert key.encode() not in db
-    log = server.log_path.read_text(errors="replace")
+    log = deployment.log()
     assert PASSWORD not in log and key not in log
 
 
