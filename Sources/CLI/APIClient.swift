@@ -209,6 +209,7 @@ enum APIErrorAdvice {
         case 404:
             return "not found: \(message) \(tag)"
         case 429:
+            if message.contains("try again") { return "\(message) \(tag)" }
             let wait = retryAfter.flatMap { Int($0) }.map { "try again in \(Self.duration($0))" } ?? "try again later"
             return "\(message) \(tag); \(wait)"
         case 500...:

@@ -173,6 +173,8 @@ import Testing
 
     @Test func otherStatuses() {
         #expect(self.message(429, "too_many_attempts", "too many failed logins", retryAfter: "900").hasSuffix("; try again in 15 minutes"))
+        #expect(self.message(429, "too_many_attempts", "locked; try again in 900 seconds", retryAfter: "900")
+            == "locked; try again in 900 seconds [429 too_many_attempts]")
         #expect(self.message(429, "too_many_attempts", "slow down", retryAfter: "7").hasSuffix("; try again in 7 seconds"))
         #expect(self.message(404, "not_found", "no role named x in this tenant") == "not found: no role named x in this tenant [404 not_found]")
         #expect(self.message(404, "not_found", "no route GET /x; see /openapi.json").contains("does not have this API"))
