@@ -83,6 +83,9 @@ struct ConfigCommand: ParsableCommand {
                 ]
             }
             print(TextTable.render(["  PROFILE", "API_URL", "EMAIL", "API_KEY", "S3_ENDPOINT"], rows), terminator: "")
+            if config.profile(selected) == nil {
+                print("Commands use the profile \"\(selected)\", which does not exist: pick one with `cloud config use NAME`.")
+            }
         }
     }
 
