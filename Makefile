@@ -2,7 +2,7 @@
 SWIFT ?= swift
 DATA_DIR ?= ./cloud-data
 
-.PHONY: deps build release run test unit-test integration-test bench clean
+.PHONY: deps build release run test unit-test integration-test bench clean api-docs
 
 deps:
 	bash scripts/install-deps.sh
@@ -29,6 +29,11 @@ unit-test:
 
 integration-test:
 	timeout -s KILL 1800 python3 -m pytest tests/integration -q -p no:cacheprovider
+
+# docs/api.md, the API reference, from the route table (CLITests fails when it is out of date).
+api-docs:
+	$(SWIFT) build --product cloud
+	.build/debug/cloud openapi --markdown > docs/api.md
 
 bench: deps release
 	python3 bench/run.py

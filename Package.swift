@@ -210,6 +210,8 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
+        // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
+        .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],
