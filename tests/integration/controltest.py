@@ -169,3 +169,24 @@ class ControlServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class Deployment:
+    """The API under test: its URL, its log and what its database holds on disk."""
+
+    def __init__(self, url, log, stored):
+        self.url = url
+        self.log = log
+        self.stored = stored
+
+
+def wait_ready(url):
+    deadline = time.time() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return url
+        except requests.ConnectionError:
+            pass
+        assert time.time() < deadline, "the control plane did not become ready"
+        time.sleep(0.1)

@@ -12,55 +12,10 @@ import pytest
 import requests
 
 from cloudtest import CLOUD_BIN
-from controltest import ControlServer
 
 PASSWORD = "correct horse battery staple"
 
 pytestmark = pytest.mark.needs_binary
-
-
-class Deployment:
-    """The API under test: its URL, its log and what its database holds on disk."""
-
-    def __init__(self, url, log, stored):
-        self.url = url
-        self.log = log
-        self.stored = stored
-
-
-def wait_ready(url):
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return url
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "the control plane did not become ready"
-        time.sleep(0.1)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def deployment(request, server, tmp_path_factory):
-    if request.param == "sqlite":
-        def stored():
-            data = b""
-            for name in ["control.sqlite", "control.sqlite-wal"]:
-                path = server.data_dir / name
-                if path.exists():
-                    data += path.read_bytes()
-            return data
-        url = wait_ready(f"http://127.0.0.1:{server.api_port}")
-        yield Deployment(url, lambda: server.log_path.read_text(errors="replace"), stored)
-        return
-    postgres = request.getfixturevalue("postgres")
-    database = postgres.new_database("api")
-    control = ControlServer(database, tmp_path_factory.mktemp("control-pg"), storage_endpoint=server.endpoint)
-    control.start()
-    try:
-        yield Deployment(control.url, control.output, lambda: postgres.dump(database).encode())
-    finally:
-        control.stop()
 
 
 @pytest.fixture(scope="module")
