@@ -209,6 +209,7 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(name: "DatabaseTests", dependencies: ["Database", "SQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane"], swiftSettings: strictSettings),

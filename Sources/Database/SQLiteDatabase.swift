@@ -6,17 +6,21 @@ import CSQLite
 /// ``SQLDatabase`` on an embedded SQLite file (WAL, synchronous FULL, foreign keys on).
 ///
 /// One connection: transactions take turns through an async lock (so a transaction's statements never
-/// interleave with another's), and every statement runs on NIO's blocking thread pool so that event
-/// loops and the cooperative pool never wait on the disk. Transactions start with `BEGIN IMMEDIATE`,
+/// interleave with another's), and every statement runs on the database's own thread so that event
+/// loops and the cooperative pool never wait on the disk — nor on another process's write lock, which
+/// SQLite waits for (up to 10 s) by blocking the calling thread. A shared pool would let several
+/// databases' waits starve the one holding the lock. Transactions start with `BEGIN IMMEDIATE`,
 /// which also serializes writers across processes sharing the file.
 public final class SQLiteDatabase: SQLDatabase {
     private let connection: Mutex<SQLiteConnection?>
     private let threadPool: NIOThreadPool
+    private let ownsThreadPool: Bool
     private let lock = AsyncLock()
 
     public var dialect: SQLDialect { .sqlite }
 
     /// Opens (creating when missing) the database at `path`.
+    /// - Parameter threadPool: Where statements run; default a thread of its own.
     /// - Throws: ``DatabaseError`` (`unavailable`) when it cannot be opened.
     public init(path: String, threadPool: NIOThreadPool? = nil) throws {
         do {
@@ -26,7 +30,18 @@ public final class SQLiteDatabase: SQLDatabase {
         } catch {
             throw DatabaseError(.unavailable, "cannot open \(path): \(error)")
         }
-        self.threadPool = threadPool ?? .singleton
+        if let threadPool {
+            self.threadPool = threadPool
+            self.ownsThreadPool = false
+        } else {
+            self.threadPool = NIOThreadPool(numberOfThreads: 1)
+            self.threadPool.start()
+            self.ownsThreadPool = true
+        }
+    }
+
+    deinit {
+        if self.ownsThreadPool { self.threadPool.shutdownGracefully { _ in } }
     }
 
     private func run<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
