@@ -118,14 +118,18 @@ public final class ControlAPI: Sendable {
 
     // MARK: - Authentication and authorization
 
+    /// Compared against when a presented key's id is unknown.
+    private static let decoyKeyHash = APIKey.hash("ck_decoy_key_that_matches_nothing")
+
     private func authorize(_ request: APIRequest, access: Access) async throws -> Caller? {
         if access == .anonymous { return nil }
         guard let presented = request.headers["x-api-key"], !presented.isEmpty else { throw APIError.missingKey }
-        guard let id = APIKey.id(of: presented), let key = try await self.store.key(id: id),
-            APIKey.matches(presented, storedHash: key.keyHash), key.isValid(at: self.now()),
-            let user = try await self.store.user(id: key.userID), let tenant = try await self.store.tenant(id: key.tenantID),
-            try await self.store.isMember(userID: user.id, tenantID: tenant.id)
-        else { throw APIError.invalidKey }
+        let found = try await APIKey.id(of: presented).asyncMap { try await self.store.credentials(keyID: $0) } ?? nil
+        // The hash is compared whether or not the id exists, so the answer takes as long either way.
+        let matches = APIKey.matches(presented, storedHash: found?.key.keyHash ?? Self.decoyKeyHash)
+        guard let (key, user, tenant, isMember) = found, matches, key.isValid(at: self.now()), isMember else {
+            throw APIError.invalidKey
+        }
         let grants = try await self.store.grants(userID: user.id, tenantID: tenant.id)
         if case .permission(let required) = access, !Permission.allows(grants.permissions, required) {
             throw APIError.forbidden(required)
@@ -521,5 +525,13 @@ public final class ControlAPI: Sendable {
             ("id", .string(binding.id)), ("user_id", .string(binding.userID)), ("user", .string(binding.userEmail)),
             ("role", .string(binding.roleName)), ("created_at", time(binding.createdAt)),
         ])
+    }
+}
+
+extension Optional {
+    /// `map` with an async transform.
+    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

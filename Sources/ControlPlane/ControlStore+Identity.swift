@@ -122,6 +122,27 @@ extension ControlStore {
         if changed.isEmpty { throw ControlStoreError.notFound("no active key \(id)") }
     }
 
+    /// What a request's API key stands for, read in one statement: the key, its user and tenant, and
+    /// whether the user is still a member of that tenant. Nil when there is no key with this id.
+    public func credentials(keyID: String) async throws -> (key: APIKeyRecord, user: UserRecord, tenant: TenantRecord, isMember: Bool)? {
+        let columns = """
+            k.id, k.user_id, k.tenant_id, k.name, k.key_hash, k.created_at, k.expires_at, k.revoked_at, k.replaced_by, \
+            u.id, u.email, u.name, u.password_hash, u.created_at, \(Self.tenantColumns)
+            """
+        let rows = try await self.query(
+            """
+            SELECT \(columns),
+            CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = k.user_id AND m.tenant_id = k.tenant_id) THEN 1 ELSE 0 END
+            FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1
+            """, [.text(keyID)])
+        guard let row = rows.first else { return nil }
+        // Key columns 0...8, user 9...13, tenant 14...17, membership 18.
+        let key = Self.key(row)
+        let user = Self.user(SQLRow(Array(row.values[9...13])))
+        let tenant = Self.tenant(SQLRow(Array(row.values[14...17])))
+        return (key, user, tenant, row.int(18) == 1)
+    }
+
     /// Records a login attempt; a success clears the email's earlier failures. Attempts older than a
     /// day are forgotten.
     public func recordLogin(email: String, clientAddress: String, succeeded: Bool, at: Int64) async throws {
