@@ -1,4 +1,5 @@
 public import Logging
+import Foundation
 import NIOCore
 import PostgresNIO
 public import SQLite
@@ -152,6 +153,11 @@ public final class PostgresDatabase: SQLDatabase {
             case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
             case .bool: return .integer(try cell.decode(Bool.self) ? 1 : 0)
             case .bytea: return .blob(bytes.readBytes(length: bytes.readableBytes) ?? [])
+            // SUM() of integers is numeric; the control plane's columns hold integers only.
+            case .numeric:
+                let text = "\(try cell.decode(Decimal.self))"
+                return Int64(text).map { .integer($0) } ?? .text(text)
+            case .float4, .float8: return .text("\(try cell.decode(Double.self))")
             default:
                 if cell.format == .text { return .text(bytes.readString(length: bytes.readableBytes) ?? "") }
                 return .text(try cell.decode(String.self))

@@ -46,6 +46,9 @@ enum TestDatabases {
         #expect(rows == [SQLRow([.text("a"), .integer(Int64.max), .blob([0, 1, 255]), .null])])
         #expect(rows[0].optionalText(3) == nil)
         #expect(try await db.query("SELECT count(*) FROM t")[0].int(0) == 1)
+        // SUM of a BIGINT column is numeric in PostgreSQL, an integer in SQLite: both read as integers.
+        #expect(try await db.query("SELECT SUM(n) - 1 FROM t")[0].int(0) == Int64.max - 1)
+        #expect(try await db.query("SELECT SUM(n) FROM t WHERE id = 'none'")[0].optionalInt(0) == nil)
     }
 
     @Test(arguments: TestDatabases.kinds)
