@@ -2,7 +2,7 @@
 SWIFT ?= swift
 DATA_DIR ?= ./cloud-data
 
-.PHONY: deps build release run test unit-test integration-test bench clean api-docs
+.PHONY: deps build release run test unit-test integration-test bench bench-control clean api-docs
 
 deps:
 	bash scripts/install-deps.sh
@@ -37,6 +37,10 @@ api-docs:
 
 bench: deps release
 	python3 bench/run.py
+
+# The control plane's API under load on SQLite and on a throwaway PostgreSQL (see docs/benchmarks.md).
+bench-control: deps release
+	scripts/with-postgres.sh python3 bench/control.py
 
 clean:
 	rm -rf .build
