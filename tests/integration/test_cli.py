@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from controltest import wait_ready
 from cloudtest import CLOUD_BIN, REPO_ROOT, free_port
 
 PASSWORD = "correct horse battery staple"
@@ -23,16 +24,7 @@ pytestmark = pytest.mark.needs_binary
 
 @pytest.fixture(scope="module")
 def api(server):
-    url = f"http://127.0.0.1:{server.api_port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return url
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "the control plane did not become ready"
-        time.sleep(0.1)
+    return wait_ready(f"http://127.0.0.1:{server.api_port}")
 
 
 @pytest.fixture
