@@ -57,6 +57,9 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // A SigV4-signing HTTP client (URLSession) for S3 and the storage admin API: the CLI and the
+        // control plane's storage service.
+        .target(name: "StorageClient", dependencies: ["SigV4", "Hashing"], swiftSettings: strictSettings),
         // One SQLite connection wrapper (prepared-statement cache, `?` and `$n` parameters), shared by
         // the storage engine's metadata and the control plane's store.
         .target(name: "SQLite", dependencies: ["CSQLite"], swiftSettings: strictSettings),
@@ -146,7 +149,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite",
+                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "StorageClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -158,7 +161,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication",
+                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -194,6 +197,9 @@ let package = Package(
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "TenancyTests", dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing", "StorageNode"],
+            swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -10,6 +10,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var databasePath: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
+    /// The storage cluster whose keys and buckets `/storage/…` manages; it is also checked by `/health/ready`.
+    public var storage: StorageServiceConfiguration?
 
     public init() {}
 
@@ -19,6 +21,7 @@ public struct ControlPlaneConfiguration: Sendable {
         guard HostPort.split(self.apiAddress) != nil else {
             throw ControlPlaneError("--api-address '\(self.apiAddress)' is not host:port")
         }
+        try self.storage?.validate()
     }
 }
 
@@ -54,7 +57,13 @@ public struct ControlServer: Sendable {
         } catch {
             throw ControlPlaneError("cannot open the control-plane database \(configuration.databasePath): \(error)")
         }
-        self.api = ControlAPI(store: self.store, configuration: configuration.api, logger: logger)
+        var apiConfiguration = configuration.api
+        if let storage = configuration.storage {
+            let client = StorageAdminClient(storage)
+            apiConfiguration.storage = client
+            apiConfiguration.readinessChecks.append(ReadinessCheck(name: "storage", check: client.check))
+        }
+        self.api = ControlAPI(store: self.store, configuration: apiConfiguration, logger: logger)
     }
 
     /// The long-running services (the API listener), for the process's ServiceGroup.
