@@ -68,7 +68,7 @@ struct NodeOptions: ParsableArguments {
     }
 
     /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
-    func runNode(extraServices: (NodeConfiguration, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
+    func runNode(extraServices: (StorageNode, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
         let logger = try self.makeLogger()
         let configuration = try self.makeConfiguration()
         let node: StorageNode
@@ -93,7 +93,7 @@ struct NodeOptions: ParsableArguments {
             metadata["gossip"] = "\(settings.gossipAddress)"
             metadata["quorum"] = "\(settings.policy)"
         }
-        let extra = try await extraServices(configuration, logger)
+        let extra = try await extraServices(node, logger)
         logger.notice("storage node starting", metadata: metadata)
         try await node.run(extraServices: extra)
         logger.notice("storage node stopped")
@@ -126,8 +126,12 @@ struct Dev: AsyncParsableCommand {
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
-            configuration.databasePath = node.dataDirectory + "/control.sqlite"
-            configuration.api.readinessChecks = [Self.storageCheck(s3Address: node.s3Address)]
+            configuration.databasePath = node.configuration.dataDirectory + "/control.sqlite"
+            // The storage service is the node beside it, administered with its root key; /health/ready
+            // checks it.
+            configuration.storage = StorageServiceConfiguration(
+                endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
+                secretKey: node.credentials.secretKey, region: node.configuration.region)
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()
             } catch let error as ControlPlaneError {
@@ -136,28 +140,13 @@ struct Dev: AsyncParsableCommand {
         }
     }
 
-    /// Readiness of the storage node beside the control plane: its own `/health/ready`.
-    static func storageCheck(s3Address: String) -> ReadinessCheck {
+    /// The S3 listen address as this host reaches it (a wildcard address becomes loopback).
+    static func localAddress(_ s3Address: String) -> String {
         var address = s3Address
         if address.hasPrefix("0.0.0.0:") { address = "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
         if address.hasPrefix("[::]:") { address = "[::1]:" + address.dropFirst("[::]:".count) }
         if address.hasPrefix(":") { address = "127.0.0.1" + address }
-        let target = address
-        let url = URL(string: "http://\(target)/health/ready")
-        return ReadinessCheck(name: "storage") {
-            guard let url else { return "bad S3 address \(s3Address)" }
-            var request = URLRequest(url: url)
-            request.timeoutInterval = 2
-            do {
-                let (data, response) = try await URLSession.shared.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                if status == 200 { return nil }
-                let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                return "the storage node is not ready (\(status) \(text))"
-            } catch {
-                return "the storage node does not answer at \(target)"
-            }
-        }
+        return address
     }
 }
 
