@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import ControlPlane
 import Foundation
@@ -323,6 +326,10 @@ extension Storage {
             return target.key
         }
 
+        /// Files larger than this go up in parts of this size (multipart upload), and objects larger than
+        /// this come down in ranges of it, so that memory holds one piece at a time.
+        static let pieceSize = 16 << 20
+
         func upload(_ client: SignedClient) async throws {
             guard var target = S3Location(self.destination) else { throw ValidationError("the destination needs a bucket: s3://BUCKET/KEY") }
             var isDirectory: ObjCBool = false
@@ -330,30 +337,103 @@ extension Storage {
                 throw CLIError("\(self.source): no such file")
             }
             guard !isDirectory.boolValue else { throw CLIError("\(self.source) is a directory; copy its files one by one") }
-            guard let data = FileManager.default.contents(atPath: self.source) else { throw CLIError("cannot read \(self.source)") }
+            guard let file = FileHandle(forReadingAtPath: self.source) else { throw CLIError("cannot read \(self.source)") }
+            defer { try? file.close() }
+            let size = (try? FileManager.default.attributesOfItem(atPath: self.source)[.size] as? Int) ?? 0
             target.key = Self.uploadKey(file: self.source, target: target)
-            _ = try await Storage.send(
-                client, "cannot upload \(self.source) to \(target.description)", "PUT", target.path,
-                headers: [("content-type", Self.contentType(target.key))], body: data)
+            let what = "cannot upload \(self.source) to \(target.description)"
+            let headers = [("content-type", Self.contentType(target.key))]
+            if size <= Self.pieceSize {
+                let data = try file.readToEnd() ?? Data()
+                _ = try await Storage.send(client, what, "PUT", target.path, headers: headers, body: data)
+            } else {
+                try await Self.uploadInParts(client, file: file, target: target, headers: headers, what: what)
+            }
             print("upload: \(self.source) to \(target.description)")
+        }
+
+        /// A multipart upload of `file` in pieces of ``pieceSize``; aborted when a piece fails.
+        static func uploadInParts(
+            _ client: SignedClient, file: FileHandle, target: S3Location, headers: [(String, String)], what: String
+        ) async throws {
+            let created = try await Storage.send(client, what, "POST", target.path, query: [("uploads", "")], headers: headers)
+            guard let uploadID = SignedResponse.element("UploadId", in: created.text) else { throw CLIError("\(what): no upload id in the answer") }
+            var parts: [(Int, String)] = []
+            do {
+                while let piece = try file.read(upToCount: Self.pieceSize), !piece.isEmpty {
+                    let number = parts.count + 1
+                    let answer = try await Storage.send(
+                        client, what, "PUT", target.path, query: [("partNumber", String(number)), ("uploadId", uploadID)], body: piece)
+                    parts.append((number, answer.headers["etag"] ?? ""))
+                }
+                var xml = "<CompleteMultipartUpload>"
+                for (number, etag) in parts { xml += "<Part><PartNumber>\(number)</PartNumber><ETag>\(etag)</ETag></Part>" }
+                xml += "</CompleteMultipartUpload>"
+                let done = try await Storage.send(
+                    client, what, "POST", target.path, query: [("uploadId", uploadID)], headers: [("content-type", "application/xml")],
+                    body: Data(xml.utf8))
+                // A failure after the 200 status line is reported in the body.
+                if done.text.contains("<Error>") {
+                    throw CLIError("\(what): \(done.errorCode ?? "error"): \(done.errorMessage ?? done.text)")
+                }
+            } catch {
+                _ = try? await client.send("DELETE", target.path, query: [("uploadId", uploadID)])
+                throw error
+            }
         }
 
         func download(_ client: SignedClient) async throws {
             guard let source = S3Location(self.source), !source.key.isEmpty, !source.key.hasSuffix("/") else {
                 throw ValidationError("the source must be an object: s3://BUCKET/KEY")
             }
-            let answer = try await Storage.send(client, "cannot download \(source.description)", "GET", source.path)
-            if self.destination == "-" {
-                FileHandle.standardOutput.write(answer.body)
-                return
+            let what = "cannot download \(source.description)"
+            // The size first: a large object comes down in ranges.
+            var size: Int?
+            if let head = try? await client.send("HEAD", source.path), head.status == 200 {
+                size = head.headers["content-length"].flatMap { Int($0) }
             }
             var path = self.destination
-            var isDirectory: ObjCBool = false
-            if path.hasSuffix("/") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
-                path = (path as NSString).appendingPathComponent((source.key as NSString).lastPathComponent)
+            let output: FileHandle
+            var temporary: String?
+            if path == "-" {
+                output = FileHandle.standardOutput
+            } else {
+                var isDirectory: ObjCBool = false
+                if path.hasSuffix("/") || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
+                    path = (path as NSString).appendingPathComponent((source.key as NSString).lastPathComponent)
+                }
+                let partial = path + ".cloud-partial"
+                guard FileManager.default.createFile(atPath: partial, contents: nil), let handle = FileHandle(forWritingAtPath: partial) else {
+                    throw CLIError("cannot write \(path) (does its directory exist?)")
+                }
+                output = handle
+                temporary = partial
             }
-            guard FileManager.default.createFile(atPath: path, contents: answer.body) else { throw CLIError("cannot write \(path)") }
-            print("download: \(source.description) to \(path)")
+            do {
+                if let size, size > Self.pieceSize {
+                    var offset = 0
+                    while offset < size {
+                        let last = min(size, offset + Self.pieceSize) - 1
+                        let piece = try await Storage.send(client, what, "GET", source.path, headers: [("range", "bytes=\(offset)-\(last)")])
+                        guard piece.body.count == last - offset + 1 else { throw CLIError("\(what): the object changed while it was read; try again") }
+                        try output.write(contentsOf: piece.body)
+                        offset = last + 1
+                    }
+                } else {
+                    try output.write(contentsOf: try await Storage.send(client, what, "GET", source.path).body)
+                }
+                if let temporary {
+                    try output.close()
+                    guard rename(temporary, path) == 0 else { throw CLIError("cannot write \(path)") }
+                }
+            } catch {
+                if let temporary {
+                    try? output.close()
+                    try? FileManager.default.removeItem(atPath: temporary)
+                }
+                throw error
+            }
+            if temporary != nil { print("download: \(source.description) to \(path)") }
         }
 
         func copy(_ client: SignedClient) async throws {

@@ -232,10 +232,18 @@ def test_cloud_storage_cli_round_trip(api, server, tmp_path):
     cloud(env, "storage", "cp", str(note), f"s3://{name}/notes/")
     assert cloud(env, "storage", "cp", f"s3://{name}/notes/note.txt", "-").stdout == "hello from the cli\n"
     cloud(env, "storage", "cp", f"s3://{name}/cat.jpg", f"s3://{name}/copy.jpg")
+    # A file larger than one piece (16 MiB) goes up as a multipart upload and comes down in ranges.
+    big = tmp_path / "big.bin"
+    big.write_bytes(payload(40 * 1024 * 1024 + 5, seed="big"))
+    cloud(env, "storage", "cp", str(big), f"s3://{name}/big.bin")
+    cloud(env, "storage", "cp", f"s3://{name}/big.bin", str(down / "big.bin"))
+    assert hashlib.sha256((down / "big.bin").read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+    assert sorted(p.name for p in down.iterdir()) == ["big.bin", "pet.jpg"], "no partial file is left"
     # The same objects through boto3 with the saved key.
     secret = text.split("s3_secret_key = ")[1].split("\n")[0]
     s3 = make_client(server, access_key=access_key, secret_key=secret)
     assert s3.get_object(Bucket=name, Key="copy.jpg")["Body"].read() == photo.read_bytes()
+    assert s3.head_object(Bucket=name, Key="big.bin")["ETag"].endswith('-3"'), "uploaded in three parts"
 
     refused = cloud(env, "storage", "rb", name, check=False)
     assert refused.returncode != 0 and "BucketNotEmpty" in refused.stderr
