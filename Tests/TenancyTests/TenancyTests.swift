@@ -125,6 +125,11 @@ struct Node {
         #expect(await node.call(b, "PUT", "/mine").status == 200)
         #expect(await node.call(b, "PUT", "/mine/stolen", headers: [("x-amz-copy-source", "/photos/cat.jpg")]).code == "AccessDenied")
         #expect(await node.call(b, "PUT", "/photos/x", headers: [("x-amz-copy-source", "/mine/stolen")]).code == "AccessDenied")
+        let own = await node.call(b, "POST", "/mine/part-copy", query: "uploads")
+        let ownUpload = try #require(SignedXML.element("UploadId", own.body))
+        let partCopy = await node.call(
+            b, "PUT", "/mine/part-copy", query: "partNumber=1&uploadId=\(ownUpload)", headers: [("x-amz-copy-source", "/photos/cat.jpg")])
+        #expect(partCopy.code == "AccessDenied", "UploadPartCopy from another tenant's bucket")
         // A multipart upload of tenant A cannot be touched by B (the bucket check comes first).
         let initiated = await node.call(a1, "POST", "/photos/big", query: "uploads")
         let uploadID = try #require(SignedXML.element("UploadId", initiated.body))
