@@ -2,7 +2,7 @@
 SWIFT ?= swift
 DATA_DIR ?= ./cloud-data
 
-.PHONY: deps build release run test unit-test integration-test bench clean
+.PHONY: deps build release run test unit-test integration-test bench clean api-docs
 
 deps:
 	bash scripts/install-deps.sh
@@ -22,13 +22,18 @@ run: deps release
 # with aws-cli, boto3, rclone and s3cmd.
 test: deps
 	$(SWIFT) build --build-tests
-	$(MAKE) unit-test integration-test
+	scripts/with-postgres.sh $(MAKE) unit-test integration-test
 
 unit-test:
 	timeout -s KILL 900 $(SWIFT) test --skip-build
 
 integration-test:
 	timeout -s KILL 1800 python3 -m pytest tests/integration -q -p no:cacheprovider
+
+# docs/api.md, the API reference, from the route table (CLITests fails when it is out of date).
+api-docs:
+	$(SWIFT) build --product cloud
+	.build/debug/cloud openapi --markdown > docs/api.md
 
 bench: deps release
 	python3 bench/run.py

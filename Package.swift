@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // System libraries (Debian: libssl-dev, zlib1g-dev, libzstd-dev, liblz4-dev, libsqlite3-dev).
@@ -145,11 +146,24 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // One async SQL interface over embedded SQLite and PostgreSQL (postgres-nio), database URLs and
+        // the migration runner with a cross-process lock; the control plane's persistence builds on it.
+        .target(
+            name: "Database",
+            dependencies: [
+                "SQLite",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The control plane: identity, API keys, tenants, RBAC, the REST API and its persistence.
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "StorageClient",
+                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database", "StorageClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -165,6 +179,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -196,11 +211,14 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(name: "DatabaseTests", dependencies: ["Database", "SQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
         .testTarget(
             name: "TenancyTests", dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing", "StorageNode"],
             swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
+        // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
+        .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # iproute2: network namespaces for the partition tests; libcurl4: FoundationNetworking (the `cloud storage` CLI).
-apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4)
+# postgresql: the control plane's tests run against a real PostgreSQL (scripts/with-postgres.sh starts one).
+apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -16,9 +17,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The S3 clients the integration tests drive (aws-cli v1, boto3, the AWS CRT for CRC32C/CRC64NVME)
-# and pytest.
+# and pytest; PyYAML parses `cloud -o yaml` in the CLI tests.
 here="$(cd "$(dirname "$0")" && pwd)"
-if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest' 2>/dev/null || ! command -v aws >/dev/null; then
+if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest, yaml' 2>/dev/null || ! command -v aws >/dev/null; then
     echo "installing Python test clients"
     python3 -m pip install -q -r "$here/requirements-test.txt" -r "$here/../tests/requirements.txt"
 fi

@@ -1,12 +1,13 @@
 import ArgumentParser
 
-/// The `cloud` command: the daemons and, later, the client commands.
+/// The `cloud` command: the daemons and the client commands.
 @main
 struct Cloud: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cloud",
         abstract: "The Cloud: an open-source cloud platform you run on your own hosts.",
+        discussion: "Reference: docs/cli.md. Shell completion: `cloud completion --help`.",
         version: "0.1.0",
-        subcommands: [Dev.self, Node.self, Storage.self, Auth.self, Roles.self]
+        subcommands: [Dev.self, Server.self, Node.self, Storage.self, Auth.self, Roles.self, ConfigCommand.self, Completion.self, OpenAPICommand.self]
     )
 }

@@ -8,139 +8,6 @@ import Foundation
 import FoundationNetworking
 #endif
 
-/// A failure of a client command, printed as `Error: <description>` (without the usage text that
-/// ArgumentParser adds to validation errors: the arguments were fine).
-struct CLIError: Error, CustomStringConvertible {
-    var description: String
-
-    init(_ description: String) { self.description = description }
-}
-
-/// The CLI's settings file: `$CLOUD_CONFIG`, else `$XDG_CONFIG_HOME/cloud/config`, else
-/// `$HOME/.config/cloud/config`. INI-style, one `[default]` profile for now, mode 0600.
-struct ClientConfig {
-    var values: [String: String] = [:]
-
-    static var path: String {
-        let environment = ProcessInfo.processInfo.environment
-        if let path = environment["CLOUD_CONFIG"], !path.isEmpty { return path }
-        if let base = environment["XDG_CONFIG_HOME"], !base.isEmpty { return base + "/cloud/config" }
-        return (environment["HOME"] ?? NSHomeDirectory()) + "/.config/cloud/config"
-    }
-
-    static func load() -> ClientConfig {
-        guard let data = FileManager.default.contents(atPath: Self.path) else { return ClientConfig() }
-        var config = ClientConfig()
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            let text = line.trimmingCharacters(in: .whitespaces)
-            if text.hasPrefix("#") || text.hasPrefix("[") { continue }
-            guard let equals = text.firstIndex(of: "=") else { continue }
-            config.values[text[..<equals].trimmingCharacters(in: .whitespaces)] =
-                text[text.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-        }
-        return config
-    }
-
-    /// Writes the file atomically with mode 0600 (its directory 0700).
-    func save() throws {
-        let path = Self.path
-        let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        var text = "[default]\n"
-        for key in self.values.keys.sorted() { text += "\(key) = \(self.values[key]!)\n" }
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw CLIError("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        fchmod(fd, 0o600)
-        let written = text.withCString { write(fd, $0, strlen($0)) }
-        fsync(fd)
-        close(fd)
-        guard written == text.utf8.count, rename(temporary, path) == 0 else {
-            throw CLIError("cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-    }
-}
-
-/// How the client reaches the control plane: `--api-url`, the key, the output format.
-struct APIClientOptions: ParsableArguments {
-    @Option(help: "Control-plane URL (default: $CLOUD_API_URL, the config file, or http://127.0.0.1:8080).")
-    var apiUrl: String?
-
-    @Option(name: .shortAndLong, help: "Output: table or json.")
-    var output: String = "table"
-
-    func validate() throws {
-        guard self.output == "table" || self.output == "json" else { throw ValidationError("--output must be table or json") }
-    }
-
-    var baseURL: String {
-        let url = self.apiUrl ?? ProcessInfo.processInfo.environment["CLOUD_API_URL"] ?? ClientConfig.load().values["api_url"]
-            ?? "http://127.0.0.1:8080"
-        return url.hasSuffix("/") ? String(url.dropLast()) : url
-    }
-
-    /// The key from `$CLOUD_API_KEY` or the config file.
-    func apiKey() throws -> String {
-        if let key = ProcessInfo.processInfo.environment["CLOUD_API_KEY"], !key.isEmpty { return key }
-        if let key = ClientConfig.load().values["api_key"], !key.isEmpty { return key }
-        throw CLIError("not logged in: run `cloud auth login --email you@example.com` (or set CLOUD_API_KEY)")
-    }
-
-    /// Sends a request; returns the parsed JSON answer (nil for 204). Errors become messages.
-    @discardableResult
-    func call(_ method: String, _ path: String, body: JSONValue? = nil, authenticated: Bool = true) async throws -> JSONValue? {
-        guard let url = URL(string: self.baseURL + path) else { throw CLIError("--api-url must be a URL such as http://127.0.0.1:8080") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        request.timeoutInterval = 30
-        if authenticated { request.setValue(try self.apiKey(), forHTTPHeaderField: "X-API-Key") }
-        if let body {
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(body.serialized().utf8)
-        }
-        let data: Data
-        let response: URLResponse
-        do {
-            (data, response) = try await URLSession.shared.data(for: request)
-        } catch {
-            throw CLIError("cannot reach the control plane at \(self.baseURL): \(error.localizedDescription) (is `cloud dev` running? see --api-url)")
-        }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let json = data.isEmpty ? nil : JSONValue.parse(Array(data))
-        guard (200..<300).contains(status) else {
-            if case .string(let message) = json?["error"]?["message"], case .string(let code) = json?["error"]?["code"] {
-                var hint = ""
-                if status == 401 && authenticated { hint = " (log in again with `cloud auth login`)" }
-                throw CLIError("\(message) [\(status) \(code)]\(hint)")
-            }
-            throw CLIError("the control plane answered \(status)")
-        }
-        return json
-    }
-
-    /// Prints `value` as JSON, or as a table of `columns` taken from the objects in `rows`.
-    func show(_ value: JSONValue?, rows: (JSONValue) -> [JSONValue], columns: [(String, String)]) {
-        guard let value else { return }
-        if self.output == "json" {
-            print(value.prettyPrinted())
-            return
-        }
-        let table = rows(value).map { row in columns.map { Self.text(row[$0.1]) } }
-        Storage.Status.printTable(columns.map(\.0), table)
-    }
-
-    static func text(_ value: JSONValue?) -> String {
-        switch value {
-        case .string(let text): text
-        case .int(let number): String(number)
-        case .bool(let flag): flag ? "yes" : "no"
-        case .array(let items): items.map { Self.text($0) }.joined(separator: ",")
-        case .null, nil: "-"
-        default: value!.serialized()
-        }
-    }
-}
-
 /// Reads a password: one line of stdin with `--password-stdin`, else from the terminal without echo.
 func readPassword(fromStdin: Bool, confirm: Bool) throws -> String {
     if fromStdin {
@@ -177,9 +44,7 @@ struct Auth: AsyncParsableCommand {
                 "POST", "/auth/register",
                 body: .object([("email", .string(self.email)), ("name", .string(self.name)), ("password", .string(password))]),
                 authenticated: false)
-            if self.client.output == "json" {
-                print(answer?.prettyPrinted() ?? "")
-            } else {
+            self.client.emit(answer) {
                 print("Registered \(APIClientOptions.text(answer?["user"]?["email"])) (tenant \(APIClientOptions.text(answer?["tenant"]?["id"]))). Log in with `cloud auth login --email \(self.email)`.")
             }
         }
@@ -187,8 +52,12 @@ struct Auth: AsyncParsableCommand {
 
     struct Login: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Log in and store a new API key in the config file (mode 0600).",
-            discussion: "The file is $CLOUD_CONFIG, or ~/.config/cloud/config.")
+            abstract: "Log in and store a new API key in the profile (config file mode 0600).",
+            discussion: """
+                The key, the API URL and your email go into the profile chosen by --profile, $CLOUD_PROFILE or \
+                the current profile (else "default"), in $CLOUD_CONFIG, $XDG_CONFIG_HOME/cloud/config or \
+                ~/.config/cloud/config.
+                """)
         @Option(help: "Your email.") var email: String
         @Option(help: "The tenant the key acts in (default: your personal tenant).") var tenant: String?
         @Flag(help: "Read the password from the first line of stdin.") var passwordStdin = false
@@ -200,12 +69,18 @@ struct Auth: AsyncParsableCommand {
             if let tenant = self.tenant { body.append(("tenant_id", .string(tenant))) }
             let answer = try await self.client.call("POST", "/auth/login", body: .object(body), authenticated: false)
             guard case .string(let key) = answer?["api_key"] else { throw CLIError("the control plane returned no key") }
-            var config = ClientConfig.load()
+            let settings = try self.client.settings()
+            var config = try ClientConfig.loadChecked(profile: settings.profile)
             config.values["api_key"] = key
-            config.values["api_url"] = self.client.baseURL
+            config.values["api_url"] = settings.apiURL
             config.values["email"] = self.email.lowercased()
             try config.save()
-            print("Logged in as \(self.email.lowercased()) in tenant \(APIClientOptions.text(answer?["tenant"]?["id"])); key \(APIClientOptions.text(answer?["key"]?["prefix"])) saved in \(ClientConfig.path).")
+            // The key is in the file; the output shows everything else.
+            var shown: [(String, JSONValue)] = [("profile", .string(config.profile)), ("config", .string(ClientConfig.path))]
+            if case .object(let members) = answer { shown += members.filter { $0.0 != "api_key" } }
+            self.client.emit(.object(shown)) {
+                print("Logged in as \(self.email.lowercased()) in tenant \(APIClientOptions.text(answer?["tenant"]?["id"])); key \(APIClientOptions.text(answer?["key"]?["prefix"])) saved in the profile \"\(config.profile)\" of \(ClientConfig.path).")
+            }
         }
     }
 
@@ -215,8 +90,8 @@ struct Auth: AsyncParsableCommand {
 
         func run() async throws {
             let answer = try await self.client.call("GET", "/auth/me")
-            if self.client.output == "json" {
-                print(answer?.prettyPrinted() ?? "")
+            guard self.client.format == .table else {
+                self.client.emit(answer) {}
                 return
             }
             print("user:        \(APIClientOptions.text(answer?["user"]?["email"])) (\(APIClientOptions.text(answer?["user"]?["name"])), \(APIClientOptions.text(answer?["user"]?["id"])))")
@@ -235,8 +110,8 @@ struct Auth: AsyncParsableCommand {
         static let columns = [("ID", "id"), ("NAME", "name"), ("TENANT", "tenant_id"), ("CREATED", "created_at"), ("EXPIRES", "expires_at"), ("CURRENT", "current")]
 
         static func showNew(_ answer: JSONValue?, client: APIClientOptions, saved: Bool) {
-            if client.output == "json" {
-                print(answer?.prettyPrinted() ?? "")
+            guard client.format == .table else {
+                client.emit(answer) {}
                 return
             }
             print("New key \(APIClientOptions.text(answer?["key"]?["id"])) (shown this once):")
@@ -248,12 +123,12 @@ struct Auth: AsyncParsableCommand {
                     print("The old key \(APIClientOptions.text(previous["id"])) works until \(APIClientOptions.text(previous["expires_at"])).")
                 }
             }
-            if saved { print("It replaces the old key in \(ClientConfig.path).") }
+            if saved { print("It replaces the old key in the profile \"\(ClientConfig.load().profile)\" of \(ClientConfig.path).") }
         }
 
         /// Saves the new key when it replaced the one in the config file.
         static func saveIfCurrent(_ answer: JSONValue?, oldID: String) throws -> Bool {
-            var config = ClientConfig.load()
+            var config = try ClientConfig.loadChecked()
             guard let current = config.values["api_key"], APIKey.id(of: current) == oldID, case .string(let key) = answer?["api_key"] else {
                 return false
             }
@@ -318,7 +193,7 @@ struct Auth: AsyncParsableCommand {
 
             func run() async throws {
                 try await self.client.call("DELETE", "/auth/keys/\(self.id)")
-                print("Key \(self.id) revoked.")
+                self.client.emit(nil) { print("Key \(self.id) revoked.") }
             }
         }
     }
@@ -355,7 +230,7 @@ struct Roles: AsyncParsableCommand {
             var body: [(String, JSONValue)] = [("name", .string(self.name)), ("permissions", .array(list))]
             if let description = self.description { body.append(("description", .string(description))) }
             let answer = try await self.client.call("POST", "/rbac/roles", body: .object(body))
-            if self.client.output == "json" { print(answer?.prettyPrinted() ?? "") } else { print("Role \(self.name) created.") }
+            self.client.emit(answer) { print("Role \(self.name) created.") }
         }
     }
 
@@ -366,7 +241,7 @@ struct Roles: AsyncParsableCommand {
 
         func run() async throws {
             try await self.client.call("DELETE", "/rbac/roles/\(self.name)")
-            print("Role \(self.name) deleted.")
+            self.client.emit(nil) { print("Role \(self.name) deleted.") }
         }
     }
 
@@ -378,9 +253,7 @@ struct Roles: AsyncParsableCommand {
 
         func run() async throws {
             let answer = try await self.client.call("POST", "/rbac/bindings", body: .object([("user", .string(self.user)), ("role", .string(self.role))]))
-            if self.client.output == "json" {
-                print(answer?.prettyPrinted() ?? "")
-            } else {
+            self.client.emit(answer) {
                 print("Bound \(self.user) to \(self.role) (binding \(APIClientOptions.text(answer?["id"]))).")
             }
         }
@@ -399,7 +272,7 @@ struct Roles: AsyncParsableCommand {
                 case .string(let id) = binding["id"]
             else { throw CLIError("\(self.user) does not have the role \(self.role) in this tenant") }
             try await self.client.call("DELETE", "/rbac/bindings/\(id)")
-            print("Unbound \(self.user) from \(self.role).")
+            self.client.emit(nil) { print("Unbound \(self.user) from \(self.role).") }
         }
     }
 

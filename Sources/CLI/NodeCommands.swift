@@ -53,19 +53,7 @@ struct NodeOptions: ParsableArguments {
         return configuration
     }
 
-    func makeLogger() throws -> Logger {
-        guard let level = Logger.Level(rawValue: self.logLevel) else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "cloud")
-        logger.logLevel = level
-        return logger
-    }
+    func makeLogger() throws -> Logger { try CLI.makeLogger(level: self.logLevel) }
 
     /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
     func runNode(extraServices: (StorageNode, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
@@ -100,6 +88,21 @@ struct NodeOptions: ParsableArguments {
     }
 }
 
+/// Sets up logging to standard error at `level` and returns the process's logger.
+func makeLogger(level: String) throws -> Logger {
+    guard let level = Logger.Level(rawValue: level) else {
+        throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+    }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    var logger = Logger(label: "cloud")
+    logger.logLevel = level
+    return logger
+}
+
 /// `cloud dev`: everything on one host with embedded state.
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -126,7 +129,7 @@ struct Dev: AsyncParsableCommand {
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
-            configuration.databasePath = node.configuration.dataDirectory + "/control.sqlite"
+            configuration.database = node.configuration.dataDirectory + "/control.sqlite"
             // The storage service is the node beside it, administered with its root key; /health/ready
             // checks it.
             configuration.storage = StorageServiceConfiguration(
@@ -140,12 +143,11 @@ struct Dev: AsyncParsableCommand {
         }
     }
 
-    /// The S3 listen address as this host reaches it (a wildcard address becomes loopback).
-    static func localAddress(_ s3Address: String) -> String {
-        var address = s3Address
-        if address.hasPrefix("0.0.0.0:") { address = "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
-        if address.hasPrefix("[::]:") { address = "[::1]:" + address.dropFirst("[::]:".count) }
-        if address.hasPrefix(":") { address = "127.0.0.1" + address }
+    /// `host:port` to reach a listener bound to `address` from this host (wildcards become loopback).
+    static func localAddress(_ address: String) -> String {
+        if address.hasPrefix("0.0.0.0:") { return "127.0.0.1:" + address.dropFirst("0.0.0.0:".count) }
+        if address.hasPrefix("[::]:") { return "[::1]:" + address.dropFirst("[::]:".count) }
+        if address.hasPrefix(":") { return "127.0.0.1" + address }
         return address
     }
 }

@@ -75,13 +75,18 @@ struct Storage: AsyncParsableCommand {
 
         @OptionGroup var connection: Connection
 
-        @Option(name: .shortAndLong, help: "Output: table or json.")
+        @Option(name: .shortAndLong, help: "Output: table, json or yaml.", completion: .list(OutputFormat.names))
         var output: String = "table"
+
+        func validate() throws {
+            guard OutputFormat(rawValue: self.output) != nil else { throw ValidationError("--output must be table, json or yaml") }
+        }
 
         func run() async throws {
             let data = try await self.connection.request("GET", "/storage/status")
-            if self.output == "json" {
-                print(String(decoding: data, as: UTF8.self), terminator: "")
+            if let format = OutputFormat(rawValue: self.output), format != .table {
+                guard let value = OrderedJSON.parse(Array(data)) else { throw CLIError("the node's answer is not JSON") }
+                print(format.render(value) ?? "", terminator: "")
                 return
             }
             guard let status = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -146,11 +151,24 @@ struct Storage: AsyncParsableCommand {
         )
 
         struct Show: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "The current layout (JSON).")
+            static let configuration = CommandConfiguration(abstract: "The current layout (JSON or YAML).")
             @OptionGroup var connection: Connection
 
+            @Option(name: .shortAndLong, help: "Output: json or yaml.", completion: .list(["json", "yaml"]))
+            var output: String = "json"
+
+            func validate() throws {
+                guard self.output == "json" || self.output == "yaml" else { throw ValidationError("--output must be json or yaml") }
+            }
+
             func run() async throws {
-                print(String(decoding: try await self.connection.request("GET", "/storage/layout"), as: UTF8.self), terminator: "")
+                let data = try await self.connection.request("GET", "/storage/layout")
+                guard self.output == "yaml" else {
+                    print(String(decoding: data, as: UTF8.self), terminator: "")
+                    return
+                }
+                guard let value = OrderedJSON.parse(Array(data)) else { throw CLIError("the node's answer is not JSON") }
+                print(YAML.emit(value), terminator: "")
             }
         }
 

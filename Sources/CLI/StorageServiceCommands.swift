@@ -10,7 +10,7 @@ import StorageClient
 /// S3 operations spoken directly to the S3 endpoint with the tenant's key (for users without aws-cli).
 extension Storage {
     /// Where S3 requests go and which tenant key signs them: options, then `CLOUD_S3_*`, then the
-    /// config file (`cloud storage keys create --save`).
+    /// profile of the config file (`cloud storage keys create --save`).
     struct S3Options: ParsableArguments {
         @Option(help: "S3 endpoint (default: $CLOUD_S3_ENDPOINT, the config file's s3_endpoint, or http://127.0.0.1:9000).")
         var endpoint: String?
@@ -23,6 +23,8 @@ extension Storage {
 
         @Option(help: "Region in the signature (default: $CLOUD_S3_REGION, the config file, or us-east-1).")
         var region: String?
+
+        @OptionGroup var profileOption: ProfileOption
 
         func client() throws -> SignedClient {
             let environment = ProcessInfo.processInfo.environment

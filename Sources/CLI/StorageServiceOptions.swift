@@ -22,7 +22,7 @@ struct StorageServiceOptions: ParsableArguments {
     var storageRegion: String = "us-east-1"
 
     /// The settings, or nil when no endpoint is given (the `/storage` routes then answer 503).
-    /// - Throws: `ValidationError` when an endpoint is given without the key, or is not a URL.
+    /// - Throws: `ValidationError` when an endpoint is given without the root key, or is not a URL.
     func configuration(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> StorageServiceConfiguration? {
         func pick(_ option: String?, _ variable: String) -> String? {
             for value in [option, environment[variable]] { if let value, !value.isEmpty { return value } }

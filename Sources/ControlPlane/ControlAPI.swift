@@ -43,7 +43,7 @@ public struct ReadinessCheck: Sendable {
 /// caller's roles in the key's tenant (403), validate the body against the route's schema (400),
 /// then run the handler. Anything unexpected is a 500 whose details go to the log only.
 public final class ControlAPI: Sendable {
-    let store: any ControlStore
+    let store: ControlStore
     let configuration: ControlAPIConfiguration
     let logger: Logger
     let threadPool: NIOThreadPool
@@ -57,7 +57,7 @@ public final class ControlAPI: Sendable {
     ///   - threadPool: Where password hashing runs (default NIO's singleton pool).
     ///   - now: The clock, unix seconds (default the wall clock); tests move it.
     public init(
-        store: any ControlStore, configuration: ControlAPIConfiguration = ControlAPIConfiguration(), logger: Logger,
+        store: ControlStore, configuration: ControlAPIConfiguration = ControlAPIConfiguration(), logger: Logger,
         threadPool: NIOThreadPool? = nil, now: (@Sendable () -> Int64)? = nil
     ) {
         self.store = store

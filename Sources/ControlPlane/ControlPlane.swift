@@ -1,3 +1,4 @@
+import Database
 import HostAddress
 public import Logging
 public import ServiceLifecycle
@@ -6,8 +7,9 @@ public import ServiceLifecycle
 public struct ControlPlaneConfiguration: Sendable {
     /// Where the REST API listens, `host:port`.
     public var apiAddress: String = "127.0.0.1:8080"
-    /// The SQLite file holding all control-plane state.
-    public var databasePath: String = "./cloud-data/control.sqlite"
+    /// Where all control-plane state lives: a SQLite file path (`cloud dev`: `<data-dir>/control.sqlite`)
+    /// or `postgres://user:password@host:port/database` (see ``DatabaseLocation``).
+    public var database: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
     /// The storage cluster whose keys and buckets `/storage/…` manages; it is also checked by `/health/ready`.
@@ -20,6 +22,11 @@ public struct ControlPlaneConfiguration: Sendable {
     public func validate() throws(ControlPlaneError) {
         guard HostPort.split(self.apiAddress) != nil else {
             throw ControlPlaneError("--api-address '\(self.apiAddress)' is not host:port")
+        }
+        do {
+            _ = try DatabaseLocation(parsing: self.database)
+        } catch {
+            throw ControlPlaneError("--database: \(error)")
         }
         try self.storage?.validate()
     }
@@ -39,7 +46,7 @@ public struct ControlPlaneError: Error, Sendable, CustomStringConvertible {
 /// declares the permission it needs in ``ControlAPI``'s route table.
 public struct ControlServer: Sendable {
     public let configuration: ControlPlaneConfiguration
-    public let store: any ControlStore
+    public let store: ControlStore
     public let api: ControlAPI
     let logger: Logger
 
@@ -49,13 +56,21 @@ public struct ControlServer: Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
+        let shown = DatabaseLocation.redacted(configuration.database)
         do {
-            let store = try SQLiteControlStore(path: configuration.databasePath)
-            let applied = try await store.migrate()
+            let database = try DatabaseLocation(parsing: configuration.database).open(logger: logger)
+            let store = ControlStore(database: database)
+            let applied: Int
+            do {
+                applied = try await store.migrate()
+            } catch {
+                await database.close()
+                throw error
+            }
             if applied > 0 { logger.info("control-plane database migrated", metadata: ["migrations": "\(applied)"]) }
             self.store = store
         } catch {
-            throw ControlPlaneError("cannot open the control-plane database \(configuration.databasePath): \(error)")
+            throw ControlPlaneError("cannot open the control-plane database \(shown): \(error)")
         }
         var apiConfiguration = configuration.api
         if let storage = configuration.storage {
@@ -64,6 +79,11 @@ public struct ControlServer: Sendable {
             apiConfiguration.readinessChecks.append(ReadinessCheck(name: "storage", check: client.check))
         }
         self.api = ControlAPI(store: self.store, configuration: apiConfiguration, logger: logger)
+    }
+
+    /// Closes the database's connections (after the services stopped).
+    public func close() async {
+        await self.store.database.close()
     }
 
     /// The long-running services (the API listener), for the process's ServiceGroup.

@@ -1,3 +1,7 @@
+public import Database
+import SQLite
+import Foundation
+
 /// A user account.
 public struct UserRecord: Sendable, Equatable {
     public var id: String
@@ -139,57 +143,51 @@ public struct ControlStoreError: Error, Sendable, Equatable, CustomStringConvert
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
 }
 
-/// The control plane's persistence. One implementation per database (SQLite now, PostgreSQL next),
-/// all running the SQL of ``Migrations``. Every method is one transaction.
-public protocol ControlStore: Sendable {
-    /// Applies the migrations not yet applied; returns how many ran.
-    func migrate() async throws -> Int
+/// The control plane's persistence: one implementation over ``SQLDatabase``, so the same SQL (the
+/// migrations of ``Migrations`` and every query here) runs on embedded SQLite and on PostgreSQL.
+/// Each method is one statement or one transaction. Feature areas extend it in their own files.
+public final class ControlStore: Sendable {
+    /// The database underneath (for features with their own tables, such as the task queue).
+    public let database: any SQLDatabase
+
+    public init(database: any SQLDatabase) {
+        self.database = database
+    }
+
+    /// Applies the migrations not yet applied (once across processes); returns how many ran.
+    public func migrate() async throws -> Int {
+        try await Self.mapped { try await Migrator.migrate(self.database, Migrations.all, lockKey: Migrations.lockKey, now: WallClock.unixNow()) }
+    }
+
     /// Answers when the database does (for readiness).
-    func ping() async throws
+    public func ping() async throws {
+        _ = try await self.query("SELECT 1")
+    }
 
-    /// Creates a user with a personal tenant, the membership and an admin binding in it.
-    /// - Throws: ``ControlStoreError/duplicate(_:)`` when the email is taken.
-    func register(user: UserRecord, tenant: TenantRecord, adminBindingID: String) async throws
-    func user(id: String) async throws -> UserRecord?
-    func user(email: String) async throws -> UserRecord?
-    func tenant(id: String) async throws -> TenantRecord?
-    /// The tenants `userID` is a member of, oldest first.
-    func tenants(ofUser userID: String) async throws -> [TenantRecord]
-    func isMember(userID: String, tenantID: String) async throws -> Bool
+    /// Runs `body` in one transaction, with database failures as ``ControlStoreError``.
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
+        try await Self.mapped { try await self.database.transaction(body) }
+    }
 
-    func insertKey(_ key: APIKeyRecord) async throws
-    func key(id: String) async throws -> APIKeyRecord?
-    /// The user's keys that are neither revoked nor expired at `now`, oldest first.
-    func keys(ofUser userID: String, now: Int64) async throws -> [APIKeyRecord]
-    /// Inserts `newKey` and retires `oldID`: it expires at `expiresAt` (rotate), or is revoked at
-    /// `revokedAt` (regenerate), and records the replacement.
-    /// - Throws: ``ControlStoreError/notFound(_:)`` when the old key is revoked or already replaced.
-    func replaceKey(oldID: String, expiresAt: Int64?, revokedAt: Int64?, newKey: APIKeyRecord) async throws
-    /// Marks a key revoked.
-    func revokeKey(id: String, at: Int64) async throws
+    /// Runs one statement, with database failures as ``ControlStoreError``.
+    @discardableResult
+    func query(_ sql: String, _ parameters: [SQLValue] = []) async throws -> [SQLRow] {
+        try await Self.mapped { try await self.database.query(sql, parameters) }
+    }
 
-    /// The built-in roles and the tenant's own, by name.
-    func roles(tenantID: String) async throws -> [RoleRecord]
-    /// A built-in role or one of the tenant's, by name.
-    func role(tenantID: String, name: String) async throws -> RoleRecord?
-    /// - Throws: ``ControlStoreError/duplicate(_:)`` when the tenant has a role of that name.
-    func insertRole(_ role: RoleRecord) async throws
-    func updateRole(_ role: RoleRecord) async throws
-    /// - Throws: ``ControlStoreError/inUse(_:)`` when bindings still name it.
-    func deleteRole(id: String) async throws
+    private static func mapped<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as DatabaseError {
+            switch error.kind {
+            case .uniqueViolation: throw ControlStoreError.duplicate("already exists (\(error.message))")
+            case .unavailable, .failed: throw ControlStoreError.unavailable(error.message)
+            }
+        }
+    }
+}
 
-    /// Binds, adding the user to the tenant when they were not a member.
-    /// - Throws: ``ControlStoreError/duplicate(_:)`` when the binding exists.
-    func insertBinding(_ binding: BindingRecord) async throws
-    func bindings(tenantID: String) async throws -> [BindingRecord]
-    func binding(id: String, tenantID: String) async throws -> BindingRecord?
-    func deleteBinding(id: String) async throws
-    /// The union of the permissions of the roles bound to the user in the tenant, and those roles.
-    func grants(userID: String, tenantID: String) async throws -> (roles: [String], permissions: [Permission])
-
-    /// Records a login attempt; a success clears the email's earlier failures. Attempts older than a
-    /// day are forgotten.
-    func recordLogin(email: String, clientAddress: String, succeeded: Bool, at: Int64) async throws
-    /// Times of the failed attempts for `email` since its last success and after `since`.
-    func loginFailures(email: String, since: Int64) async throws -> [Int64]
+enum WallClock {
+    /// Wall-clock unix seconds, for the shells (cores take `now` as a parameter).
+    static func unixNow() -> Int64 { Int64(Date().timeIntervalSince1970) }
 }

@@ -1,4 +1,4 @@
-import Foundation
+public import Database
 
 /// The control plane's schema, as numbered migrations applied in order and recorded in
 /// `schema_migrations`.
@@ -8,27 +8,8 @@ import Foundation
 /// autoincrement, no vendor functions. Queries use `$1…$n` placeholders for the same reason.
 /// Append new migrations; never edit one that shipped.
 public enum Migrations {
-    /// One migration.
-    public struct Migration: Sendable {
-        public var version: Int
-        public var name: String
-        /// Statements separated by `;` at the end of a line.
-        public var sql: String
-
-        /// The statements one by one (PostgreSQL's extended protocol takes one at a time).
-        public var statements: [String] {
-            self.sql.components(separatedBy: ";\n").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
-        }
-    }
-
-    /// Creates the bookkeeping table.
-    public static let bootstrap = """
-        CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY,
-            name TEXT NOT NULL,
-            applied_at BIGINT NOT NULL
-        )
-        """
+    /// The PostgreSQL advisory lock the migration runner takes (an arbitrary constant: "cloudctl").
+    public static let lockKey: Int64 = 0x636c_6f75_6463_746c
 
     public static let all: [Migration] = [
         Migration(version: 1, name: "identity, tenants and RBAC", sql: """

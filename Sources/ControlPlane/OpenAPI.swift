@@ -3,6 +3,43 @@
 enum OpenAPI {
     static let document: JSONValue = Self.build()
 
+    /// Errors particular to one operation (by operation id), beyond those every route of its kind can
+    /// answer (see ``errors(_:)``).
+    private static let specificErrors: [String: [(Int, String)]] = [
+        "healthReady": [(503, "not_ready")],
+        "register": [(400, "weak_password"), (409, "email_taken"), (503, "unavailable")],
+        "login": [(401, "invalid_credentials"), (403, "forbidden"), (429, "too_many_attempts"), (503, "unavailable")],
+        "rotateKey": [(409, "key_replaced")],
+        "regenerateKey": [(409, "key_replaced")],
+        "createRole": [(409, "role_exists"), (409, "builtin_role")],
+        "updateRole": [(409, "builtin_role")],
+        "deleteRole": [(409, "builtin_role"), (409, "role_in_use")],
+        "createBinding": [(404, "not_found"), (409, "binding_exists")],
+        "deleteBinding": [(409, "last_admin")],
+    ]
+
+    /// The error statuses and codes an operation can answer: those of its body, its key, its
+    /// permission and its path parameters, and its own (``specificErrors``); in status order.
+    static func errors(_ route: Route) -> [(status: Int, codes: [String])] {
+        var pairs: [(Int, String)] = []
+        if route.body != nil {
+            pairs += [(400, "invalid_json"), (400, "invalid_request"), (413, "payload_too_large"), (415, "unsupported_media_type")]
+        }
+        if route.access != .anonymous { pairs += [(401, "unauthorized"), (503, "unavailable")] }
+        if case .permission = route.access { pairs.append((403, "forbidden")) }
+        if route.path.contains("{") { pairs.append((404, "not_found")) }
+        pairs += Self.specificErrors[route.operationID] ?? []
+        var result: [(status: Int, codes: [String])] = []
+        for (status, code) in pairs.sorted(by: { $0.0 < $1.0 }) {
+            if let index = result.firstIndex(where: { $0.status == status }) {
+                if !result[index].codes.contains(code) { result[index].codes.append(code) }
+            } else {
+                result.append((status, [code]))
+            }
+        }
+        return result
+    }
+
     private static func build() -> JSONValue {
         var paths: [(String, JSONValue)] = []
         for route in ControlAPI.routes {
@@ -68,6 +105,15 @@ enum OpenAPI {
                 .object([("description", .string("Success.")), ("content", Self.content(.object([("type", .string("object"))])))])
             }
         var responses: [(String, JSONValue)] = [(String(route.success), success)]
+        for (status, codes) in Self.errors(route) {
+            responses.append((
+                String(status),
+                .object([
+                    ("description", .string(codes.joined(separator: ", "))), ("x-error-codes", .array(codes.map { .string($0) })),
+                    ("content", Self.content(Self.ref("Error"))),
+                ])
+            ))
+        }
         responses.append(("default", .object([("description", .string("An error.")), ("content", Self.content(Self.ref("Error")))])))
         members.append(("responses", .object(responses)))
         return .object(members)
@@ -166,4 +212,10 @@ enum OpenAPI {
         ("Bucket", Self.object([("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
         ("BucketList", Self.object([("buckets", "[]#Bucket")])),
     ]
+}
+
+extension ControlAPI {
+    /// The OpenAPI 3.1 document `GET /openapi.json` serves, generated from the route table (for
+    /// `cloud openapi`, which writes docs/api.md from it).
+    public static var openAPIDocument: JSONValue { OpenAPI.document }
 }

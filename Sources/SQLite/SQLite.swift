@@ -19,7 +19,7 @@ public struct SQLiteError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A value bound to a statement parameter.
-public enum SQLValue: Sendable {
+public enum SQLValue: Sendable, Equatable {
     case null
     case integer(Int64)
     case text(String)
@@ -150,6 +150,19 @@ public struct SQLiteRow {
     }
 
     public func optionalText(_ column: Int32) -> String? { self.isNull(column) ? nil : self.text(column) }
+
+    /// How many columns the row has.
+    public var columnCount: Int32 { sqlite3_column_count(self.statement) }
+
+    /// The column as the value SQLite holds (REAL columns come back as text).
+    public func value(_ column: Int32) -> SQLValue {
+        switch sqlite3_column_type(self.statement, column) {
+        case SQLITE_NULL: return .null
+        case SQLITE_INTEGER: return .integer(self.int(column))
+        case SQLITE_BLOB: return .blob(self.blob(column))
+        default: return .text(self.text(column))
+        }
+    }
 
     public func blob(_ column: Int32) -> [UInt8] {
         let count = Int(sqlite3_column_bytes(self.statement, column))

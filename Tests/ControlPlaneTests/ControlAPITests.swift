@@ -1,4 +1,5 @@
 import ControlPlane
+import Database
 import Foundation
 import Logging
 import Synchronization
@@ -21,7 +22,7 @@ final class Flag: Sendable {
 /// A control plane on a fresh SQLite file, driven through ``ControlAPI/handle(_:)``.
 struct Harness {
     let directory: String
-    let store: SQLiteControlStore
+    let store: ControlStore
     let api: ControlAPI
     let clock = TestClock()
     /// Makes the readiness check of the (pretend) storage node fail.
@@ -32,9 +33,9 @@ struct Harness {
     init() async throws {
         self.directory = NSTemporaryDirectory() + "control-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
-        let store = try SQLiteControlStore(path: self.directory + "/control.sqlite")
+        let store = ControlStore(database: try SQLiteDatabase(path: self.directory + "/control.sqlite"))
         let applied = try await store.migrate()
-        #expect(applied == 1)
+        #expect(applied == Migrations.all.count)
         self.store = store
         var configuration = ControlAPIConfiguration()
         configuration.passwordHashing = .test
@@ -284,8 +285,8 @@ func errorCode(_ body: JSONValue?) -> String? {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/control.sqlite"
         do {
-            let store = try SQLiteControlStore(path: path)
-            #expect(try await store.migrate() == 1)
+            let store = ControlStore(database: try SQLiteDatabase(path: path))
+            #expect(try await store.migrate() == Migrations.all.count)
             #expect(try await store.migrate() == 0)
             let user = UserRecord(id: "usr_1", email: "a@example.com", name: "A", passwordHash: "h", createdAt: 1)
             let tenant = TenantRecord(id: "tnt_1", name: "a", personalUserID: "usr_1", createdAt: 1)
@@ -306,7 +307,7 @@ func errorCode(_ body: JSONValue?) -> String? {
             try await store.recordLogin(email: "a@example.com", clientAddress: "x", succeeded: false, at: 30)
             #expect(try await store.loginFailures(email: "a@example.com", since: 0) == [30])
         }
-        let reopened = try SQLiteControlStore(path: path)
+        let reopened = ControlStore(database: try SQLiteDatabase(path: path))
         #expect(try await reopened.migrate() == 0)
         #expect(try await reopened.user(email: "a@example.com")?.id == "usr_1")
         let grants = try await reopened.grants(userID: "usr_1", tenantID: "tnt_1")

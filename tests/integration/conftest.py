@@ -211,3 +211,42 @@ def aws_env(server, tmp_path):
 def run():
     """run(cmd, env=None, timeout=120, check=True, cwd=None, input=None)."""
     return _run
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL for the control plane's tests (see controltest.py)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres():
+    from controltest import postgres_server
+    pg = postgres_server()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def deployment(request, server, tmp_path_factory):
+    """The control plane's API on each database in turn: `cloud dev`'s SQLite, then `cloud server`
+    on a fresh PostgreSQL database (serving the same storage node). Tests that take it run twice."""
+    from controltest import ControlServer, Deployment, wait_ready
+    if request.param == "sqlite":
+        def stored():
+            data = b""
+            for name in ["control.sqlite", "control.sqlite-wal"]:
+                path = server.data_dir / name
+                if path.exists():
+                    data += path.read_bytes()
+            return data
+        url = wait_ready(f"http://127.0.0.1:{server.api_port}")
+        yield Deployment(url, lambda: server.log_path.read_text(errors="replace"), stored)
+        return
+    postgres = request.getfixturevalue("postgres")
+    database = postgres.new_database("api")
+    control = ControlServer(database, tmp_path_factory.mktemp("control-pg"), storage_endpoint=server.endpoint,
+                            storage_key=(server.access_key, server.secret_key))
+    control.start()
+    try:
+        yield Deployment(control.url, control.output, lambda: postgres.dump(database).encode())
+    finally:
+        control.stop()

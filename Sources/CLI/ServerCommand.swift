@@ -1,0 +1,75 @@
+import ArgumentParser
+import ControlPlane
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// `cloud server`: the control plane alone, against a shared database and a storage cluster, so that
+/// several of them can run behind a load balancer.
+struct Server: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the control plane alone: its REST API on a shared database (PostgreSQL or a SQLite file), serving a storage cluster.",
+        discussion: """
+            The database URL may hold a password: prefer CLOUD_DATABASE_URL to --database so that it does not
+            show in the process list. Several `cloud server` processes may share one PostgreSQL database; each
+            applies pending migrations under a lock at start.
+            """
+    )
+
+    @Option(help: "Address the REST API listens on, host:port.")
+    var apiAddress: String = "127.0.0.1:8080"
+
+    @Option(help: "The database: postgres://user:password@host:port/database (?host=/socket/dir for a Unix socket) or a SQLite file path. Default: CLOUD_DATABASE_URL, else ./cloud-data/control.sqlite.")
+    var database: String?
+
+    @OptionGroup(title: "Storage cluster (the service behind /storage/…; /health/ready checks it)")
+    var storage: StorageServiceOptions
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func makeConfiguration() throws -> ControlPlaneConfiguration {
+        var configuration = ControlPlaneConfiguration()
+        configuration.apiAddress = self.apiAddress
+        let environment = ProcessInfo.processInfo.environment
+        configuration.database = self.database ?? environment["CLOUD_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "./cloud-data/control.sqlite"
+        configuration.storage = try self.storage.configuration(environment: environment)
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return configuration
+    }
+
+    func validate() throws {
+        _ = try self.makeConfiguration()
+    }
+
+    func run() async throws {
+        let logger = try makeLogger(level: self.logLevel)
+        let configuration = try self.makeConfiguration()
+        if configuration.database.hasPrefix("/") == false, !configuration.database.contains("://") {
+            let directory = (configuration.database as NSString).deletingLastPathComponent
+            if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        }
+        let server: ControlServer
+        do {
+            server = try await ControlServer(configuration: configuration, logger: logger)
+        } catch let error as ControlPlaneError {
+            throw ValidationError(error.description)
+        }
+        var group = ServiceGroupConfiguration(
+            services: server.services().map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        group.maximumGracefulShutdownDuration = .seconds(20)
+        group.maximumCancellationDuration = .seconds(5)
+        logger.notice("control plane starting", metadata: ["api": "\(configuration.apiAddress)"])
+        try await ServiceGroup(configuration: group).run()
+        await server.close()
+        logger.notice("control plane stopped")
+    }
+}
