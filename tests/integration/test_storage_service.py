@@ -26,19 +26,12 @@ pytestmark = pytest.mark.needs_binary
 
 
 @pytest.fixture(scope="module")
-def api(server):
+def api(server, deployment):
+    """The control plane on each deployment in turn: `cloud dev` (the node beside it is its storage
+    service), then `cloud server` on PostgreSQL given the same node with --storage-endpoint."""
     if server.external:
         pytest.skip("needs cloud dev's control plane")
-    url = f"http://127.0.0.1:{server.api_port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return url
-        except requests.ConnectionError:
-            pass
-        assert time.time() < deadline, "the control plane did not become ready"
-        time.sleep(0.1)
+    return deployment.url
 
 
 class Tenant:
