@@ -58,6 +58,9 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // A SigV4-signing HTTP client (URLSession) for S3 and the storage admin API: the CLI and the
+        // control plane's storage service.
+        .target(name: "StorageClient", dependencies: ["SigV4", "Hashing"], swiftSettings: strictSettings),
         // One SQLite connection wrapper (prepared-statement cache, `?` and `$n` parameters), shared by
         // the storage engine's metadata and the control plane's store.
         .target(name: "SQLite", dependencies: ["CSQLite"], swiftSettings: strictSettings),
@@ -160,7 +163,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database",
+                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database", "StorageClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -172,7 +175,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication",
+                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -210,6 +213,9 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
         .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
         .testTarget(name: "DatabaseTests", dependencies: ["Database", "SQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
+        .testTarget(
+            name: "TenancyTests", dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing", "StorageNode"],
+            swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane"], swiftSettings: strictSettings),

@@ -59,6 +59,7 @@ struct CLIConfig: Equatable, Sendable {
         ("s3_endpoint", "the S3 endpoint, e.g. http://127.0.0.1:9000"),
         ("s3_access_key", "the tenant's S3 access key id"),
         ("s3_secret_key", "the tenant's S3 secret key (secret)"),
+        ("s3_region", "the region of S3 signatures (default us-east-1)"),
     ]
 
     /// Keys whose values are never printed in full.

@@ -56,7 +56,7 @@ struct NodeOptions: ParsableArguments {
     func makeLogger() throws -> Logger { try CLI.makeLogger(level: self.logLevel) }
 
     /// Runs the node; `extraServices` adds services (opened after the node, so its data directory exists).
-    func runNode(extraServices: (NodeConfiguration, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
+    func runNode(extraServices: (StorageNode, Logger) async throws -> [any Service] = { _, _ in [] }) async throws {
         let logger = try self.makeLogger()
         let configuration = try self.makeConfiguration()
         let node: StorageNode
@@ -81,7 +81,7 @@ struct NodeOptions: ParsableArguments {
             metadata["gossip"] = "\(settings.gossipAddress)"
             metadata["quorum"] = "\(settings.policy)"
         }
-        let extra = try await extraServices(configuration, logger)
+        let extra = try await extraServices(node, logger)
         logger.notice("storage node starting", metadata: metadata)
         try await node.run(extraServices: extra)
         logger.notice("storage node stopped")
@@ -129,8 +129,12 @@ struct Dev: AsyncParsableCommand {
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
-            configuration.database = node.dataDirectory + "/control.sqlite"
-            configuration.api.readinessChecks = [Self.storageCheck(endpoint: "http://" + Self.localAddress(node.s3Address))]
+            configuration.database = node.configuration.dataDirectory + "/control.sqlite"
+            // The storage service is the node beside it, administered with its root key; /health/ready
+            // checks it.
+            configuration.storage = StorageServiceConfiguration(
+                endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
+                secretKey: node.credentials.secretKey, region: node.configuration.region)
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()
             } catch let error as ControlPlaneError {
@@ -145,26 +149,6 @@ struct Dev: AsyncParsableCommand {
         if address.hasPrefix("[::]:") { return "[::1]:" + address.dropFirst("[::]:".count) }
         if address.hasPrefix(":") { return "127.0.0.1" + address }
         return address
-    }
-
-    /// Readiness of the storage cluster the control plane serves: its `/health/ready` at `endpoint`.
-    static func storageCheck(endpoint: String) -> ReadinessCheck {
-        let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
-        let url = URL(string: base + "/health/ready")
-        return ReadinessCheck(name: "storage") {
-            guard let url else { return "bad storage endpoint \(endpoint)" }
-            var request = URLRequest(url: url)
-            request.timeoutInterval = 2
-            do {
-                let (data, response) = try await URLSession.shared.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                if status == 200 { return nil }
-                let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                return "the storage cluster is not ready (\(status) \(text))"
-            } catch {
-                return "the storage cluster does not answer at \(base)"
-            }
-        }
     }
 }
 

@@ -23,8 +23,8 @@ struct Server: AsyncParsableCommand {
     @Option(help: "The database: postgres://user:password@host:port/database (?host=/socket/dir for a Unix socket) or a SQLite file path. Default: CLOUD_DATABASE_URL, else ./cloud-data/control.sqlite.")
     var database: String?
 
-    @Option(help: "The storage cluster's S3 endpoint, e.g. http://10.0.0.5:9000 (readiness checks its /health/ready).")
-    var storageEndpoint: String?
+    @OptionGroup(title: "Storage cluster (the service behind /storage/…; /health/ready checks it)")
+    var storage: StorageServiceOptions
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -34,12 +34,7 @@ struct Server: AsyncParsableCommand {
         configuration.apiAddress = self.apiAddress
         let environment = ProcessInfo.processInfo.environment
         configuration.database = self.database ?? environment["CLOUD_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "./cloud-data/control.sqlite"
-        if let endpoint = self.storageEndpoint {
-            guard let url = URL(string: endpoint), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-                throw ValidationError("--storage-endpoint must be a URL such as http://127.0.0.1:9000")
-            }
-            configuration.api.readinessChecks = [Dev.storageCheck(endpoint: endpoint)]
-        }
+        configuration.storage = try self.storage.configuration(environment: environment)
         do {
             try configuration.validate()
         } catch {

@@ -3,15 +3,16 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import Hashing
-import SigV4
+import StorageClient
 import StorageNode
 
-/// `cloud storage`: administration of the storage cluster.
+/// `cloud storage`: the tenant's S3 keys and objects, and administration of the storage cluster.
 struct Storage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Administer the storage cluster: members, states and the layout.",
-        subcommands: [Status.self, Layout.self]
+        abstract: "S3 keys, buckets and objects of your tenant; administration of the storage cluster (members, layout).",
+        subcommands: [
+            Keys.self, MakeBucket.self, RemoveBucket.self, List.self, Copy.self, Remove.self, Status.self, Layout.self,
+        ]
     )
 
     /// Where to send admin requests and which key signs them.
@@ -52,34 +53,20 @@ struct Storage: AsyncParsableCommand {
 
         /// Sends a signed admin request and returns the JSON answer; non-2xx answers become errors.
         func request(_ method: String, _ path: String, body: [UInt8] = []) async throws -> Data {
-            guard let base = URL(string: self.endpoint), let host = base.host else {
-                throw ValidationError("--endpoint must be a URL such as http://127.0.0.1:9000")
-            }
             let (accessKey, secretKey) = try self.credentials()
-            let hostHeader = base.port.map { "\(host):\($0)" } ?? host
-            var head = SigV4.RequestHead(method: method, rawPath: "/_admin" + path, rawQuery: "", headers: [("host", hostHeader)])
-            if !body.isEmpty { head.headers.append(("content-type", "application/json")) }
-            SigV4.sign(
-                &head, accessKey: accessKey, secretKey: secretKey, region: self.region, now: Date(),
-                payload: .sha256(hex: Hex.encode(Digests.sha256(body))))
-            var request = URLRequest(url: URL(string: "/_admin" + path, relativeTo: base)!)
-            request.httpMethod = method
-            for (name, value) in head.headers where name.lowercased() != "host" { request.setValue(value, forHTTPHeaderField: name) }
-            if !body.isEmpty { request.httpBody = Data(body) }
-            request.timeoutInterval = 15
-            let data: Data
-            let response: URLResponse
+            let client = SignedClient(
+                endpoint: S3Endpoint(url: self.endpoint, accessKey: accessKey, secretKey: secretKey, region: self.region))
+            let response: SignedResponse
             do {
-                (data, response) = try await URLSession.shared.data(for: request)
-            } catch {
-                throw ValidationError("cannot reach \(self.endpoint): \(error.localizedDescription)")
+                response = try await client.send(
+                    method, "/_admin" + path, headers: body.isEmpty ? [] : [("content-type", "application/json")], body: Data(body))
+            } catch let error as SignedClientError {
+                throw ValidationError(error.description)
             }
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            guard (200..<300).contains(status) else {
-                let text = String(decoding: data, as: UTF8.self)
-                throw ValidationError("the node answered \(status): \(text.trimmingCharacters(in: .whitespacesAndNewlines))")
+            guard (200..<300).contains(response.status) else {
+                throw ValidationError("the node answered \(response.status): \(response.text.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
-            return data
+            return response.body
         }
     }
 

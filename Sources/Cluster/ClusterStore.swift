@@ -12,7 +12,7 @@ public import StorageEngine
 ///
 /// Timestamps come from the local engine's hybrid clock, which also observes every timestamp it
 /// receives, so a later write through any node wins over an earlier one.
-public final class ClusterStore: ObjectStore {
+public final class ClusterStore: ObjectStore, AccessKeyStore {
     /// Data layout settings; the same on every node.
     public struct Configuration: Sendable {
         public var blockSize = 1 << 20
@@ -26,11 +26,14 @@ public final class ClusterStore: ObjectStore {
     let replicator: Replicator
     let configuration: Configuration
     private let eventLoop: any EventLoop
-    /// Buckets seen to exist, with when that was read: object writes and reads check the bucket, and
-    /// a quorum read per request would double their round trips. Only existence is cached, for
+    /// Buckets seen to exist, with their owner and when that was read: every request checks the bucket
+    /// and who may use it, and a quorum read per request would double their round trips. Kept for
     /// ``bucketCacheSeconds``; a bucket deleted through another node may take that long to refuse writes.
-    private let knownBuckets = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let knownBuckets = Mutex<[String: (BucketRecord, ContinuousClock.Instant)]>([:])
     static let bucketCacheSeconds = 2
+    /// Access keys read recently, for as long: every signed request looks its key up. A key deleted
+    /// through another node may keep working that long there; through this node it stops at once.
+    private let knownKeys = Mutex<[String: (AccessKeyRecord, ContinuousClock.Instant)]>([:])
 
     public init(engine: StorageEngine, replicator: Replicator, configuration: Configuration = Configuration()) {
         self.engine = engine
@@ -65,16 +68,25 @@ public final class ClusterStore: ObjectStore {
         return try Tables.bucket(record)
     }
 
-    private func requireBucket(_ name: String) async throws {
+    public func cachedBucket(_ name: String) async throws -> BucketRecord? {
         let now = ContinuousClock.now
-        if let seen = self.knownBuckets.withLock({ $0[name] }), now - seen < .seconds(Self.bucketCacheSeconds) { return }
-        guard try await self.bucket(name) != nil else {
+        if let entry = self.knownBuckets.withLock({ $0[name] }), now - entry.1 < .seconds(Self.bucketCacheSeconds) {
+            return entry.0
+        }
+        guard let record = try await self.bucket(name) else {
             self.knownBuckets.withLock { _ = $0.removeValue(forKey: name) }
-            throw StorageError(.noSuchBucket, "The specified bucket does not exist")
+            return nil
         }
         self.knownBuckets.withLock { cache in
             if cache.count > 10_000 { cache.removeAll() }
-            cache[name] = now
+            cache[name] = (record, now)
+        }
+        return record
+    }
+
+    private func requireBucket(_ name: String) async throws {
+        guard try await self.cachedBucket(name) != nil else {
+            throw StorageError(.noSuchBucket, "The specified bucket does not exist")
         }
     }
 
@@ -113,6 +125,52 @@ public final class ClusterStore: ObjectStore {
                 table: Tables.bucket, partitionKey: Tables.directory, sortKey: Array(name.utf8),
                 timestamp: self.engine.makeTimestamp(), deleted: true, value: [])
         ])
+    }
+
+    // MARK: Access keys
+
+    public func createAccessKey(_ key: AccessKeyRecord) async throws {
+        try await self.replicator.write([Tables.accessKeyRecord(key, timestamp: self.engine.makeTimestamp())])
+    }
+
+    public func accessKey(_ accessKey: String) async throws -> AccessKeyRecord? {
+        let now = ContinuousClock.now
+        if let entry = self.knownKeys.withLock({ $0[accessKey] }), now - entry.1 < .seconds(Self.bucketCacheSeconds) {
+            return entry.0
+        }
+        guard let record = try await self.replicator.read(table: Tables.accessKey, partitionKey: Tables.directory, sortKey: Array(accessKey.utf8)),
+            !record.deleted
+        else {
+            self.knownKeys.withLock { _ = $0.removeValue(forKey: accessKey) }
+            return nil
+        }
+        let key = try Tables.accessKey(record)
+        self.knownKeys.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[accessKey] = (key, now)
+        }
+        return key
+    }
+
+    public func accessKeys(tenant: String) async throws -> [AccessKeyRecord] {
+        try await self.allRecords(table: Tables.accessKey, partitionKey: Tables.directory)
+            .filter { !$0.deleted }.map { try Tables.accessKey($0) }.filter { $0.tenant == tenant }
+            .sorted { ($0.created, $0.accessKey) < ($1.created, $1.accessKey) }
+    }
+
+    @discardableResult
+    public func deleteAccessKey(_ accessKey: String) async throws -> Bool {
+        self.knownKeys.withLock { _ = $0.removeValue(forKey: accessKey) }
+        guard let record = try await self.replicator.read(table: Tables.accessKey, partitionKey: Tables.directory, sortKey: Array(accessKey.utf8)),
+            !record.deleted
+        else { return false }
+        try await self.replicator.write([
+            ReplicaRecord(
+                table: Tables.accessKey, partitionKey: Tables.directory, sortKey: record.sortKey,
+                timestamp: self.engine.makeTimestamp(), deleted: true, value: [])
+        ])
+        self.knownKeys.withLock { _ = $0.removeValue(forKey: accessKey) }
+        return true
     }
 
     // MARK: Objects

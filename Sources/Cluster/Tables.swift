@@ -12,6 +12,8 @@ enum Tables {
     static let object: UInt8 = 2
     static let upload: UInt8 = 3
     static let part: UInt8 = 4
+    /// Tenants' S3 access keys, under the directory's partition key, sorted by access key id.
+    static let accessKey: UInt8 = 5
 
     static let valueVersion: UInt8 = 1
 
@@ -39,6 +41,33 @@ enum Tables {
             created: Date(timeIntervalSince1970: Double(created) / 1000),
             owner: owner
         )
+    }
+
+    // MARK: Access keys
+
+    static func accessKeyRecord(_ key: AccessKeyRecord, timestamp: HybridTimestamp) -> ReplicaRecord {
+        var writer = WireWriter()
+        writer.u8(valueVersion)
+        writer.string(key.secretKey)
+        writer.string(key.tenant)
+        writer.string(key.name)
+        writer.u64(UInt64(max(0, key.created.timeIntervalSince1970 * 1000)))
+        return ReplicaRecord(
+            table: Tables.accessKey, partitionKey: Tables.directory, sortKey: Array(key.accessKey.utf8), timestamp: timestamp,
+            deleted: false, value: writer.bytes)
+    }
+
+    static func accessKey(_ record: ReplicaRecord) throws -> AccessKeyRecord {
+        var reader = WireReader(record.value)
+        guard try reader.u8() == valueVersion else { throw ClusterError.malformed }
+        let secret = try reader.string()
+        let tenant = try reader.string()
+        let name = try reader.string()
+        let created = try reader.u64()
+        try reader.finish()
+        return AccessKeyRecord(
+            accessKey: String(decoding: record.sortKey, as: UTF8.self), secretKey: secret, tenant: tenant, name: name,
+            created: Date(timeIntervalSince1970: Double(created) / 1000))
     }
 
     // MARK: Objects

@@ -16,6 +16,9 @@ public struct ControlAPIConfiguration: Sendable {
     public var maximumBodyBytes: Int = 64 * 1024
     /// What `/health/ready` checks besides the database (`cloud dev` adds the storage node).
     public var readinessChecks: [ReadinessCheck] = []
+    /// The storage cluster behind `/storage/…` (S3 keys and buckets of tenants); nil answers those
+    /// routes with 503 `storage_unavailable`.
+    public var storage: (any StorageService)?
 
     public init() {}
 }

@@ -12,6 +12,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var database: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
+    /// The storage cluster whose keys and buckets `/storage/…` manages; it is also checked by `/health/ready`.
+    public var storage: StorageServiceConfiguration?
 
     public init() {}
 
@@ -26,6 +28,7 @@ public struct ControlPlaneConfiguration: Sendable {
         } catch {
             throw ControlPlaneError("--database: \(error)")
         }
+        try self.storage?.validate()
     }
 }
 
@@ -69,7 +72,13 @@ public struct ControlServer: Sendable {
         } catch {
             throw ControlPlaneError("cannot open the control-plane database \(shown): \(error)")
         }
-        self.api = ControlAPI(store: self.store, configuration: configuration.api, logger: logger)
+        var apiConfiguration = configuration.api
+        if let storage = configuration.storage {
+            let client = StorageAdminClient(storage)
+            apiConfiguration.storage = client
+            apiConfiguration.readinessChecks.append(ReadinessCheck(name: "storage", check: client.check))
+        }
+        self.api = ControlAPI(store: self.store, configuration: apiConfiguration, logger: logger)
     }
 
     /// Closes the database's connections (after the services stopped).

@@ -200,6 +200,17 @@ enum OpenAPI {
         ("RoleList", Self.object([("roles", "[]#Role")])),
         ("Binding", Self.object([("id", "string"), ("user_id", "string"), ("user", "string"), ("role", "string"), ("created_at", "string")])),
         ("BindingList", Self.object([("bindings", "[]#Binding")])),
+        ("StorageKey", Self.object([("access_key_id", "string"), ("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
+        (
+            "NewStorageKey",
+            Self.object([
+                ("access_key_id", "string"), ("name", "string"), ("tenant_id", "string"), ("created_at", "string"),
+                ("secret_access_key", "string"), ("endpoint", "string"), ("region", "string"),
+            ])
+        ),
+        ("StorageKeyList", Self.object([("keys", "[]#StorageKey")])),
+        ("Bucket", Self.object([("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
+        ("BucketList", Self.object([("buckets", "[]#Bucket")])),
     ]
 }
 

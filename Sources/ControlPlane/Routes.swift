@@ -214,5 +214,5 @@ extension ControlAPI {
             summary: "Remove a binding (not the tenant's last admin binding).",
             access: .permission(Permission("binding:delete")!), body: nil, success: 204, responseSchema: nil,
             handler: { api, context in try await api.deleteBinding(context) }),
-    ]
+    ] + storageRoutes
 }

@@ -30,10 +30,11 @@ extension S3Handler {
     // MARK: - ListBuckets
 
     func listBuckets(_ context: Context) async throws -> S3Response {
-        let buckets = try await self.engine.listBuckets().filter { $0.owner == context.accessKey }
+        let principal = context.principal
+        let buckets = try await self.engine.listBuckets().filter { principal.mayUse(bucketOwnedBy: $0.owner) }
         var xml = XMLWriter()
         xml.group("ListAllMyBucketsResult", namespace: true) { xml in
-            Self.writeOwner(&xml, context.accessKey)
+            Self.writeOwner(&xml, principal.owner)
             xml.group("Buckets") { xml in
                 for bucket in buckets {
                     xml.group("Bucket") { xml in
@@ -64,14 +65,16 @@ extension S3Handler {
         if let acl = context.header("x-amz-acl"), acl != "private" {
             throw S3Error.notImplemented("x-amz-acl: \(acl)")
         }
-        try await self.engine.createBucket(bucket, owner: context.accessKey)
+        try await self.engine.createBucket(bucket, owner: context.principal.owner)
         return S3Response(status: 200, headers: [("Location", "/" + bucket)], operation: "CreateBucket")
     }
 
-    /// The bucket if it exists and belongs to the caller; AccessDenied for another account's bucket.
+    /// The bucket if it exists and the caller may use it (their tenant's, or any for the root key);
+    /// AccessDenied for another tenant's bucket.
     func ownedBucket(_ context: Context, _ bucket: String) async throws -> BucketRecord {
-        guard let record = try await self.engine.bucket(bucket) else { throw S3Error.noSuchBucket }
-        guard record.owner == context.accessKey else { throw S3Error.accessDenied() }
+        if let record = context.authorizedBucket, record.name == bucket { return record }
+        guard let record = try await self.engine.cachedBucket(bucket) else { throw S3Error.noSuchBucket }
+        guard context.principal.mayUse(bucketOwnedBy: record.owner) else { throw S3Error.accessDenied() }
         return record
     }
 

@@ -81,6 +81,7 @@ extension S3Handler {
         let partNumber = try Self.partNumber(context)
         _ = try await self.engine.upload(uploadID, bucket: bucket, key: key)
         let (sourceBucket, sourceKey) = try Self.copySource(context)
+        _ = try await self.ownedBucket(context, sourceBucket)
         guard let source = try await self.engine.object(bucket: sourceBucket, key: sourceKey) else { throw S3Error.noSuchKey }
         try Self.checkCopySourceConditions(context, etag: source.etag, lastModified: source.lastModified)
         var first: Int64 = 0

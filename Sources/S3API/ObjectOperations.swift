@@ -454,6 +454,7 @@ extension S3Handler {
 
     func copyObject(_ context: Context, bucket: String, key: String) async throws -> S3Response {
         let (sourceBucket, sourceKey) = try Self.copySource(context)
+        _ = try await self.ownedBucket(context, sourceBucket)
         guard let source = try await self.engine.object(bucket: sourceBucket, key: sourceKey) else { throw S3Error.noSuchKey }
         try Self.checkCopySourceConditions(context, etag: source.etag, lastModified: source.lastModified)
         let directive = context.header("x-amz-metadata-directive")?.uppercased() ?? "COPY"

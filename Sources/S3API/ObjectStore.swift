@@ -8,6 +8,9 @@ public import StorageEngine
 public protocol ObjectStore: Sendable {
     func createBucket(_ name: String, owner: String) async throws
     func bucket(_ name: String) async throws -> BucketRecord?
+    /// The bucket for a request's authorization: may be a few seconds old in a cluster (where
+    /// `bucket` is a quorum read); the same as `bucket` on a single node.
+    func cachedBucket(_ name: String) async throws -> BucketRecord?
     func listBuckets() async throws -> [BucketRecord]
     func deleteBucket(_ name: String) async throws
 
@@ -49,6 +52,10 @@ public protocol ObjectDataWriter: AnyObject {
 }
 
 extension ObjectWriter: ObjectDataWriter {}
+
+extension ObjectStore {
+    public func cachedBucket(_ name: String) async throws -> BucketRecord? { try await self.bucket(name) }
+}
 
 extension StorageEngine: ObjectStore {
     public func makeWriter() -> any ObjectDataWriter {

@@ -5,19 +5,27 @@ import NIOCore
 import SigV4
 import StorageEngine
 
-/// Looks up the secret of an access key.
+/// Looks up who an access key is: its secret and what it may use.
 public protocol CredentialStore: Sendable {
-    /// The secret key of `accessKey`, or nil when there is no such key.
-    func secretKey(forAccessKey accessKey: String) async throws -> String?
+    /// The principal of `accessKey`, or nil when there is no such key.
+    func principal(forAccessKey accessKey: String) async throws -> S3Principal?
 }
 
-/// A fixed set of credentials (the node's root key pair).
+/// A fixed set of credentials, each its own account (owner = the access key), and optionally a root
+/// key that may use every bucket.
 public struct StaticCredentialStore: CredentialStore {
     private let keys: [String: String]
+    private let root: String?
 
-    public init(_ keys: [String: String]) { self.keys = keys }
+    public init(_ keys: [String: String], root: String? = nil) {
+        self.keys = keys
+        self.root = root
+    }
 
-    public func secretKey(forAccessKey accessKey: String) async throws -> String? { self.keys[accessKey] }
+    public func principal(forAccessKey accessKey: String) async throws -> S3Principal? {
+        guard let secret = self.keys[accessKey] else { return nil }
+        return S3Principal(accessKey: accessKey, secretKey: secret, owner: accessKey, isRoot: accessKey == self.root)
+    }
 }
 
 /// Settings of the S3 API.
@@ -150,6 +158,10 @@ public struct S3Handler: Sendable {
         var query: [String: String]
         /// Who signed the request (set by ``S3Handler/authenticate(_:)``).
         var accessKey = ""
+        /// What the signer may use (set by ``S3Handler/authenticate(_:)``).
+        var principal = S3Principal(accessKey: "", secretKey: "", owner: "")
+        /// The addressed bucket once ``S3Handler/ownedBucket(_:_:)`` allowed it.
+        var authorizedBucket: BucketRecord?
         var payloadMode = SigV4.PayloadMode.unsigned
         var signing: SigV4.SigningContext?
         var method: String { self.request.method }
@@ -200,17 +212,18 @@ public struct S3Handler: Sendable {
         guard case .signed(let credential) = try SigV4.parse(head) else {
             throw S3Error.accessDenied("Anonymous access is not allowed; sign the request with an access key.")
         }
-        guard let secret = try await self.credentials.secretKey(forAccessKey: credential.accessKey) else {
+        guard let principal = try await self.credentials.principal(forAccessKey: credential.accessKey) else {
             throw S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
         }
         context.signing = try SigV4.verify(
             credential,
             head: head,
-            secretKey: secret,
+            secretKey: principal.secretKey,
             now: self.now(),
             maxSkew: self.configuration.maxClockSkew
         )
         context.accessKey = credential.accessKey
+        context.principal = principal
         context.payloadMode = credential.payloadMode
     }
 
@@ -263,6 +276,7 @@ public struct S3Handler: Sendable {
     }
 
     func dispatch(_ context: Context, payload: PayloadReader) async throws -> S3Response {
+        var context = context
         let q = context.query
         guard let bucket = context.bucket else {
             guard context.method == "GET" || context.method == "HEAD" else { throw S3Error.methodNotAllowed }
@@ -270,6 +284,11 @@ public struct S3Handler: Sendable {
         }
         if let key = context.key, key.utf8.count > 1024 {
             throw S3Error.keyTooLong
+        }
+        // Every operation on a bucket or its objects but creating it needs a bucket the signer may use:
+        // NoSuchBucket when there is none, AccessDenied when it belongs to someone else.
+        if !(context.key == nil && context.method == "PUT") {
+            context.authorizedBucket = try await self.ownedBucket(context, bucket)
         }
         // Read-only views of configuration we do not support, answered truthfully as "none".
         if context.method == "GET" {
@@ -375,7 +394,7 @@ public struct S3Handler: Sendable {
     }
 
     func getACL(_ context: Context, bucket: String) async throws -> S3Response {
-        guard let record = try await self.engine.bucket(bucket) else { throw S3Error.noSuchBucket }
+        let record = try await self.ownedBucket(context, bucket)
         if let key = context.key, try await self.engine.object(bucket: bucket, key: key) == nil {
             throw S3Error.noSuchKey
         }

@@ -238,6 +238,18 @@ enum Schema {
             PRIMARY KEY (ph, kh)
         ) WITHOUT ROWID;
         """,
+        // 5: S3 access keys of tenants on a node that runs alone (see AccessKeys.swift); a clustered
+        // node keeps them as replicated records instead.
+        """
+        CREATE TABLE access_keys (
+            access_key TEXT PRIMARY KEY,
+            secret_key TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX access_keys_by_tenant ON access_keys (tenant, created_ms);
+        """,
     ]
 
     /// Work in Swift that a migration needs after its SQL, in the same transaction, by migration index.

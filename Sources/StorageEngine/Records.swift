@@ -167,13 +167,36 @@ public struct ObjectRecord: Sendable {
 public struct BucketRecord: Sendable, Equatable {
     public var name: String
     public var created: Date
-    /// The access key of the account that owns it.
+    /// Who owns it: `tenant:<id>` for a tenant's bucket, else the access key that created it (the root key).
     public var owner: String
 
     public init(name: String, created: Date, owner: String) {
         self.name = name
         self.created = created
         self.owner = owner
+    }
+}
+
+/// An S3 access key that belongs to a tenant: every key of a tenant may use the tenant's buckets.
+///
+/// The secret is kept as is, because verifying a SigV4 signature needs it; it is never logged and
+/// shown only once, when the key is created.
+public struct AccessKeyRecord: Sendable, Equatable {
+    /// The access key id (`CK…`), what clients send in the signature's credential scope.
+    public var accessKey: String
+    public var secretKey: String
+    /// The tenant (project) the key belongs to.
+    public var tenant: String
+    /// A name to recognise the key by.
+    public var name: String
+    public var created: Date
+
+    public init(accessKey: String, secretKey: String, tenant: String, name: String, created: Date) {
+        self.accessKey = accessKey
+        self.secretKey = secretKey
+        self.tenant = tenant
+        self.name = name
+        self.created = created
     }
 }
 

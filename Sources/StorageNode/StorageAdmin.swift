@@ -6,8 +6,11 @@ import Replication
 import Ring
 import S3API
 
-/// `/_admin/storage/…` on the S3 port, for `cloud storage status` and `cloud storage layout`.
+/// `/_admin/storage/…` on the S3 port, for `cloud storage status` and `cloud storage layout`, and
+/// `/_admin/tenants/…` for tenants' access keys and buckets (``TenantAdmin``).
 /// Only the root key may call it.
+///
+/// - `GET /_admin/storage/ping`: `{"status": "ok", "mode"}`; the control plane's readiness check.
 ///
 /// - `GET /_admin/storage/status`: this node, the quorum policy, every member with its state, and the
 ///   layout with the partitions each node owns.
@@ -17,6 +20,7 @@ import S3API
 struct StorageAdmin: AdminAPI {
     let rootAccessKey: String
     let cluster: ClusterNode?
+    let tenants: TenantAdmin
 
     struct MemberStatus: Codable {
         var id: String
@@ -84,7 +88,13 @@ struct StorageAdmin: AdminAPI {
         guard accessKey == self.rootAccessKey else {
             throw AdminError(403, "AccessDenied", "Storage administration needs the root key.")
         }
+        let parts = path.split(separator: "/")
+        if parts.first == "tenants" {
+            return try await self.tenants.handle(method: method, parts: parts, body: body)
+        }
         switch (method, path) {
+        case ("GET", "/storage/ping"):
+            return try Self.json(["status": "ok", "mode": self.cluster == nil ? "single" : "cluster"])
         case ("GET", "/storage/status"):
             return try Self.json(self.status())
         case ("GET", "/storage/layout"):

@@ -151,12 +151,18 @@ public struct StorageNode: Sendable {
         s3Configuration.region = self.configuration.region
         s3Configuration.domain = self.configuration.domain
         let store: any ObjectStore = self.cluster?.store ?? self.engine
+        // Tenants' S3 keys: replicated records in a cluster (so a key works on every node), the local
+        // engine on a node that runs alone.
+        let keys: any AccessKeyStore = self.cluster?.store ?? self.engine
         let handler = S3Handler(
             engine: store,
-            credentials: StaticCredentialStore([self.credentials.accessKey: self.credentials.secretKey]),
+            credentials: TenantCredentialStore(
+                rootAccessKey: self.credentials.accessKey, rootSecretKey: self.credentials.secretKey, keys: keys),
             configuration: s3Configuration,
             logger: self.logger,
-            admin: StorageAdmin(rootAccessKey: self.credentials.accessKey, cluster: self.cluster)
+            admin: StorageAdmin(
+                rootAccessKey: self.credentials.accessKey, cluster: self.cluster,
+                tenants: TenantAdmin(store: store, keys: keys, now: { Date() }))
         )
         let engine = self.engine
         let cluster = self.cluster

@@ -27,6 +27,8 @@ struct Harness {
     let clock = TestClock()
     /// Makes the readiness check of the (pretend) storage node fail.
     let storageDown = Flag()
+    /// The storage cluster behind `/storage/…`.
+    let storage = FakeStorage()
 
     init() async throws {
         self.directory = NSTemporaryDirectory() + "control-test-" + UUID().uuidString
@@ -39,7 +41,12 @@ struct Harness {
         configuration.passwordHashing = .test
         configuration.lockout.maximumFailures = 3
         let storageDown = self.storageDown
-        configuration.readinessChecks = [ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil }]
+        let storage = self.storage
+        configuration.readinessChecks = [
+            ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil },
+            ReadinessCheck(name: "storage-cluster") { await storage.check() },
+        ]
+        configuration.storage = storage
         let clock = self.clock
         self.api = ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
     }

@@ -38,7 +38,7 @@ import Testing
                 checked += 1
             }
         }
-        // 8 permission routes (5 for roles, 3 for bindings) times 3 roles.
-        #expect(checked == 8 * 3)
+        // 14 permission routes (5 for roles, 3 for bindings, 3 for storage keys, 3 for buckets) times 3 roles.
+        #expect(checked == 14 * 3)
     }
 }

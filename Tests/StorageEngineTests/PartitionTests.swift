@@ -109,7 +109,7 @@ import Testing
                 try db.execute(
                     """
                     DROP INDEX records_by_partition; ALTER TABLE records DROP COLUMN ph; ALTER TABLE records DROP COLUMN kh;
-                    DROP TABLE record_digests; PRAGMA user_version=3;
+                    DROP TABLE record_digests; DROP TABLE access_keys; PRAGMA user_version=3;
                     """)
             }
             await engine.shutdown()

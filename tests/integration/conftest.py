@@ -243,7 +243,8 @@ def deployment(request, server, tmp_path_factory):
         return
     postgres = request.getfixturevalue("postgres")
     database = postgres.new_database("api")
-    control = ControlServer(database, tmp_path_factory.mktemp("control-pg"), storage_endpoint=server.endpoint)
+    control = ControlServer(database, tmp_path_factory.mktemp("control-pg"), storage_endpoint=server.endpoint,
+                            storage_key=(server.access_key, server.secret_key))
     control.start()
     try:
         yield Deployment(control.url, control.output, lambda: postgres.dump(database).encode())

@@ -104,10 +104,12 @@ def postgres_server():
 class ControlServer:
     """One `cloud server` process (the control plane alone) on `database`."""
 
-    def __init__(self, database, log_dir, storage_endpoint=None, name="control", extra_args=()):
+    def __init__(self, database, log_dir, storage_endpoint=None, name="control", extra_args=(), storage_key=None):
         self.database = database
         self.log_dir = Path(log_dir)
         self.storage_endpoint = storage_endpoint
+        # (access key, secret key): the storage cluster's root key, which signs admin requests.
+        self.storage_key = storage_key
         self.name = name
         self.extra_args = list(extra_args)
         self.proc = None
@@ -128,6 +130,8 @@ class ControlServer:
             cmd += ["--storage-endpoint", self.storage_endpoint]
         environment = dict(os.environ)
         environment["CLOUD_DATABASE_URL"] = self.database  # not on the command line: it may hold a password
+        if self.storage_key:
+            environment["CLOUD_STORAGE_ACCESS_KEY"], environment["CLOUD_STORAGE_SECRET_KEY"] = self.storage_key
         environment.update(env or {})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
