@@ -114,6 +114,8 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
     var apiAddress: String = "127.0.0.1:8080"
 
+    @OptionGroup var control: ControlPlaneOptions
+
     func validate() throws {
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
@@ -126,10 +128,12 @@ struct Dev: AsyncParsableCommand {
 
     func run() async throws {
         let apiAddress = self.apiAddress
+        let control = self.control
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
             configuration.database = node.dataDirectory + "/control.sqlite"
+            try control.apply(to: &configuration, defaultOutbox: node.dataDirectory + "/outbox")
             configuration.api.readinessChecks = [Self.storageCheck(endpoint: "http://" + Self.localAddress(node.s3Address))]
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()

@@ -29,6 +29,8 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @OptionGroup var control: ControlPlaneOptions
+
     func makeConfiguration() throws -> ControlPlaneConfiguration {
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
@@ -40,6 +42,7 @@ struct Server: AsyncParsableCommand {
             }
             configuration.api.readinessChecks = [Dev.storageCheck(endpoint: endpoint)]
         }
+        try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()
         } catch {

@@ -12,6 +12,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var database: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
+    /// The quotas a tenant gets unless a platform operator sets others.
+    public var quotaDefaults = QuotaDefaults()
 
     public init() {}
 
@@ -56,7 +58,7 @@ public struct ControlServer: Sendable {
         let shown = DatabaseLocation.redacted(configuration.database)
         do {
             let database = try DatabaseLocation(parsing: configuration.database).open(logger: logger)
-            let store = ControlStore(database: database)
+            let store = ControlStore(database: database, quotaDefaults: configuration.quotaDefaults)
             let applied: Int
             do {
                 applied = try await store.migrate()

@@ -8,13 +8,18 @@ enum OpenAPI {
     private static let specificErrors: [String: [(Int, String)]] = [
         "healthReady": [(503, "not_ready")],
         "register": [(400, "weak_password"), (409, "email_taken"), (503, "unavailable")],
-        "login": [(401, "invalid_credentials"), (403, "forbidden"), (429, "too_many_attempts"), (503, "unavailable")],
+        "login": [(401, "invalid_credentials"), (404, "not_found"), (409, "quota_exceeded"), (429, "too_many_attempts"), (503, "unavailable")],
+        "createKey": [(404, "not_found"), (409, "quota_exceeded")],
+        "forgotPassword": [(429, "too_many_requests"), (503, "unavailable")],
+        "resetPassword": [(400, "invalid_token"), (400, "weak_password"), (429, "too_many_requests"), (503, "unavailable")],
+        "addMember": [(409, "quota_exceeded")],
+        "removeMember": [(409, "last_admin")],
         "rotateKey": [(409, "key_replaced")],
         "regenerateKey": [(409, "key_replaced")],
         "createRole": [(409, "role_exists"), (409, "builtin_role")],
         "updateRole": [(409, "builtin_role")],
         "deleteRole": [(409, "builtin_role"), (409, "role_in_use")],
-        "createBinding": [(404, "not_found"), (409, "binding_exists")],
+        "createBinding": [(404, "not_found"), (409, "binding_exists"), (409, "quota_exceeded")],
         "deleteBinding": [(409, "last_admin")],
     ]
 
@@ -27,6 +32,7 @@ enum OpenAPI {
         }
         if route.access != .anonymous { pairs += [(401, "unauthorized"), (503, "unavailable")] }
         if case .permission = route.access { pairs.append((403, "forbidden")) }
+        if route.access == .platformAdmin { pairs.append((403, "forbidden")) }
         if route.path.contains("{") { pairs.append((404, "not_found")) }
         pairs += Self.specificErrors[route.operationID] ?? []
         var result: [(status: Int, codes: [String])] = []
