@@ -147,14 +147,26 @@ struct SMTPConnection {
         try self.expect([250], after: "MAIL FROM:<\(from)>")
         try self.expect([250, 251], after: "RCPT TO:<\(to)>")
         try self.expect([354], after: "DATA")
-        var stuffed = ""
-        for line in data.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false) {
-            stuffed += (line.hasPrefix(".") ? "." : "") + line + "\r\n"
-        }
-        if stuffed.hasSuffix("\r\n\r\n") { stuffed.removeLast(2) }
-        try self.write(stuffed + ".\r\n")
+        try self.write(Self.dotStuffed(data) + ".\r\n")
         try self.expect([250], after: nil)
         try? self.expect([221], after: "QUIT")
+    }
+
+    /// `data` with CRLF line ends, a dot doubled at the start of lines that begin with one, and a
+    /// final CRLF: what goes between DATA and the terminating `.` line. Works on bytes, since in a
+    /// Swift string "\r\n" is one character.
+    static func dotStuffed(_ data: String) -> String {
+        var lines = Array(data.utf8).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { line in
+            line.last == UInt8(ascii: "\r") ? Array(line.dropLast()) : Array(line)
+        }
+        if lines.count > 1, lines.last?.isEmpty == true { lines.removeLast() }  // the text's own final line end
+        var out: [UInt8] = []
+        for line in lines {
+            if line.first == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
+            out += line
+            out += [13, 10]
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private mutating func connect() throws(MailError) {

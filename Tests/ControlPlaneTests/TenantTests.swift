@@ -1,6 +1,7 @@
-import ControlPlane
 import Foundation
 import Testing
+
+@testable import ControlPlane
 
 extension Harness {
     /// The id of the tenant a key acts in.
@@ -272,6 +273,9 @@ extension Harness {
         #expect(text.contains("Message-ID: <m1@example.com>\r\n"))
         #expect(text.contains("Date: Thu, 01 Jan 1970 00:00:00 +0000\r\n"))
         #expect(text.hasSuffix("\r\n\r\na\r\n.b\r\n"))
+        #expect(SMTPConnection.dotStuffed(text).hasSuffix("\r\n\r\na\r\n..b\r\n"))
+        #expect(SMTPConnection.dotStuffed("x\n.\ny") == "x\r\n..\r\ny\r\n")
+        #expect(SMTPConnection.dotStuffed("x\r\n") == "x\r\n")
     }
 }
 
