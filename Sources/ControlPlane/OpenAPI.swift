@@ -105,6 +105,11 @@ enum OpenAPI {
         let success: JSONValue =
             if let name = route.responseSchema {
                 .object([("description", .string("Success.")), ("content", Self.content(Self.ref(name)))])
+            } else if route.operationID == "metrics" {
+                .object([
+                    ("description", .string("Prometheus text exposition format 0.0.4.")),
+                    ("content", .object([("text/plain", .object([("schema", .object([("type", .string("string"))]))]))])),
+                ])
             } else if route.success == 204 {
                 .object([("description", .string("Done; no body."))])
             } else {
@@ -158,7 +163,7 @@ enum OpenAPI {
                             return (name, .object([("type", .string("array")), ("items", Self.ref(String(type.dropFirst(3))))]))
                         }
                         if type == "[]string" { return (name, .object([("type", .string("array")), ("items", .object([("type", .string("string"))]))])) }
-                        if type == "string?" { return (name, .object([("type", .array([.string("string"), .string("null")]))])) }
+                        if type.hasSuffix("?") { return (name, .object([("type", .array([.string(String(type.dropLast())), .string("null")]))])) }
                         return (name, .object([("type", .string(type))]))
                     })
             ),
@@ -206,6 +211,23 @@ enum OpenAPI {
         ("RoleList", Self.object([("roles", "[]#Role")])),
         ("Binding", Self.object([("id", "string"), ("user_id", "string"), ("user", "string"), ("role", "string"), ("created_at", "string")])),
         ("BindingList", Self.object([("bindings", "[]#Binding")])),
+        (
+            "MyTenant",
+            Self.object([
+                ("id", "string"), ("name", "string"), ("personal", "boolean"), ("created_at", "string"), ("roles", "[]string"),
+                ("current", "boolean"),
+            ])
+        ),
+        ("TenantList", Self.object([("tenants", "[]#MyTenant")])),
+        (
+            "Member",
+            Self.object([("user_id", "string"), ("email", "string"), ("name", "string"), ("roles", "[]string"), ("joined_at", "string")])
+        ),
+        ("MemberList", Self.object([("members", "[]#Member")])),
+        ("Quota", Self.object([("resource", "string"), ("limit", "integer"), ("default", "boolean"), ("used", "integer?")])),
+        ("Quotas", Self.object([("tenant_id", "string"), ("quotas", "[]#Quota")])),
+        ("Accepted", Self.object([("status", "string"), ("message", "string")])),
+        ("PasswordReset", Self.object([("user", "#User"), ("revoked_keys", "integer")])),
     ]
 }
 

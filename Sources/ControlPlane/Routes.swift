@@ -136,7 +136,7 @@ extension ControlAPI {
             summary: "Mail a one-time password-reset token (202 whether or not the email is registered; 5 a minute per email and per address).",
             access: .anonymous,
             body: BodySchema([.string("email", maxLength: 254, "The account's email.")]),
-            success: 202, responseSchema: nil,
+            success: 202, responseSchema: "Accepted",
             handler: { api, context in try await api.forgotPassword(context) }),
         Route(
             method: "POST", path: "/auth/reset-password", operationID: "resetPassword",
@@ -146,7 +146,7 @@ extension ControlAPI {
                 .string("token", maxLength: 100, "The token from the reset mail."),
                 .string("password", maxLength: 256, "The new password (the rules of registration)."),
             ]),
-            success: 200, responseSchema: nil,
+            success: 200, responseSchema: "PasswordReset",
             handler: { api, context in try await api.resetPassword(context) }),
         Route(
             method: "GET", path: "/auth/me", operationID: "me",
@@ -246,22 +246,22 @@ extension ControlAPI {
             summary: "Create a tenant (project); the caller becomes its admin.",
             access: .authenticated,
             body: BodySchema([.string("name", maxLength: 100, "A name for people; need not be unique.")]),
-            success: 201, responseSchema: nil,
+            success: 201, responseSchema: "MyTenant",
             handler: { api, context in try await api.createTenant(context) }),
         Route(
             method: "GET", path: "/tenants", operationID: "listTenants",
             summary: "The tenants the caller is a member of, with their roles there.",
-            access: .authenticated, body: nil, success: 200, responseSchema: nil,
+            access: .authenticated, body: nil, success: 200, responseSchema: "TenantList",
             handler: { api, context in try await api.listTenants(context) }),
         Route(
             method: "GET", path: "/tenants/{id}", operationID: "getTenant",
             summary: "One of the caller's tenants (404 for any other).",
-            access: .authenticated, body: nil, success: 200, responseSchema: nil,
+            access: .authenticated, body: nil, success: 200, responseSchema: "MyTenant",
             handler: { api, context in try await api.getTenant(context) }),
         Route(
             method: "GET", path: "/tenants/{id}/members", operationID: "listMembers",
             summary: "The members of the key's tenant and their roles.",
-            access: .permission(Permission("member:read")!), body: nil, success: 200, responseSchema: nil,
+            access: .permission(Permission("member:read")!), body: nil, success: 200, responseSchema: "MemberList",
             handler: { api, context in try await api.listMembers(context) }),
         Route(
             method: "POST", path: "/tenants/{id}/members", operationID: "addMember",
@@ -271,7 +271,7 @@ extension ControlAPI {
                 .string("email", maxLength: 254, "The user's email; they must have registered."),
                 .strings("roles", "Role names in this tenant."),
             ]),
-            success: 201, responseSchema: nil,
+            success: 201, responseSchema: "Member",
             handler: { api, context in try await api.addMember(context) }),
         Route(
             method: "DELETE", path: "/tenants/{id}/members/{user_id}", operationID: "removeMember",
@@ -281,7 +281,7 @@ extension ControlAPI {
         Route(
             method: "GET", path: "/tenants/{id}/quotas", operationID: "getQuotas",
             summary: "The key's tenant's quotas and what it uses of them.",
-            access: .permission(Permission("quota:read")!), body: nil, success: 200, responseSchema: nil,
+            access: .permission(Permission("quota:read")!), body: nil, success: 200, responseSchema: "Quotas",
             handler: { api, context in try await api.getQuotas(context) }),
         Route(
             method: "PUT", path: "/admin/tenants/{id}/quotas", operationID: "setQuotas",
@@ -293,7 +293,7 @@ extension ControlAPI {
                 .integer("max_api_keys", "Active API keys acting in the tenant."),
                 .integer("max_members", "Members."),
             ]),
-            success: 200, responseSchema: nil,
+            success: 200, responseSchema: "Quotas",
             handler: { api, context in try await api.setQuotas(context) }),
     ]
 }

@@ -153,3 +153,44 @@ def test_cloud_dev_writes_reset_mail_to_the_data_dirs_outbox(server):
     assert len(tokens) == 1
     r = requests.post(f"{api}/auth/reset-password", json={"token": tokens[0], "password": "dev outbox passphrase"})
     assert r.status_code == 200, r.text
+
+
+def conforms(doc, schema, value, where="body"):
+    """Checks `value` against the OpenAPI `schema` (types, required properties, no undocumented ones)."""
+    if "$ref" in schema:
+        return conforms(doc, doc["components"]["schemas"][schema["$ref"].split("/")[-1]], value, where)
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    python = {"object": dict, "array": list, "string": str, "integer": int, "boolean": bool, "null": type(None)}
+    assert any(isinstance(value, python[t]) for t in types), f"{where}: {value!r} is not {types}"
+    if isinstance(value, dict):
+        for name in schema.get("required", []):
+            assert name in value, f"{where}: no {name}"
+        for name, item in value.items():
+            assert name in schema["properties"], f"{where}: undocumented {name}"
+            conforms(doc, schema["properties"][name], item, f"{where}.{name}")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            conforms(doc, schema["items"], item, f"{where}[{index}]")
+
+
+def test_answers_match_the_openapi_document(api, operator):
+    doc = requests.get(f"{api}/openapi.json").json()
+
+    def check(method, path, template, key, body=None, status=None):
+        r = call(api, method, path, key, body)
+        assert r.status_code == (status or 200), r.text
+        response = doc["paths"][template][method.lower()]["responses"][str(r.status_code)]
+        conforms(doc, response["content"]["application/json"]["schema"], r.json(), f"{method} {template}")
+
+    email, key = user(api, "schema")
+    friend, _ = user(api, "schemafriend")
+    tenant = call(api, "GET", "/auth/me", key).json()["tenant"]["id"]
+    check("POST", "/tenants", "/tenants", key, {"name": "Schema"}, 201)
+    check("GET", "/tenants", "/tenants", key)
+    check("GET", f"/tenants/{tenant}", "/tenants/{id}", key)
+    check("POST", f"/tenants/{tenant}/members", "/tenants/{id}/members", key, {"email": friend, "roles": ["viewer"]}, 201)
+    check("GET", f"/tenants/{tenant}/members", "/tenants/{id}/members", key)
+    check("GET", f"/tenants/{tenant}/quotas", "/tenants/{id}/quotas", key)
+    check("PUT", f"/admin/tenants/{tenant}/quotas", "/admin/tenants/{id}/quotas", operator, {"max_members": 10})
+    check("POST", "/auth/forgot-password", "/auth/forgot-password", None, {"email": email}, 202)
