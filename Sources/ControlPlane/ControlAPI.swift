@@ -334,12 +334,12 @@ public final class ControlAPI: Sendable {
         }
         let (record, key) = Self.newKey(user: old.userID, tenant: old.tenantID, name: old.name, now: now, expiresAt: old.expiresAt)
         do {
-            self.metrics.count(.keysCreated)
             try await self.store.replaceKey(
                 oldID: old.id, expiresAt: rotate ? now + grace : nil, revokedAt: rotate ? nil : now, newKey: record)
         } catch let error as ControlStoreError where error.isNotFound {
             throw APIError.notFound("you have no active key \(old.id)")
         }
+        self.metrics.count(.keysCreated)
         var previous = old
         previous.replacedBy = record.id
         if rotate {
