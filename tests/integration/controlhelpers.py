@@ -36,6 +36,18 @@ def own_control_plane(request, tmp_path_factory, database, extra_args=(), name="
     return server
 
 
+def stored(request, server):
+    """What the server's database holds: the SQLite file and its WAL, or a dump of the PostgreSQL one."""
+    if "://" in server.database:
+        return request.getfixturevalue("postgres").dump(server.database).encode()
+    data = b""
+    for suffix in ["", "-wal"]:
+        path = Path(server.database + suffix)
+        if path.exists():
+            data += path.read_bytes()
+    return data
+
+
 def new_email(prefix="u"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from controlhelpers import (
-    PASSWORD, TOKEN, call, error, login, new_email, own_control_plane, post_from, register, tokens_in_outbox, user)
+    PASSWORD, TOKEN, call, error, login, new_email, own_control_plane, post_from, register, stored, tokens_in_outbox, user)
 
 pytestmark = pytest.mark.needs_binary
 
@@ -112,7 +112,7 @@ def test_login_brute_force_is_locked_out(api):
     assert "cloud_api_lockouts_total " in metrics and "cloud_api_lockouts_total 0\n" not in metrics
 
 
-def test_password_reset_through_the_outbox(api, control):
+def test_password_reset_through_the_outbox(request, api, control):
     email, key = user(api, "forgetful")
     for _ in range(5):
         requests.post(f"{api}/auth/login", json={"email": email, "password": "not the password at all"})
@@ -125,6 +125,9 @@ def test_password_reset_through_the_outbox(api, control):
     assert len(tokens) == 1
     token = tokens[0]
     assert token not in control.output()
+    held = stored(request, control)
+    assert email.encode() in held, "the check would not see what the database holds"
+    assert token.encode() not in held  # only its hash is stored
     status, _, body = post_from("127.0.0.21", api, "/auth/reset-password", {"token": token, "password": "short"})
     assert status == 400 and body["error"]["code"] == "weak_password"
     status, _, body = post_from("127.0.0.21", api, "/auth/reset-password", {"token": token, "password": "a whole new passphrase"})
