@@ -87,7 +87,8 @@ enum APIReference {
         for (status, response) in responses where status != "default" {
             if status.hasPrefix("2") {
                 let schema = response["content"]?["application/json"]?["schema"]
-                out += "- Response: `\(status)` " + (schema.map { Self.type($0) } ?? "no body") + "\n"
+                let text = response["content"]?["text/plain"] != nil ? "text (`text/plain`)" : "no body"
+                out += "- Response: `\(status)` " + (schema.map { Self.type($0) } ?? text) + "\n"
             } else if case .array(let codes) = response["x-error-codes"] {
                 errors.append((status, codes.map { "`\(Self.text($0))`" }.joined(separator: ", ")))
             } else {

@@ -55,6 +55,7 @@ struct CLIConfig: Equatable, Sendable {
         ("api_url", "the control plane's URL, e.g. http://127.0.0.1:8080"),
         ("api_key", "the API key `cloud auth login` saves (secret)"),
         ("email", "the email you logged in with"),
+        ("tenant_id", "the tenant the saved API key acts in (cloud tenants switch)"),
         ("output", "the default output format: table, json or yaml"),
         ("s3_endpoint", "the S3 endpoint, e.g. http://127.0.0.1:9000"),
         ("s3_access_key", "the tenant's S3 access key id"),

@@ -29,7 +29,7 @@ func readPassword(fromStdin: Bool, confirm: Bool) throws -> String {
 struct Auth: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Register, log in, and manage your API keys.",
-        subcommands: [Register.self, Login.self, Me.self, Keys.self])
+        subcommands: [Register.self, Login.self, Me.self, Keys.self, ForgotPassword.self, ResetPassword.self])
 
     struct Register: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an account (with a personal tenant where you are admin).")
@@ -74,6 +74,7 @@ struct Auth: AsyncParsableCommand {
             config.values["api_key"] = key
             config.values["api_url"] = settings.apiURL
             config.values["email"] = self.email.lowercased()
+            if case .string(let tenant) = answer?["tenant"]?["id"] { config.values["tenant_id"] = tenant }
             try config.save()
             // The key is in the file; the output shows everything else.
             var shown: [(String, JSONValue)] = [("profile", .string(config.profile)), ("config", .string(ClientConfig.path))]

@@ -114,6 +114,8 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
     var apiAddress: String = "127.0.0.1:8080"
 
+    @OptionGroup var control: ControlPlaneOptions
+
     func validate() throws {
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
@@ -126,6 +128,7 @@ struct Dev: AsyncParsableCommand {
 
     func run() async throws {
         let apiAddress = self.apiAddress
+        let control = self.control
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
             configuration.apiAddress = apiAddress
@@ -135,6 +138,7 @@ struct Dev: AsyncParsableCommand {
             configuration.storage = StorageServiceConfiguration(
                 endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
                 secretKey: node.credentials.secretKey, region: node.configuration.region)
+            try control.apply(to: &configuration, defaultOutbox: node.configuration.dataDirectory + "/outbox")
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()
             } catch let error as ControlPlaneError {

@@ -29,12 +29,15 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @OptionGroup var control: ControlPlaneOptions
+
     func makeConfiguration() throws -> ControlPlaneConfiguration {
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
         let environment = ProcessInfo.processInfo.environment
         configuration.database = self.database ?? environment["CLOUD_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "./cloud-data/control.sqlite"
         configuration.storage = try self.storage.configuration(environment: environment)
+        try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()
         } catch {

@@ -39,6 +39,16 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func forbidden(message: String) -> APIError { APIError(status: 403, code: "forbidden", message: message) }
     public static func notFound(_ message: String) -> APIError { APIError(status: 404, code: "not_found", message: message) }
     public static func conflict(_ code: String, _ message: String) -> APIError { APIError(status: 409, code: code, message: message) }
+    public static func quotaExceeded(_ exceeded: QuotaExceeded) -> APIError {
+        APIError(
+            status: 409, code: "quota_exceeded",
+            message: "\(exceeded); remove some first or ask a platform operator to raise the quota (GET /tenants/{id}/quotas shows them)")
+    }
+    public static func tooManyRequests(_ message: String, retryAfter: Int64) -> APIError {
+        var error = APIError(status: 429, code: "too_many_requests", message: message)
+        error.headers = [("Retry-After", String(retryAfter))]
+        return error
+    }
     public static let payloadTooLarge = APIError(status: 413, code: "payload_too_large", message: "the request body is too large")
     public static let unsupportedMediaType = APIError(
         status: 415, code: "unsupported_media_type", message: "send the body as application/json")

@@ -118,6 +118,7 @@ final class APIServer: Service, Sendable {
                     }
                     let elapsed = ContinuousClock.now - start
                     let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
+                    self.api.metrics.record(operation: operation, status: response.status, seconds: milliseconds / 1000)
                     self.logger.info(
                         "request",
                         metadata: [

@@ -19,6 +19,22 @@ public struct ControlAPIConfiguration: Sendable {
     /// The storage cluster behind `/storage/…` (S3 keys and buckets of tenants); nil answers those
     /// routes with 503 `storage_unavailable`.
     public var storage: (any StorageService)?
+    /// Emails (lowercased) of the platform operators: they may set any tenant's quotas
+    /// (`/admin/*`). `--platform-admin EMAIL`; nobody by default.
+    public var platformAdmins: Set<String> = []
+    /// Where password-reset mails go.
+    public var mail: MailDelivery = .none
+    /// The sender of the control plane's mail.
+    public var mailFrom: String = "The Cloud <no-reply@localhost>"
+    /// How long a password-reset token is valid, in seconds (30 minutes).
+    public var resetTokenLifetime: Int64 = 30 * 60
+    /// `POST /auth/forgot-password`: at most this many requests per email and per client address
+    /// within `forgotPasswordWindow` seconds.
+    public var forgotPasswordLimit: Int = 5
+    public var forgotPasswordWindow: Int64 = 60
+    /// `POST /auth/reset-password`: at most this many attempts per client address within
+    /// `forgotPasswordWindow` seconds (tokens are unguessable; this only bounds the noise).
+    public var resetPasswordLimit: Int = 10
 
     public init() {}
 }
@@ -50,7 +66,9 @@ public final class ControlAPI: Sendable {
     /// Unix seconds; injected so tests can move time.
     let now: @Sendable () -> Int64
     /// Verified against when the email is unknown, so that a login costs the same either way.
-    private let decoyHash: String
+    let decoyHash: String
+    /// Counters for `/metrics`.
+    public let metrics = ControlMetrics()
 
     /// - Parameters:
     ///   - store: The database.
@@ -97,7 +115,11 @@ public final class ControlAPI: Sendable {
             return (try await route.handler(self, context), route.operationID)
         } catch let error as APIError {
             return (.error(error), route.operationID)
+        } catch let error as QuotaExceeded {
+            self.metrics.count(.quotaRefusals)
+            return (.error(.quotaExceeded(error)), route.operationID)
         } catch let error as ControlStoreError {
+            self.metrics.count(.databaseErrors)
             self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
             return (.error(.unavailable("the database is unavailable; retry later")), route.operationID)
         } catch {
@@ -137,11 +159,14 @@ public final class ControlAPI: Sendable {
         if case .permission(let required) = access, !Permission.allows(grants.permissions, required) {
             throw APIError.forbidden(required)
         }
+        if access == .platformAdmin, !self.configuration.platformAdmins.contains(user.email) {
+            throw APIError.forbidden(message: "this route is for platform operators (cloud server --platform-admin EMAIL)")
+        }
         return Caller(user: user, key: key, tenant: tenant, roles: grants.roles, permissions: grants.permissions)
     }
 
     /// Refuses to hand out what the caller does not hold: every permission must be allowed to them.
-    private func checkGrantable(_ permissions: [Permission], by caller: Caller) throws(APIError) {
+    func checkGrantable(_ permissions: [Permission], by caller: Caller) throws(APIError) {
         for permission in permissions where !Permission.allows(caller.permissions, permission) {
             throw APIError.forbidden(message: "you cannot grant \(permission), which your roles in this tenant do not grant you")
         }
@@ -206,6 +231,7 @@ public final class ControlAPI: Sendable {
         let policy = self.configuration.lockout
         let failures = try await self.store.loginFailures(email: email, since: now - policy.window)
         if let until = policy.lockedUntil(failures: failures, now: now) {
+            self.metrics.count(.lockedLogins)
             var error = APIError(
                 status: 429, code: "too_many_attempts",
                 message: "too many failed logins for this email; try again in \(until - now) seconds")
@@ -217,6 +243,8 @@ public final class ControlAPI: Sendable {
         let correct = try await self.threadPool.runIfActive { PasswordHasher.verify(password, against: stored) }
         guard let user, correct else {
             try await self.store.recordLogin(email: email, clientAddress: context.request.clientAddress, succeeded: false, at: now)
+            self.metrics.count(.loginFailures)
+            if policy.lockedUntil(failures: failures + [now], now: now) != nil { self.metrics.count(.lockouts) }
             self.logger.notice(
                 "login failed", metadata: ["request-id": "\(context.request.requestID)", "client": "\(context.request.clientAddress)"])
             throw APIError(status: 401, code: "invalid_credentials", message: "the email or the password is wrong")
@@ -224,9 +252,7 @@ public final class ControlAPI: Sendable {
         try await self.store.recordLogin(email: email, clientAddress: context.request.clientAddress, succeeded: true, at: now)
         let tenant: TenantRecord
         if let tenantID = context.body.string("tenant_id") {
-            guard try await self.store.isMember(userID: user.id, tenantID: tenantID), let found = try await self.store.tenant(id: tenantID)
-            else { throw APIError.forbidden(message: "you are not a member of the tenant \(tenantID)") }
-            tenant = found
+            tenant = try await self.memberTenant(tenantID, userID: user.id)
         } else {
             let tenants = try await self.store.tenants(ofUser: user.id)
             guard let first = tenants.first(where: { $0.personalUserID == user.id }) ?? tenants.first else {
@@ -235,7 +261,7 @@ public final class ControlAPI: Sendable {
             tenant = first
         }
         let (record, key) = Self.newKey(user: user.id, tenant: tenant.id, name: context.body.string("key_name") ?? "login", now: now)
-        try await self.store.insertKey(record)
+        try await self.insertKeyWithinQuota(record)
         self.logger.info(
             "login", metadata: ["request-id": "\(context.request.requestID)", "user-id": "\(user.id)", "key-id": "\(record.id)"])
         return .json(
@@ -276,8 +302,10 @@ public final class ControlAPI: Sendable {
             expiresAt = now + lifetime
         }
         let name = context.body.string("name")?.trimmingSpaces() ?? "api key"
-        let (record, key) = Self.newKey(user: caller.user.id, tenant: caller.tenant.id, name: name.isEmpty ? "api key" : name, now: now, expiresAt: expiresAt)
-        try await self.store.insertKey(record)
+        var tenant = caller.tenant
+        if let tenantID = context.body.string("tenant_id") { tenant = try await self.memberTenant(tenantID, userID: caller.user.id) }
+        let (record, key) = Self.newKey(user: caller.user.id, tenant: tenant.id, name: name.isEmpty ? "api key" : name, now: now, expiresAt: expiresAt)
+        try await self.insertKeyWithinQuota(record)
         return .json(201, .object([("api_key", .string(key)), ("key", Self.json(record))]))
     }
 
@@ -318,6 +346,7 @@ public final class ControlAPI: Sendable {
         } catch let error as ControlStoreError where error.isNotFound {
             throw APIError.notFound("you have no active key \(old.id)")
         }
+        self.metrics.count(.keysCreated)
         var previous = old
         previous.replacedBy = record.id
         if rotate {
@@ -444,6 +473,10 @@ public final class ControlAPI: Sendable {
             throw APIError.notFound("no role named \(roleName) in this tenant")
         }
         try self.checkGrantable(role.permissions, by: caller)
+        if try await !self.store.isMember(userID: user.id, tenantID: caller.tenant.id) {
+            try await self.store.checkQuota(
+                tenantID: caller.tenant.id, resource: .members, current: try await self.store.memberCount(tenantID: caller.tenant.id))
+        }
         var binding = BindingRecord(
             id: SecureRandom.identifier(prefix: "rb_"), tenantID: caller.tenant.id, userID: user.id, roleID: role.id, createdAt: self.now())
         do {

@@ -14,6 +14,8 @@ public struct ControlPlaneConfiguration: Sendable {
     public var api = ControlAPIConfiguration()
     /// The storage cluster whose keys and buckets `/storage/…` manages; it is also checked by `/health/ready`.
     public var storage: StorageServiceConfiguration?
+    /// The quotas a tenant gets unless a platform operator sets others.
+    public var quotaDefaults = QuotaDefaults()
 
     public init() {}
 
@@ -59,7 +61,7 @@ public struct ControlServer: Sendable {
         let shown = DatabaseLocation.redacted(configuration.database)
         do {
             let database = try DatabaseLocation(parsing: configuration.database).open(logger: logger)
-            let store = ControlStore(database: database)
+            let store = ControlStore(database: database, quotaDefaults: configuration.quotaDefaults)
             let applied: Int
             do {
                 applied = try await store.migrate()

@@ -149,9 +149,12 @@ public struct ControlStoreError: Error, Sendable, Equatable, CustomStringConvert
 public final class ControlStore: Sendable {
     /// The database underneath (for features with their own tables, such as the task queue).
     public let database: any SQLDatabase
+    /// The quota a tenant gets for a resource unless an operator set another.
+    public let quotaDefaults: QuotaDefaults
 
-    public init(database: any SQLDatabase) {
+    public init(database: any SQLDatabase, quotaDefaults: QuotaDefaults = QuotaDefaults()) {
         self.database = database
+        self.quotaDefaults = quotaDefaults
     }
 
     /// Applies the migrations not yet applied (once across processes); returns how many ran.

@@ -83,6 +83,22 @@ public enum Migrations {
                 ('builtin-developer', NULL, 'developer', '\(BuiltinRole.developer.description)', '\(Self.encode(BuiltinRole.developer.permissions))', 0),
                 ('builtin-viewer', NULL, 'viewer', '\(BuiltinRole.viewer.description)', '\(Self.encode(BuiltinRole.viewer.permissions))', 0);
             """),
+        Migration(version: 2, name: "tenant quotas and rate limits", sql: """
+            CREATE TABLE tenant_quotas (
+                tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+                resource TEXT NOT NULL,
+                max_value BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, resource)
+            );
+            CREATE TABLE rate_limit_events (
+                scope TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                occurred_at BIGINT NOT NULL
+            );
+            CREATE INDEX rate_limit_events_subject ON rate_limit_events (scope, subject, occurred_at);
+            CREATE INDEX api_keys_tenant ON api_keys (tenant_id);
+            """),
     ]
 
     /// Permissions as stored in `roles.permissions`: comma-separated.

@@ -8,13 +8,18 @@ enum OpenAPI {
     private static let specificErrors: [String: [(Int, String)]] = [
         "healthReady": [(503, "not_ready")],
         "register": [(400, "weak_password"), (409, "email_taken"), (503, "unavailable")],
-        "login": [(401, "invalid_credentials"), (403, "forbidden"), (429, "too_many_attempts"), (503, "unavailable")],
+        "login": [(401, "invalid_credentials"), (404, "not_found"), (409, "quota_exceeded"), (429, "too_many_attempts"), (503, "unavailable")],
+        "createKey": [(404, "not_found"), (409, "quota_exceeded")],
+        "forgotPassword": [(429, "too_many_requests"), (503, "unavailable")],
+        "resetPassword": [(400, "invalid_token"), (400, "weak_password"), (429, "too_many_requests"), (503, "unavailable")],
+        "addMember": [(409, "quota_exceeded")],
+        "removeMember": [(409, "last_admin")],
         "rotateKey": [(409, "key_replaced")],
         "regenerateKey": [(409, "key_replaced")],
         "createRole": [(409, "role_exists"), (409, "builtin_role")],
         "updateRole": [(409, "builtin_role")],
         "deleteRole": [(409, "builtin_role"), (409, "role_in_use")],
-        "createBinding": [(404, "not_found"), (409, "binding_exists")],
+        "createBinding": [(404, "not_found"), (409, "binding_exists"), (409, "quota_exceeded")],
         "deleteBinding": [(409, "last_admin")],
     ]
 
@@ -27,6 +32,7 @@ enum OpenAPI {
         }
         if route.access != .anonymous { pairs += [(401, "unauthorized"), (503, "unavailable")] }
         if case .permission = route.access { pairs.append((403, "forbidden")) }
+        if route.access == .platformAdmin { pairs.append((403, "forbidden")) }
         if route.path.contains("{") { pairs.append((404, "not_found")) }
         pairs += Self.specificErrors[route.operationID] ?? []
         var result: [(status: Int, codes: [String])] = []
@@ -99,6 +105,11 @@ enum OpenAPI {
         let success: JSONValue =
             if let name = route.responseSchema {
                 .object([("description", .string("Success.")), ("content", Self.content(Self.ref(name)))])
+            } else if route.operationID == "metrics" {
+                .object([
+                    ("description", .string("Prometheus text exposition format 0.0.4.")),
+                    ("content", .object([("text/plain", .object([("schema", .object([("type", .string("string"))]))]))])),
+                ])
             } else if route.success == 204 {
                 .object([("description", .string("Done; no body."))])
             } else {
@@ -152,7 +163,7 @@ enum OpenAPI {
                             return (name, .object([("type", .string("array")), ("items", Self.ref(String(type.dropFirst(3))))]))
                         }
                         if type == "[]string" { return (name, .object([("type", .string("array")), ("items", .object([("type", .string("string"))]))])) }
-                        if type == "string?" { return (name, .object([("type", .array([.string("string"), .string("null")]))])) }
+                        if type.hasSuffix("?") { return (name, .object([("type", .array([.string(String(type.dropLast())), .string("null")]))])) }
                         return (name, .object([("type", .string(type))]))
                     })
             ),
@@ -211,6 +222,23 @@ enum OpenAPI {
         ("StorageKeyList", Self.object([("keys", "[]#StorageKey")])),
         ("Bucket", Self.object([("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
         ("BucketList", Self.object([("buckets", "[]#Bucket")])),
+        (
+            "MyTenant",
+            Self.object([
+                ("id", "string"), ("name", "string"), ("personal", "boolean"), ("created_at", "string"), ("roles", "[]string"),
+                ("current", "boolean"),
+            ])
+        ),
+        ("TenantList", Self.object([("tenants", "[]#MyTenant")])),
+        (
+            "Member",
+            Self.object([("user_id", "string"), ("email", "string"), ("name", "string"), ("roles", "[]string"), ("joined_at", "string")])
+        ),
+        ("MemberList", Self.object([("members", "[]#Member")])),
+        ("Quota", Self.object([("resource", "string"), ("limit", "integer"), ("default", "boolean"), ("used", "integer?")])),
+        ("Quotas", Self.object([("tenant_id", "string"), ("quotas", "[]#Quota")])),
+        ("Accepted", Self.object([("status", "string"), ("message", "string")])),
+        ("PasswordReset", Self.object([("user", "#User"), ("revoked_keys", "integer")])),
     ]
 }
 

@@ -6,11 +6,14 @@ public enum Access: Sendable, Equatable, CustomStringConvertible {
     case authenticated
     /// A valid API key whose user's roles in the key's tenant grant this permission.
     case permission(Permission)
+    /// A valid API key of a platform operator (`--platform-admin EMAIL`), whatever the key's tenant.
+    case platformAdmin
 
     public var description: String {
         switch self {
         case .anonymous: "anonymous"
         case .authenticated: "authenticated"
+        case .platformAdmin: "platform-admin"
         case .permission(let permission): permission.description
         }
     }
@@ -99,6 +102,11 @@ extension ControlAPI {
             method: "GET", path: "/openapi.json", operationID: "openAPI", summary: "This API's OpenAPI 3 document.",
             access: .anonymous, body: nil, success: 200, responseSchema: nil,
             handler: { _, _ in .json(200, OpenAPI.document) }),
+        Route(
+            method: "GET", path: "/metrics", operationID: "metrics",
+            summary: "Prometheus text: requests, latency, security events (aggregates only, like the storage node's /metrics).",
+            access: .anonymous, body: nil, success: 200, responseSchema: nil,
+            handler: { api, context in try await api.metricsText(context) }),
 
         Route(
             method: "POST", path: "/auth/register", operationID: "register",
@@ -124,17 +132,35 @@ extension ControlAPI {
             success: 200, responseSchema: "NewKey",
             handler: { api, context in try await api.login(context) }),
         Route(
+            method: "POST", path: "/auth/forgot-password", operationID: "forgotPassword",
+            summary: "Mail a one-time password-reset token (202 whether or not the email is registered; 5 a minute per email and per address).",
+            access: .anonymous,
+            body: BodySchema([.string("email", maxLength: 254, "The account's email.")]),
+            success: 202, responseSchema: "Accepted",
+            handler: { api, context in try await api.forgotPassword(context) }),
+        Route(
+            method: "POST", path: "/auth/reset-password", operationID: "resetPassword",
+            summary: "Set a new password with a reset token; revokes all the user's API keys and ends a lockout.",
+            access: .anonymous,
+            body: BodySchema([
+                .string("token", maxLength: 100, "The token from the reset mail."),
+                .string("password", maxLength: 256, "The new password (the rules of registration)."),
+            ]),
+            success: 200, responseSchema: "PasswordReset",
+            handler: { api, context in try await api.resetPassword(context) }),
+        Route(
             method: "GET", path: "/auth/me", operationID: "me",
             summary: "The caller: user, tenant of the key, roles and permissions there, tenants.",
             access: .authenticated, body: nil, success: 200, responseSchema: "Me",
             handler: { api, context in try await api.me(context) }),
         Route(
             method: "POST", path: "/auth/keys", operationID: "createKey",
-            summary: "Create another API key for the caller, in the tenant of the calling key.",
+            summary: "Create another API key for the caller, in the tenant of the calling key or another of the caller's.",
             access: .authenticated,
             body: BodySchema([
                 .string("name", required: false, maxLength: 100, "A name to recognise the key by."),
                 .integer("expires_in_seconds", "Lifetime; default unlimited (60 to 315360000)."),
+                .string("tenant_id", required: false, maxLength: 64, "The tenant the key acts in (one you are a member of); default the calling key's."),
             ]),
             success: 201, responseSchema: "NewKey",
             handler: { api, context in try await api.createKey(context) }),
@@ -214,5 +240,60 @@ extension ControlAPI {
             summary: "Remove a binding (not the tenant's last admin binding).",
             access: .permission(Permission("binding:delete")!), body: nil, success: 204, responseSchema: nil,
             handler: { api, context in try await api.deleteBinding(context) }),
-    ] + storageRoutes
+
+        Route(
+            method: "POST", path: "/tenants", operationID: "createTenant",
+            summary: "Create a tenant (project); the caller becomes its admin.",
+            access: .authenticated,
+            body: BodySchema([.string("name", maxLength: 100, "A name for people; need not be unique.")]),
+            success: 201, responseSchema: "MyTenant",
+            handler: { api, context in try await api.createTenant(context) }),
+        Route(
+            method: "GET", path: "/tenants", operationID: "listTenants",
+            summary: "The tenants the caller is a member of, with their roles there.",
+            access: .authenticated, body: nil, success: 200, responseSchema: "TenantList",
+            handler: { api, context in try await api.listTenants(context) }),
+        Route(
+            method: "GET", path: "/tenants/{id}", operationID: "getTenant",
+            summary: "One of the caller's tenants (404 for any other).",
+            access: .authenticated, body: nil, success: 200, responseSchema: "MyTenant",
+            handler: { api, context in try await api.getTenant(context) }),
+        Route(
+            method: "GET", path: "/tenants/{id}/members", operationID: "listMembers",
+            summary: "The members of the key's tenant and their roles.",
+            access: .permission(Permission("member:read")!), body: nil, success: 200, responseSchema: "MemberList",
+            handler: { api, context in try await api.listMembers(context) }),
+        Route(
+            method: "POST", path: "/tenants/{id}/members", operationID: "addMember",
+            summary: "Add a registered user to the key's tenant with roles (bindings; only roles the caller could grant).",
+            access: .permission(Permission("member:create")!),
+            body: BodySchema([
+                .string("email", maxLength: 254, "The user's email; they must have registered."),
+                .strings("roles", "Role names in this tenant."),
+            ]),
+            success: 201, responseSchema: "Member",
+            handler: { api, context in try await api.addMember(context) }),
+        Route(
+            method: "DELETE", path: "/tenants/{id}/members/{user_id}", operationID: "removeMember",
+            summary: "Remove a member: their bindings go and their keys in this tenant are revoked (not the last admin).",
+            access: .permission(Permission("member:delete")!), body: nil, success: 204, responseSchema: nil,
+            handler: { api, context in try await api.removeMember(context) }),
+        Route(
+            method: "GET", path: "/tenants/{id}/quotas", operationID: "getQuotas",
+            summary: "The key's tenant's quotas and what it uses of them.",
+            access: .permission(Permission("quota:read")!), body: nil, success: 200, responseSchema: "Quotas",
+            handler: { api, context in try await api.getQuotas(context) }),
+        Route(
+            method: "PUT", path: "/admin/tenants/{id}/quotas", operationID: "setQuotas",
+            summary: "Set any tenant's quotas (platform operators only).",
+            access: .platformAdmin,
+            body: BodySchema([
+                .integer("max_buckets", "Buckets."),
+                .integer("max_storage_bytes", "Bytes stored."),
+                .integer("max_api_keys", "Active API keys acting in the tenant."),
+                .integer("max_members", "Members."),
+            ]),
+            success: 200, responseSchema: "Quotas",
+            handler: { api, context in try await api.setQuotas(context) }),
+        ] + storageRoutes
 }

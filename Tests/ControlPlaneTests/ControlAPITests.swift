@@ -30,10 +30,10 @@ struct Harness {
     /// The storage cluster behind `/storage/…`.
     let storage = FakeStorage()
 
-    init() async throws {
+    init(configure: (inout ControlAPIConfiguration) -> Void = { _ in }, quotaDefaults: QuotaDefaults = QuotaDefaults()) async throws {
         self.directory = NSTemporaryDirectory() + "control-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
-        let store = ControlStore(database: try SQLiteDatabase(path: self.directory + "/control.sqlite"))
+        let store = ControlStore(database: try SQLiteDatabase(path: self.directory + "/control.sqlite"), quotaDefaults: quotaDefaults)
         let applied = try await store.migrate()
         #expect(applied == Migrations.all.count)
         self.store = store
@@ -47,6 +47,7 @@ struct Harness {
             ReadinessCheck(name: "storage-cluster") { await storage.check() },
         ]
         configuration.storage = storage
+        configure(&configuration)
         let clock = self.clock
         self.api = ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
     }
@@ -54,11 +55,13 @@ struct Harness {
     func cleanUp() { try? FileManager.default.removeItem(atPath: self.directory) }
 
     @discardableResult
-    func call(_ method: String, _ path: String, key: String? = nil, body: String = "") async -> (Int, JSONValue?, APIResponse) {
+    func call(
+        _ method: String, _ path: String, key: String? = nil, body: String = "", client: String = "127.0.0.1"
+    ) async -> (Int, JSONValue?, APIResponse) {
         var headers: [(String, String)] = [("Content-Type", "application/json")]
         if let key { headers.append(("X-API-Key", key)) }
         let request = APIRequest(
-            method: method, target: path, headers: headers, body: Array(body.utf8), requestID: "test", clientAddress: "127.0.0.1")
+            method: method, target: path, headers: headers, body: Array(body.utf8), requestID: "test", clientAddress: client)
         let (response, _) = await self.api.handle(request)
         return (response.status, JSONValue.parse(response.body), response)
     }

@@ -1,0 +1,106 @@
+import Synchronization
+
+/// The control plane's Prometheus metrics, in the text exposition format at `GET /metrics`:
+/// requests by operation and status, a latency histogram by operation, and counters of the
+/// security-relevant events. Aggregates only: no label carries a user, tenant, key or address.
+public final class ControlMetrics: Sendable {
+    /// Latency histogram bucket bounds, in seconds (the storage node's).
+    static let latencyBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+    /// Events counted by ``count(_:)``.
+    public enum Event: String, Sendable, CaseIterable {
+        case databaseErrors = "database_errors"
+        case loginFailures = "login_failures"
+        case lockouts
+        case lockedLogins = "locked_logins"
+        case keysCreated = "keys_created"
+        case resetsRequested = "password_resets_requested"
+        case resetsCompleted = "password_resets_completed"
+        case resetTokensRejected = "password_reset_tokens_rejected"
+        case rateLimited = "rate_limited"
+        case mailFailures = "mail_failures"
+        case quotaRefusals = "quota_refusals"
+
+        var help: String {
+            switch self {
+            case .databaseErrors: "Requests that failed because the database did (answered 503)."
+            case .loginFailures: "Logins refused for a wrong email or password."
+            case .lockouts: "Lockouts started: an email reached the failed-login limit."
+            case .lockedLogins: "Logins refused because the email was locked (429)."
+            case .keysCreated: "API keys made (login, create, rotate, regenerate, tenant switch)."
+            case .resetsRequested: "Password-reset mails sent for known emails."
+            case .resetsCompleted: "Passwords reset with a valid token."
+            case .resetTokensRejected: "Reset attempts with an unknown, used or expired token."
+            case .rateLimited: "Requests refused by a rate limit (forgot-password, reset-password)."
+            case .mailFailures: "Mails that could not be delivered."
+            case .quotaRefusals: "Creations refused because a tenant quota was reached."
+            }
+        }
+    }
+
+    private struct Histogram {
+        var counts = [UInt64](repeating: 0, count: ControlMetrics.latencyBounds.count)
+        var sum: Double = 0
+        var count: UInt64 = 0
+    }
+
+    private struct State {
+        var requests: [String: UInt64] = [:]  // "operation\u{0}status"
+        var latency: [String: Histogram] = [:]
+        var events: [Event: UInt64] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Records one answered request.
+    public func record(operation: String, status: Int, seconds: Double) {
+        self.state.withLock { state in
+            state.requests[operation + "\u{0}" + String(status), default: 0] += 1
+            var histogram = state.latency[operation] ?? Histogram()
+            for (index, bound) in Self.latencyBounds.enumerated() where seconds <= bound {
+                histogram.counts[index] += 1
+            }
+            histogram.sum += seconds
+            histogram.count += 1
+            state.latency[operation] = histogram
+        }
+    }
+
+    /// Counts one event.
+    public func count(_ event: Event) {
+        self.state.withLock { $0.events[event, default: 0] += 1 }
+    }
+
+    /// The value of an event's counter (for tests).
+    public func value(_ event: Event) -> UInt64 { self.state.withLock { $0.events[event] ?? 0 } }
+
+    /// The exposition text.
+    public func render() -> String {
+        let snapshot = self.state.withLock { $0 }
+        var text = ""
+        text += "# HELP cloud_api_requests_total Control-plane API requests answered, by operation and HTTP status.\n"
+        text += "# TYPE cloud_api_requests_total counter\n"
+        for (label, count) in snapshot.requests.sorted(by: { $0.key < $1.key }) {
+            let parts = label.split(separator: "\u{0}", omittingEmptySubsequences: false)
+            text += "cloud_api_requests_total{operation=\"\(parts[0])\",status=\"\(parts[1])\"} \(count)\n"
+        }
+        text += "# HELP cloud_api_request_duration_seconds Time to answer an API request, by operation.\n"
+        text += "# TYPE cloud_api_request_duration_seconds histogram\n"
+        for (operation, histogram) in snapshot.latency.sorted(by: { $0.key < $1.key }) {
+            for (index, bound) in Self.latencyBounds.enumerated() {
+                text += "cloud_api_request_duration_seconds_bucket{operation=\"\(operation)\",le=\"\(bound)\"} \(histogram.counts[index])\n"
+            }
+            text += "cloud_api_request_duration_seconds_bucket{operation=\"\(operation)\",le=\"+Inf\"} \(histogram.count)\n"
+            text += "cloud_api_request_duration_seconds_sum{operation=\"\(operation)\"} \(histogram.sum)\n"
+            text += "cloud_api_request_duration_seconds_count{operation=\"\(operation)\"} \(histogram.count)\n"
+        }
+        for event in Event.allCases {
+            text += "# HELP cloud_api_\(event.rawValue)_total \(event.help)\n"
+            text += "# TYPE cloud_api_\(event.rawValue)_total counter\n"
+            text += "cloud_api_\(event.rawValue)_total \(snapshot.events[event] ?? 0)\n"
+        }
+        return text
+    }
+}
