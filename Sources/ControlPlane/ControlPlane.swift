@@ -12,6 +12,12 @@ public struct ControlPlaneConfiguration: Sendable {
     public var database: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
+    /// Whether this process runs background tasks (`--task-workers 0`: it only serves the API).
+    public var runTasks = true
+    /// The task runner (concurrency, lease, backoff); the built-in housekeeping schedules are added.
+    public var tasks = TaskRunnerConfiguration()
+    /// Registers the test-only task kind `test.sleep-and-record` (`CLOUD_TEST_TASKS=1`).
+    public var testTasks = false
 
     public init() {}
 
@@ -26,6 +32,7 @@ public struct ControlPlaneConfiguration: Sendable {
         } catch {
             throw ControlPlaneError("--database: \(error)")
         }
+        try self.tasks.validate()
     }
 }
 
@@ -65,6 +72,7 @@ public struct ControlServer: Sendable {
                 throw error
             }
             if applied > 0 { logger.info("control-plane database migrated", metadata: ["migrations": "\(applied)"]) }
+            if configuration.testTasks { try await ControlTasks.prepareTestTasks(database) }
             self.store = store
         } catch {
             throw ControlPlaneError("cannot open the control-plane database \(shown): \(error)")
@@ -77,9 +85,18 @@ public struct ControlServer: Sendable {
         await self.store.database.close()
     }
 
-    /// The long-running services (the API listener), for the process's ServiceGroup.
+    /// The long-running services (the API listener and, unless turned off, the task runner), for the
+    /// process's ServiceGroup.
     public func services() -> [any Service] {
         let (host, port) = HostPort.split(self.configuration.apiAddress)!
-        return [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+        var services: [any Service] = [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+        if self.configuration.runTasks {
+            var handlers = ControlTasks.handlers()
+            if self.configuration.testTasks { handlers.append(ControlTasks.sleepAndRecordHandler()) }
+            var tasks = self.configuration.tasks
+            tasks.schedules += ControlTasks.schedules
+            services.append(TaskRunner(queue: self.api.tasks, handlers: handlers, configuration: tasks, logger: self.logger))
+        }
+        return services
     }
 }

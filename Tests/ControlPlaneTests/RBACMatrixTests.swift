@@ -38,7 +38,7 @@ import Testing
                 checked += 1
             }
         }
-        // 8 permission routes (5 for roles, 3 for bindings) times 3 roles.
-        #expect(checked == 8 * 3)
+        // 11 permission routes (5 for roles, 3 for bindings, 3 for tasks) times 3 roles.
+        #expect(checked == 11 * 3)
     }
 }
