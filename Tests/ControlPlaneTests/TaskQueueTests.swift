@@ -531,9 +531,13 @@ private func claimOne(_ queue: TaskQueue, owner: String, lease: Int64 = 30_000) 
         let group = ServiceGroup(services: runners, logger: TestDatabase.logger)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            try await Self.eventually("the first period's task ran") { runs.withLock { $0 } == 1 }
+            try await Self.eventually("the first period's task succeeded") {
+                try await queue.tasks(tenantID: TaskQueue.systemTenant, state: .succeeded, kind: "test.tick").count == 1
+            }
             clock.advance(60_000)
-            try await Self.eventually("the second period's task ran") { runs.withLock { $0 } == 2 }
+            try await Self.eventually("the second period's task succeeded") {
+                try await queue.tasks(tenantID: TaskQueue.systemTenant, state: .succeeded, kind: "test.tick").count == 2
+            }
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
