@@ -60,6 +60,8 @@ public struct ReadinessCheck: Sendable {
 /// then run the handler. Anything unexpected is a 500 whose details go to the log only.
 public final class ControlAPI: Sendable {
     let store: ControlStore
+    /// The task queue in the same database.
+    public let tasks: TaskQueue
     let configuration: ControlAPIConfiguration
     let logger: Logger
     let threadPool: NIOThreadPool
@@ -79,6 +81,7 @@ public final class ControlAPI: Sendable {
         threadPool: NIOThreadPool? = nil, now: (@Sendable () -> Int64)? = nil
     ) {
         self.store = store
+        self.tasks = TaskQueue(database: store.database)
         self.configuration = configuration
         self.logger = logger
         self.threadPool = threadPool ?? .singleton

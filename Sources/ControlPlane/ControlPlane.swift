@@ -16,6 +16,12 @@ public struct ControlPlaneConfiguration: Sendable {
     public var storage: StorageServiceConfiguration?
     /// The quotas a tenant gets unless a platform operator sets others.
     public var quotaDefaults = QuotaDefaults()
+    /// Whether this process runs background tasks (`--task-workers 0`: it only serves the API).
+    public var runTasks = true
+    /// The task runner (concurrency, lease, backoff); the built-in housekeeping schedules are added.
+    public var tasks = TaskRunnerConfiguration()
+    /// Registers the test-only task kind `test.sleep-and-record` (`CLOUD_TEST_TASKS=1`).
+    public var testTasks = false
 
     public init() {}
 
@@ -31,6 +37,7 @@ public struct ControlPlaneConfiguration: Sendable {
             throw ControlPlaneError("--database: \(error)")
         }
         try self.storage?.validate()
+        try self.tasks.validate()
     }
 }
 
@@ -70,6 +77,7 @@ public struct ControlServer: Sendable {
                 throw error
             }
             if applied > 0 { logger.info("control-plane database migrated", metadata: ["migrations": "\(applied)"]) }
+            if configuration.testTasks { try await ControlTasks.prepareTestTasks(database) }
             self.store = store
         } catch {
             throw ControlPlaneError("cannot open the control-plane database \(shown): \(error)")
@@ -88,9 +96,18 @@ public struct ControlServer: Sendable {
         await self.store.database.close()
     }
 
-    /// The long-running services (the API listener), for the process's ServiceGroup.
+    /// The long-running services (the API listener and, unless turned off, the task runner), for the
+    /// process's ServiceGroup.
     public func services() -> [any Service] {
         let (host, port) = HostPort.split(self.configuration.apiAddress)!
-        return [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+        var services: [any Service] = [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+        if self.configuration.runTasks {
+            var handlers = ControlTasks.handlers()
+            if self.configuration.testTasks { handlers.append(ControlTasks.sleepAndRecordHandler()) }
+            var tasks = self.configuration.tasks
+            tasks.schedules += ControlTasks.schedules
+            services.append(TaskRunner(queue: self.api.tasks, handlers: handlers, configuration: tasks, logger: self.logger))
+        }
+        return services
     }
 }

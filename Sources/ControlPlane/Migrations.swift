@@ -99,6 +99,34 @@ public enum Migrations {
             CREATE INDEX rate_limit_events_subject ON rate_limit_events (scope, subject, occurred_at);
             CREATE INDEX api_keys_tenant ON api_keys (tenant_id);
             """),
+        // The durable task queue (TaskQueue.swift). Times are unix *milliseconds* here. tenant_id is
+        // 'system' for the platform's own tasks, so it has no foreign key; NULL idempotency keys never
+        // collide. `fence` is raised by every claim (the lease's fencing token).
+        Migration(version: 3, name: "task queue", sql: """
+            CREATE TABLE tasks (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                idempotency_key TEXT,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                max_attempts INTEGER NOT NULL,
+                run_at BIGINT NOT NULL,
+                fence BIGINT NOT NULL,
+                lease_owner TEXT,
+                lease_expires_at BIGINT,
+                result TEXT,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT
+            );
+            CREATE UNIQUE INDEX tasks_idempotency ON tasks (tenant_id, kind, idempotency_key);
+            CREATE INDEX tasks_due ON tasks (state, run_at);
+            CREATE INDEX tasks_tenant ON tasks (tenant_id, created_at);
+            """),
     ]
 
     /// Permissions as stored in `roles.permissions`: comma-separated.

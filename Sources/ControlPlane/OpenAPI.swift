@@ -21,6 +21,8 @@ enum OpenAPI {
         "deleteRole": [(409, "builtin_role"), (409, "role_in_use")],
         "createBinding": [(404, "not_found"), (409, "binding_exists"), (409, "quota_exceeded")],
         "deleteBinding": [(409, "last_admin")],
+        "listTasks": [(400, "invalid_request")],
+        "retryTask": [(409, "task_not_dead")],
     ]
 
     /// The error statuses and codes an operation can answer: those of its body, its key, its
@@ -239,6 +241,46 @@ enum OpenAPI {
         ("Quotas", Self.object([("tenant_id", "string"), ("quotas", "[]#Quota")])),
         ("Accepted", Self.object([("status", "string"), ("message", "string")])),
         ("PasswordReset", Self.object([("user", "#User"), ("revoked_keys", "integer")])),
+        (
+            "Task",
+            .object([
+                ("type", .string("object")),
+                (
+                    "required",
+                    .array(
+                        ["id", "kind", "state", "payload", "attempts", "max_attempts", "run_at", "created_at", "updated_at"].map {
+                            .string($0)
+                        })
+                ),
+                (
+                    "properties",
+                    .object([
+                        ("id", .object([("type", .string("string"))])),
+                        ("kind", .object([("type", .string("string"))])),
+                        ("state", .object([("type", .string("string")), ("enum", .array(TaskState.allCases.map { .string($0.rawValue) }))])),
+                        ("payload", .object([("description", .string("Any JSON: the task's input."))])),
+                        ("result", .object([("description", .string("Any JSON: what the handler returned, once succeeded."))])),
+                        ("idempotency_key", .object([("type", .array([.string("string"), .string("null")]))])),
+                        ("attempts", .object([("type", .string("integer"))])),
+                        ("max_attempts", .object([("type", .string("integer"))])),
+                        ("last_error", .object([("type", .array([.string("string"), .string("null")]))])),
+                        ("run_at", .object([("type", .string("string"))])),
+                        ("created_at", .object([("type", .string("string"))])),
+                        ("updated_at", .object([("type", .string("string"))])),
+                        ("started_at", .object([("type", .array([.string("string"), .string("null")]))])),
+                        ("finished_at", .object([("type", .array([.string("string"), .string("null")]))])),
+                        (
+                            "lease",
+                            .object([
+                                ("description", .string("While running: {owner, fence, expires_at}; else null.")),
+                                ("type", .array([.string("object"), .string("null")])),
+                            ])
+                        ),
+                    ])
+                ),
+            ])
+        ),
+        ("TaskList", Self.object([("tasks", "[]#Task")])),
     ]
 }
 

@@ -295,5 +295,19 @@ extension ControlAPI {
             ]),
             success: 200, responseSchema: "Quotas",
             handler: { api, context in try await api.setQuotas(context) }),
-        ] + storageRoutes
+        Route(
+            method: "GET", path: "/tasks", operationID: "listTasks",
+            summary: "The tenant's background tasks, newest first (?state=queued|running|succeeded|dead, ?kind=, ?limit= up to 1000).",
+            access: .permission(Permission("task:read")!), body: nil, success: 200, responseSchema: "TaskList",
+            handler: { api, context in try await api.listTasks(context) }),
+        Route(
+            method: "GET", path: "/tasks/{id}", operationID: "getTask", summary: "One background task of the tenant.",
+            access: .permission(Permission("task:read")!), body: nil, success: 200, responseSchema: "Task",
+            handler: { api, context in try await api.getTask(context) }),
+        Route(
+            method: "POST", path: "/tasks/{id}/retry", operationID: "retryTask",
+            summary: "Queue a dead task again, now, with a fresh set of attempts.",
+            access: .permission(Permission("task:retry")!), body: nil, success: 200, responseSchema: "Task",
+            handler: { api, context in try await api.retryTask(context) }),
+    ] + storageRoutes
 }

@@ -44,8 +44,8 @@ import Testing
                 checked += 1
             }
         }
-        // 18 permission routes (5 for roles, 3 for bindings, 3 for storage keys, 3 for buckets, 3 for
-        // members, 1 for quotas) and one platform route, times 3 roles.
-        #expect(checked == 19 * 3)
+        // 21 permission routes (5 for roles, 3 for bindings, 3 for storage keys, 3 for buckets, 3 for
+        // members, 1 for quotas, 3 for tasks) and one platform route, times 3 roles.
+        #expect(checked == 22 * 3)
     }
 }
