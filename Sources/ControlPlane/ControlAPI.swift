@@ -155,17 +155,16 @@ public final class ControlAPI: Sendable {
         let found = try await APIKey.id(of: presented).asyncMap { try await self.store.credentials(keyID: $0) } ?? nil
         // The hash is compared whether or not the id exists, so the answer takes as long either way.
         let matches = APIKey.matches(presented, storedHash: found?.key.keyHash ?? Self.decoyKeyHash)
-        guard let (key, user, tenant, isMember) = found, matches, key.isValid(at: self.now()), isMember else {
+        guard let found, matches, found.key.isValid(at: self.now()), found.isMember else {
             throw APIError.invalidKey
         }
-        let grants = try await self.store.grants(userID: user.id, tenantID: tenant.id)
-        if case .permission(let required) = access, !Permission.allows(grants.permissions, required) {
+        if case .permission(let required) = access, !Permission.allows(found.permissions, required) {
             throw APIError.forbidden(required)
         }
-        if access == .platformAdmin, !self.configuration.platformAdmins.contains(user.email) {
+        if access == .platformAdmin, !self.configuration.platformAdmins.contains(found.user.email) {
             throw APIError.forbidden(message: "this route is for platform operators (cloud server --platform-admin EMAIL)")
         }
-        return Caller(user: user, key: key, tenant: tenant, roles: grants.roles, permissions: grants.permissions)
+        return Caller(user: found.user, key: found.key, tenant: found.tenant, roles: found.roles, permissions: found.permissions)
     }
 
     /// Refuses to hand out what the caller does not hold: every permission must be allowed to them.

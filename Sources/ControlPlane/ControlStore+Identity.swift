@@ -122,25 +122,42 @@ extension ControlStore {
         if changed.isEmpty { throw ControlStoreError.notFound("no active key \(id)") }
     }
 
-    /// What a request's API key stands for, read in one statement: the key, its user and tenant, and
-    /// whether the user is still a member of that tenant. Nil when there is no key with this id.
-    public func credentials(keyID: String) async throws -> (key: APIKeyRecord, user: UserRecord, tenant: TenantRecord, isMember: Bool)? {
+    /// What a request's API key stands for, read in one statement: the key, its user and tenant,
+    /// whether the user is still a member of that tenant, and the roles bound to them there with the
+    /// union of their permissions (as ``grants(userID:tenantID:)`` gives them). Nil when there is no
+    /// key with this id.
+    public func credentials(keyID: String) async throws -> Credentials? {
         let columns = """
             k.id, k.user_id, k.tenant_id, k.name, k.key_hash, k.created_at, k.expires_at, k.revoked_at, k.replaced_by, \
             u.id, u.email, u.name, u.password_hash, u.created_at, \(Self.tenantColumns)
             """
+        // Each bound role as "name=permissions", joined by '|' (neither character is allowed in
+        // role names or permissions).
+        let roles =
+            self.database.dialect == .postgres
+            ? "string_agg(r.name || '=' || r.permissions, '|')" : "group_concat(r.name || '=' || r.permissions, '|')"
         let rows = try await self.query(
             """
             SELECT \(columns),
-            CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = k.user_id AND m.tenant_id = k.tenant_id) THEN 1 ELSE 0 END
+            CASE WHEN EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = k.user_id AND m.tenant_id = k.tenant_id) THEN 1 ELSE 0 END,
+            (SELECT \(roles) FROM role_bindings b JOIN roles r ON r.id = b.role_id
+             WHERE b.user_id = k.user_id AND b.tenant_id = k.tenant_id)
             FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1
             """, [.text(keyID)])
         guard let row = rows.first else { return nil }
-        // Key columns 0...8, user 9...13, tenant 14...17, membership 18.
-        let key = Self.key(row)
-        let user = Self.user(SQLRow(Array(row.values[9...13])))
-        let tenant = Self.tenant(SQLRow(Array(row.values[14...17])))
-        return (key, user, tenant, row.int(18) == 1)
+        // Key columns 0...8, user 9...13, tenant 14...17, membership 18, roles 19.
+        let bound = (row.optionalText(19) ?? "").split(separator: "|").compactMap { entry -> (String, String)? in
+            guard let equals = entry.firstIndex(of: "=") else { return nil }
+            return (String(entry[..<equals]), String(entry[entry.index(after: equals)...]))
+        }.sorted { $0.0 < $1.0 }
+        var permissions: [Permission] = []
+        for (_, list) in bound {
+            for permission in Migrations.decode(list) where !permissions.contains(permission) { permissions.append(permission) }
+        }
+        return Credentials(
+            key: Self.key(row), user: Self.user(SQLRow(Array(row.values[9...13]))),
+            tenant: Self.tenant(SQLRow(Array(row.values[14...17]))), isMember: row.int(18) == 1,
+            roles: bound.map(\.0), permissions: permissions)
     }
 
     /// Records a login attempt; a success clears the email's earlier failures. Attempts older than a
@@ -167,4 +184,17 @@ extension ControlStore {
             """, [.text(email), .integer(since)]
         ).map { $0.int(0) }
     }
+}
+
+/// An API key with what it stands for: see ``ControlStore/credentials(keyID:)``.
+public struct Credentials: Sendable {
+    public var key: APIKeyRecord
+    public var user: UserRecord
+    public var tenant: TenantRecord
+    /// Whether the user is (still) a member of the key's tenant.
+    public var isMember: Bool
+    /// The names of the roles bound to the user in the tenant, sorted.
+    public var roles: [String]
+    /// The union of those roles' permissions.
+    public var permissions: [Permission]
 }
