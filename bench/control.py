@@ -32,6 +32,8 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 LUA = os.path.join(HERE, "wrk_api.lua")
 PASSWORD = "correct horse battery staple"
+# POST /auth/keys creates thousands of keys in one tenant: lift the default quota of 100.
+QUOTA = ["--quota", "api_keys=1000000000"]
 
 
 def free_port():
@@ -71,7 +73,7 @@ def start(kind, binary, workdir, pg_url):
     env = dict(os.environ)
     if kind == "sqlite":
         cmd = [binary, "dev", "--data-dir", os.path.join(workdir, "data"), "--s3-address", f"127.0.0.1:{free_port()}",
-               "--api-address", f"127.0.0.1:{port}", "--log-level", "warning"]
+               "--api-address", f"127.0.0.1:{port}", "--log-level", "warning"] + QUOTA
         env["CLOUD_ROOT_ACCESS_KEY"] = "benchroot"
         env["CLOUD_ROOT_SECRET_KEY"] = "benchroot-secret"
     else:
@@ -79,7 +81,7 @@ def start(kind, binary, workdir, pg_url):
         subprocess.run(["psql", "-X", "-q", pg_url, "-c", f"CREATE DATABASE {name}"], check=True)
         parts = urllib.parse.urlsplit(pg_url)
         env["CLOUD_DATABASE_URL"] = urllib.parse.urlunsplit(parts._replace(path="/" + name))
-        cmd = [binary, "server", "--api-address", f"127.0.0.1:{port}", "--log-level", "warning"]
+        cmd = [binary, "server", "--api-address", f"127.0.0.1:{port}", "--log-level", "warning"] + QUOTA
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)
