@@ -1,12 +1,10 @@
+import HTTPServing
 import Synchronization
 
 /// The control plane's Prometheus metrics, in the text exposition format at `GET /metrics`:
 /// requests by operation and status, a latency histogram by operation, and counters of the
 /// security-relevant events. Aggregates only: no label carries a user, tenant, key or address.
 public final class ControlMetrics: Sendable {
-    /// Latency histogram bucket bounds, in seconds (the storage node's).
-    static let latencyBounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-
     /// Events counted by ``count(_:)``.
     public enum Event: String, Sendable, CaseIterable {
         case databaseErrors = "database_errors"
@@ -38,15 +36,8 @@ public final class ControlMetrics: Sendable {
         }
     }
 
-    private struct Histogram {
-        var counts = [UInt64](repeating: 0, count: ControlMetrics.latencyBounds.count)
-        var sum: Double = 0
-        var count: UInt64 = 0
-    }
-
     private struct State {
-        var requests: [String: UInt64] = [:]  // "operation\u{0}status"
-        var latency: [String: Histogram] = [:]
+        var requests = RequestMetrics()
         var events: [Event: UInt64] = [:]
     }
 
@@ -57,14 +48,7 @@ public final class ControlMetrics: Sendable {
     /// Records one answered request.
     public func record(operation: String, status: Int, seconds: Double) {
         self.state.withLock { state in
-            state.requests[operation + "\u{0}" + String(status), default: 0] += 1
-            var histogram = state.latency[operation] ?? Histogram()
-            for (index, bound) in Self.latencyBounds.enumerated() where seconds <= bound {
-                histogram.counts[index] += 1
-            }
-            histogram.sum += seconds
-            histogram.count += 1
-            state.latency[operation] = histogram
+            state.requests.record(operation: operation, status: status, seconds: seconds)
         }
     }
 
@@ -79,23 +63,7 @@ public final class ControlMetrics: Sendable {
     /// The exposition text.
     public func render() -> String {
         let snapshot = self.state.withLock { $0 }
-        var text = ""
-        text += "# HELP cloud_api_requests_total Control-plane API requests answered, by operation and HTTP status.\n"
-        text += "# TYPE cloud_api_requests_total counter\n"
-        for (label, count) in snapshot.requests.sorted(by: { $0.key < $1.key }) {
-            let parts = label.split(separator: "\u{0}", omittingEmptySubsequences: false)
-            text += "cloud_api_requests_total{operation=\"\(parts[0])\",status=\"\(parts[1])\"} \(count)\n"
-        }
-        text += "# HELP cloud_api_request_duration_seconds Time to answer an API request, by operation.\n"
-        text += "# TYPE cloud_api_request_duration_seconds histogram\n"
-        for (operation, histogram) in snapshot.latency.sorted(by: { $0.key < $1.key }) {
-            for (index, bound) in Self.latencyBounds.enumerated() {
-                text += "cloud_api_request_duration_seconds_bucket{operation=\"\(operation)\",le=\"\(bound)\"} \(histogram.counts[index])\n"
-            }
-            text += "cloud_api_request_duration_seconds_bucket{operation=\"\(operation)\",le=\"+Inf\"} \(histogram.count)\n"
-            text += "cloud_api_request_duration_seconds_sum{operation=\"\(operation)\"} \(histogram.sum)\n"
-            text += "cloud_api_request_duration_seconds_count{operation=\"\(operation)\"} \(histogram.count)\n"
-        }
+        var text = snapshot.requests.render(prefix: "cloud_api", what: "control-plane API requests")
         for event in Event.allCases {
             text += "# HELP cloud_api_\(event.rawValue)_total \(event.help)\n"
             text += "# TYPE cloud_api_\(event.rawValue)_total counter\n"
