@@ -250,3 +250,14 @@ def deployment(request, server, tmp_path_factory):
         yield Deployment(control.url, control.output, lambda: postgres.dump(database).encode())
     finally:
         control.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def control(request, tmp_path_factory):
+    """A `cloud server` of the module's own on each database in turn, with the flags the tenant and
+    security tests need (controlhelpers.own_control_plane): the module's tests run twice."""
+    from controlhelpers import own_control_plane
+    server = own_control_plane(request, tmp_path_factory, request.param)
+    yield server
+    server.stop()
+

@@ -15,13 +15,6 @@ from controlhelpers import (
 pytestmark = pytest.mark.needs_binary
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def control(request, tmp_path_factory):
-    server = own_control_plane(request, tmp_path_factory, request.param)
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def api(control):
     return control.url

@@ -9,16 +9,9 @@ import requests
 
 from cloudtest import CLOUD_BIN
 from controlhelpers import (
-    PASSWORD, PLATFORM_ADMIN, call, error, login, new_email, own_control_plane, register, tokens_in_outbox, user)
+    PASSWORD, PLATFORM_ADMIN, call, error, login, new_email, register, tokens_in_outbox, user)
 
 pytestmark = pytest.mark.needs_binary
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def control(request, tmp_path_factory):
-    server = own_control_plane(request, tmp_path_factory, request.param)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
