@@ -67,7 +67,10 @@ private func withServer<R: Sendable>(
             try await tasks.waitForAll()
             return result
         } catch {
-            tasks.cancelAll()
+            // Shut down as on success: cancelling the server could drop connections it accepted but
+            // has not taken yet, which NIO traps on.
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
             throw error
         }
     }
@@ -161,12 +164,29 @@ private func hexString(_ bytes: [UInt8]) -> String {
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then closed).
-private func closedPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress!.port!
-    try await channel.close()
-    return port
+/// A port on 127.0.0.1 that refuses connections for as long as `body` runs: a socket is bound to it
+/// but never listens, so no other test's server can take the port in the meantime.
+private func withClosedPort<R>(_ body: (Int) async throws -> R) async throws -> R {
+    #if canImport(Glibc)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    #else
+    let fd = socket(AF_INET, SOCK_STREAM, 0)
+    #endif
+    precondition(fd >= 0, "socket() failed")
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    precondition(bound == 0, "bind() failed")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return try await body(Int(UInt16(bigEndian: address.sin_port)))
 }
 
 @Suite struct ClusterRPCTests {
@@ -381,10 +401,11 @@ private func closedPort() async throws -> Int {
     }
 
     @Test func nothingListeningIsUnreachable() async throws {
-        let port = try await closedPort()
         let client = makeClient()
-        let error = await expectRPCError {
-            try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(), timeout: .seconds(5))
+        let error = try await withClosedPort { port in
+            await expectRPCError {
+                try await client.call("127.0.0.1:\(port)", method: "echo", body: ByteBuffer(), timeout: .seconds(5))
+            }
         }
         #expect(error?.kind == .unreachable)
         let bad = await expectRPCError {
