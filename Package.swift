@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "ClusterRPC",
             dependencies: [
-                "Hashing", "HostAddress",
+                "Hashing", "HostAddress", "HTTPServing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

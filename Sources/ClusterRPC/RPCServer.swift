@@ -1,4 +1,5 @@
 import Hashing
+import HTTPServing
 public import Logging
 import NIOCore
 import NIOHTTP1
@@ -158,10 +159,8 @@ public final class RPCServer: Service, Sendable {
                         try sync.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                         try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                         try sync.addHandler(RequestAggregator(maxBodySize: maxBodySize, state: state))
-                        let connection = try NIOAsyncChannel<ServerInbound, HTTPServerResponsePart>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(isOutboundHalfClosureEnabled: false)
-                        )
+                        let connection: NIOAsyncChannel<ServerInbound, HTTPServerResponsePart> = try wrapAcceptedConnection(
+                            channel, configuration: .init(isOutboundHalfClosureEnabled: false))
                         return AcceptedConnection(channel: connection, state: state)
                     }
                 }

@@ -49,7 +49,7 @@ final class APIServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(60)))
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return try wrapAcceptedConnection(channel) as NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
                 }
             }
     }

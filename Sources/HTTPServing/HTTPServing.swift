@@ -88,3 +88,18 @@ public final class ConnectionState: Sendable {
         if closeNow { self.channel.close(promise: nil) }
     }
 }
+
+/// Wraps a connection a listener accepted (call it in the child channel initializer, on the
+/// channel's event loop) so that it closes itself if it is dropped before anyone takes it.
+///
+/// A listener that is closing, or whose accepting task was cancelled, can accept a connection it
+/// never hands out; NIO's non-deprecated initializer traps when such a wrapper is deinitialized
+/// without `executeThenClose` ("Deinited NIOAsyncWriter without calling finish()" — seen in the unit
+/// tests, a server stopping while a client connected). The deinit-closing initializer is deprecated
+/// in favour of scoped teardown, which an untaken connection cannot have; it is the right tool here,
+/// and this is the one place that calls it (hence the build's one deprecation warning).
+public func wrapAcceptedConnection<Inbound: Sendable, Outbound: Sendable>(
+    _ channel: any Channel, configuration: NIOAsyncChannel<Inbound, Outbound>.Configuration = .init()
+) throws -> NIOAsyncChannel<Inbound, Outbound> {
+    try NIOAsyncChannel(synchronouslyWrapping: channel, configuration: configuration)
+}

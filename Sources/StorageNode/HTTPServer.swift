@@ -49,13 +49,13 @@ final class HTTPServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(300)))
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel,
+                    return try wrapAcceptedConnection(
+                        channel,
                         configuration: .init(
                             backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16),
                             isOutboundHalfClosureEnabled: false
                         )
-                    )
+                    ) as NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
                 }
             }
         self.logger.notice(
