@@ -73,11 +73,12 @@ public enum DatabaseLocation: Sendable, Equatable {
         return components.string ?? "(database URL)"
     }
 
-    /// Opens the database (a PostgreSQL pool connects on first use).
-    public func open(logger: Logger) throws -> any SQLDatabase {
+    /// Opens the database (a PostgreSQL pool connects on first use; `timeout` bounds each of its
+    /// statements and transactions, waiting for a connection included).
+    public func open(logger: Logger, timeout: Duration = .seconds(5)) throws -> any SQLDatabase {
         switch self {
         case .sqlite(let path): return try SQLiteDatabase(path: path)
-        case .postgres(let postgres): return PostgresDatabase(location: postgres, logger: logger)
+        case .postgres(let postgres): return PostgresDatabase(location: postgres, timeout: timeout, logger: logger)
         }
     }
 }

@@ -34,8 +34,12 @@ final class TestDatabase: Sendable {
         self.kind = kind
         self.location = location
         self.directory = directory
-        self.database = try location.open(logger: Self.logger)
+        self.database = try location.open(logger: Self.logger, timeout: Self.postgresTimeout)
     }
+
+    /// A generous deadline for PostgreSQL statements: these tests check results, not how fast a loaded
+    /// CI machine answers (the production default is 5 s).
+    static let postgresTimeout: Duration = .seconds(60)
 
     static func make(_ kind: TestDatabaseKind) async throws -> TestDatabase {
         let made: TestDatabase
@@ -47,7 +51,7 @@ final class TestDatabase: Sendable {
         case .postgres:
             let url = try #require(ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"])
             guard case .postgres(var server) = try DatabaseLocation(parsing: url) else { throw TaskQueueError.invalid("not PostgreSQL: \(url)") }
-            let admin = PostgresDatabase(location: server, logger: Self.logger)
+            let admin = PostgresDatabase(location: server, timeout: Self.postgresTimeout, logger: Self.logger)
             let name = "tasks_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(12)
             try await admin.query("CREATE DATABASE \(name)")
             await admin.close()
@@ -64,7 +68,9 @@ final class TestDatabase: Sendable {
     /// shared pool, connections waiting for the write lock could occupy every thread while the
     /// holder's next statement waits for one.
     func open() throws -> any SQLDatabase {
-        guard case .sqlite(let path) = self.location else { return try self.location.open(logger: Self.logger) }
+        guard case .sqlite(let path) = self.location else {
+            return try self.location.open(logger: Self.logger, timeout: Self.postgresTimeout)
+        }
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         self.threadPools.withLock { $0.append(pool) }
@@ -502,8 +508,12 @@ private func claimOne(_ queue: TaskQueue, owner: String, lease: Int64 = 30_000) 
         let task = try await queue.enqueue(NewTask(kind: "test.slow", tenantID: "tnt_a")).task
         try await Self.withRunner(runner) {
             try await Self.eventually("the task runs") { try await queue.task(id: task.id)?.state == .running }
-            // Another worker steals the task (as after an expiry): the next heartbeat finds the fence gone.
-            _ = try await t.database.query("UPDATE tasks SET fence = fence + 1, lease_owner = 'thief' WHERE id = $1", [.text(task.id)])
+            // Another worker steals the task (as after an expiry) and holds it for an hour: the next heartbeat
+            // finds the fence gone. (Without a lease of its own the thief's claim would expire with the old
+            // lease, and on a loaded machine the runner could claim the task back before noticing.)
+            _ = try await t.database.query(
+                "UPDATE tasks SET fence = fence + 1, lease_owner = 'thief', lease_expires_at = lease_expires_at + 3600000 WHERE id = $1",
+                [.text(task.id)])
             try await Self.eventually("the handler is cancelled") { cancelled.isSet }
         }
         let final = try #require(try await queue.task(id: task.id))

@@ -22,12 +22,13 @@ enum TestDatabases {
             return (try SQLiteDatabase(path: path), .sqlite(path: path))
         case .postgres:
             guard case .postgres(var location) = try DatabaseLocation(parsing: postgresURL!) else { fatalError("not postgres") }
-            let admin = PostgresDatabase(location: location, logger: logger)
+            let admin = PostgresDatabase(location: location, timeout: .seconds(60), logger: logger)
             let name = "dbtest_" + UUID().uuidString.prefix(8).lowercased()
             try await admin.query("CREATE DATABASE \(name)")
             await admin.close()
             location.database = name
-            return (PostgresDatabase(location: location, logger: logger), .postgres(location))
+            // A generous deadline: these tests check results, not how fast a loaded CI machine answers.
+            return (PostgresDatabase(location: location, timeout: .seconds(60), logger: logger), .postgres(location))
         }
     }
 }
@@ -106,7 +107,7 @@ enum TestDatabases {
         ]
         // Several connections (as several processes would) migrate at once.
         var databases: [any SQLDatabase] = [first]
-        for _ in 0..<3 { databases.append(try location.open(logger: Logger(label: "test"))) }
+        for _ in 0..<3 { databases.append(try location.open(logger: Logger(label: "test"), timeout: .seconds(60))) }
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for database in databases {
                 group.addTask { try await Migrator.migrate(database, migrations, lockKey: 42, now: 1) }
