@@ -286,8 +286,12 @@ public struct S3Handler: Sendable {
             throw S3Error.keyTooLong
         }
         // Every operation on a bucket or its objects but creating it needs a bucket the signer may use:
-        // NoSuchBucket when there is none, AccessDenied when it belongs to someone else.
-        if !(context.key == nil && context.method == "PUT") {
+        // NoSuchBucket when there is none, AccessDenied when it belongs to someone else. The root key may
+        // use every bucket, so its object requests skip the owner lookup: in a cluster the bucket record
+        // lives in the directory partition, and needing its quorum too would make a network partition
+        // refuse reads of objects whose own partition still has one (the object operations find a
+        // missing bucket themselves).
+        if !(context.key == nil && context.method == "PUT"), !(context.principal.isRoot && context.key != nil) {
             context.authorizedBucket = try await self.ownedBucket(context, bucket)
         }
         // Read-only views of configuration we do not support, answered truthfully as "none".
