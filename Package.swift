@@ -159,11 +159,28 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // The control plane: identity, API keys, tenants, RBAC, the REST API and its persistence.
+        // The service contract: what a cloud service declares (routes, permissions, migrations, tasks,
+        // quotas) and what it gets (the environment, the task queue); JSON, errors, response shapes,
+        // the REST conventions. No server in it: services and the CLI depend on it, not on the host.
+        .target(
+            name: "ServiceContract",
+            dependencies: [
+                "Database", "Hashing", "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The cloud services, one module each on the contract.
+        .target(
+            name: "Storage", dependencies: ["ServiceContract", "StorageClient", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Services/Storage", swiftSettings: strictSettings),
+        // The control plane (the host): identity, API keys, tenants, RBAC, tasks, the REST API and its
+        // persistence; it hosts the services.
         .target(
             name: "ControlPlane",
             dependencies: [
-                "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database", "StorageClient",
+                "ServiceContract", "Hashing", "HostAddress", "HTTPServing", "COpenSSL", "SQLite", "Database",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -175,7 +192,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -211,14 +228,16 @@ let package = Package(
         .testTarget(name: "RingTests", dependencies: ["Ring"], swiftSettings: strictSettings),
         .testTarget(name: "GossipTests", dependencies: ["Gossip"], swiftSettings: strictSettings),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "Gossip", "HostAddress"], swiftSettings: strictSettings),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["ControlPlane", "Database", "SQLite", "Hashing"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ControlPlaneTests", dependencies: ["ControlPlane", "ServiceContract", "Storage", "Database", "SQLite", "Hashing"],
+            swiftSettings: strictSettings),
         .testTarget(name: "DatabaseTests", dependencies: ["Database", "SQLite", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
         .testTarget(
             name: "TenancyTests", dependencies: ["S3API", "StorageEngine", "TestSupport", "SigV4", "Hashing", "StorageNode"],
             swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
-        .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane"], swiftSettings: strictSettings),
+        .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ControlPlane
+import ServiceContract
 import Foundation
 import Synchronization
 #if canImport(FoundationNetworking)

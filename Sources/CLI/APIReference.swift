@@ -1,4 +1,4 @@
-import ControlPlane
+import ServiceContract
 import Foundation
 
 /// Writes docs/api.md, the API reference, from the OpenAPI document: every route with its method,

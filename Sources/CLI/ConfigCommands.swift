@@ -1,5 +1,5 @@
 import ArgumentParser
-import ControlPlane
+import ServiceContract
 import Foundation
 
 /// `--profile` and `-o` for commands that only read or write the config file.

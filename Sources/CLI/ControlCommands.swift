@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import ControlPlane
+import ServiceContract
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

@@ -1,5 +1,7 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 
 /// Options of the control plane shared by `cloud dev` and `cloud server`: platform operators, tenant
@@ -43,8 +45,9 @@ struct ControlPlaneOptions: ParsableArguments {
                 throw ValidationError("--quota '\(item)' is not RESOURCE=LIMIT with a limit of 0 or more")
             }
             let resource = QuotaResource(rawValue: parts[0])
-            guard QuotaResource.known.contains(resource) else {
-                throw ValidationError("--quota: unknown resource '\(parts[0])' (known: \(QuotaResource.known.map(\.rawValue).joined(separator: ", ")))")
+            let known = HostedServices.quotaResources
+            guard known.contains(resource) else {
+                throw ValidationError("--quota: unknown resource '\(parts[0])' (known: \(known.map(\.rawValue).joined(separator: ", ")))")
             }
             defaults.limits[resource] = limit
         }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -135,9 +137,10 @@ struct Dev: AsyncParsableCommand {
             configuration.database = node.configuration.dataDirectory + "/control.sqlite"
             // The storage service is the node beside it, administered with its root key; /health/ready
             // checks it.
-            configuration.storage = StorageServiceConfiguration(
-                endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
-                secretKey: node.credentials.secretKey, region: node.configuration.region)
+            configuration.services = HostedServices.make(
+                storage: StorageServiceConfiguration(
+                    endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
+                    secretKey: node.credentials.secretKey, region: node.configuration.region))
             try control.apply(to: &configuration, defaultOutbox: node.configuration.dataDirectory + "/outbox")
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()

@@ -1,4 +1,4 @@
-import ControlPlane
+import ServiceContract
 
 /// A strict JSON parser (RFC 8259) that keeps the key order of objects, so `-o json`, `-o yaml`
 /// and tables show the API's fields in the order the API writes them.

@@ -1,4 +1,4 @@
-import ControlPlane
+import ServiceContract
 import Foundation
 
 /// How a command prints data: `-o table` (the default), `-o json` or `-o yaml`.

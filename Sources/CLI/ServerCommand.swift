@@ -1,5 +1,7 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -53,7 +55,7 @@ struct Server: AsyncParsableCommand {
             configuration.testTasks = true
             configuration.tasks.pollInterval = .milliseconds(100)
         }
-        configuration.storage = try self.storage.configuration(environment: environment)
+        configuration.services = HostedServices.make(storage: try self.storage.configuration(environment: environment))
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()

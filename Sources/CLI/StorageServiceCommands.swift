@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
-import ControlPlane
+import ServiceContract
 import Foundation
 import StorageClient
 

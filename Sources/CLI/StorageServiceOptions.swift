@@ -1,5 +1,7 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 
 /// The storage cluster a control plane manages, for `cloud server` (`cloud dev` uses its own node):

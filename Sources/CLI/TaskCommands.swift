@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ControlPlane
+import ServiceContract
 
 /// `cloud tasks`: the background tasks of the tenant of your key.
 struct Tasks: AsyncParsableCommand {

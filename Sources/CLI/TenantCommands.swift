@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
 import Foundation
 
 extension Auth {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -45,7 +47,7 @@ struct OpenAPICommand: AsyncParsableCommand {
     var apiUrl: String?
 
     func run() async throws {
-        var document = ControlAPI.openAPIDocument
+        var document = try ControlAPI.openAPIDocument(services: HostedServices.described)
         if let base = self.apiUrl {
             var trimmed = base
             while trimmed.hasSuffix("/") { trimmed.removeLast() }

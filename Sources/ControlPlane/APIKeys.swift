@@ -1,3 +1,4 @@
+public import ServiceContract
 import Hashing
 
 /// API keys: `ck_<id>_<secret>`, where `id` (16 hex digits) names the key's row and `secret` is 32

@@ -1,3 +1,4 @@
+public import ServiceContract
 import Foundation
 import Hashing
 import HostAddress

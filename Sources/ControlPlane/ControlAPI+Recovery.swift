@@ -1,3 +1,4 @@
+public import ServiceContract
 import Foundation
 import Logging
 import NIOPosix

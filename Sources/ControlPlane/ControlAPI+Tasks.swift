@@ -1,3 +1,4 @@
+public import ServiceContract
 import Foundation
 import Logging
 
@@ -14,20 +15,27 @@ extension ControlAPI {
             }
             state = parsed
         }
-        var limit = 100
-        if let text = query["limit"] {
-            guard let value = Int(text), (1...1000).contains(value) else { throw APIError.invalidRequest("limit must be 1 to 1000") }
-            limit = value
+        let page = try context.page()
+        var before: (createdAt: Int64, id: String)?
+        if let after = page.after {
+            let parts = after.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let createdAt = Int64(parts[0]) else {
+                throw APIError.invalidRequest("next_token is not a token this API handed out; start again without it")
+            }
+            before = (createdAt, String(parts[1]))
         }
         let kind = query["kind"].flatMap { $0.isEmpty ? nil : $0 }
-        let tasks = try await self.tasksCall { try await self.tasks.tasks(tenantID: caller.tenant.id, state: state, kind: kind, limit: limit) }
-        return .json(200, .object([("tasks", .array(tasks.map(Self.json)))]))
+        let fetched = try await self.tasksCall {
+            try await self.tasks.tasks(tenantID: caller.tenantID, state: state, kind: kind, limit: page.fetchLimit, before: before)
+        }
+        let (tasks, next) = page.finish(fetched) { "\($0.createdAt):\($0.id)" }
+        return .json(200, .object([("tasks", .array(tasks.map(Self.json))), Self.next(next)]))
     }
 
     func getTask(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
         let id = context.parameter("id")
-        guard let task = try await self.tasksCall({ try await self.tasks.task(id: id, tenantID: caller.tenant.id) }) else {
+        guard let task = try await self.tasksCall({ try await self.tasks.task(id: id, tenantID: caller.tenantID) }) else {
             throw APIError.notFound("no task \(id) in this tenant")
         }
         return .json(200, Self.json(task))
@@ -37,7 +45,7 @@ extension ControlAPI {
         let caller = try context.authenticated
         let id = context.parameter("id")
         do {
-            let task = try await self.tasks.retry(id: id, tenantID: caller.tenant.id)
+            let task = try await self.tasks.retry(id: id, tenantID: caller.tenantID)
             self.logger.info("task retried", metadata: ["request-id": "\(context.request.requestID)", "task-id": "\(id)"])
             return .json(200, Self.json(task))
         } catch let error as TaskQueueError where error.isNotFound {

@@ -1,3 +1,5 @@
+public import ServiceContract
+import Database
 import Foundation
 import Logging
 
@@ -20,9 +22,9 @@ extension ControlAPI {
     func keyTenant(_ context: RouteContext) throws -> Caller {
         let caller = try context.authenticated
         let id = context.parameter("id")
-        guard id == caller.tenant.id else {
+        guard id == caller.tenantID else {
             throw APIError.notFound(
-                "no tenant \(id) for this key: a key acts in one tenant (\(caller.tenant.id)); use a key of that tenant (cloud tenants switch)")
+                "no tenant \(id) for this key: a key acts in one tenant (\(caller.tenantID)); use a key of that tenant (cloud tenants switch)")
         }
         return caller
     }
@@ -40,7 +42,7 @@ extension ControlAPI {
         let name = (context.body.string("name") ?? "").trimmingSpaces()
         guard !name.isEmpty else { throw APIError.invalidRequest("\"name\" must not be empty") }
         let tenant = TenantRecord(id: SecureRandom.identifier(prefix: "tnt_"), name: name, personalUserID: nil, createdAt: self.now())
-        try await self.store.createTenant(tenant, owner: caller.user.id, adminBindingID: SecureRandom.identifier(prefix: "rb_"))
+        try await self.store.createTenant(tenant, owner: caller.userID, adminBindingID: SecureRandom.identifier(prefix: "rb_"))
         self.logger.info("tenant created", metadata: ["request-id": "\(context.request.requestID)", "tenant-id": "\(tenant.id)"])
         return .json(201, self.tenantJSON(tenant, roles: [BuiltinRole.admin.rawValue], current: false))
     }
@@ -49,19 +51,21 @@ extension ControlAPI {
         let caller = try context.authenticated
         var items: [JSONValue] = []
         // The personal tenant first, then by when the caller joined.
-        let tenants = try await self.store.tenants(ofUser: caller.user.id)
-        for tenant in tenants.filter({ $0.personalUserID == caller.user.id }) + tenants.filter({ $0.personalUserID != caller.user.id }) {
-            let roles = try await self.store.grants(userID: caller.user.id, tenantID: tenant.id).roles
-            items.append(self.tenantJSON(tenant, roles: roles, current: tenant.id == caller.tenant.id))
+        let tenants = try await self.store.tenants(ofUser: caller.userID)
+        let ordered = tenants.filter({ $0.personalUserID == caller.userID }) + tenants.filter({ $0.personalUserID != caller.userID })
+        let (page, next) = try Self.paged(context, ordered, id: \.id)
+        for tenant in page {
+            let roles = try await self.store.grants(userID: caller.userID, tenantID: tenant.id).roles
+            items.append(self.tenantJSON(tenant, roles: roles, current: tenant.id == caller.tenantID))
         }
-        return .json(200, .object([("tenants", .array(items))]))
+        return .json(200, .object([("tenants", .array(items)), Self.next(next)]))
     }
 
     func getTenant(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
-        let tenant = try await self.memberTenant(context.parameter("id"), userID: caller.user.id)
-        let roles = try await self.store.grants(userID: caller.user.id, tenantID: tenant.id).roles
-        return .json(200, self.tenantJSON(tenant, roles: roles, current: tenant.id == caller.tenant.id))
+        let tenant = try await self.memberTenant(context.parameter("id"), userID: caller.userID)
+        let roles = try await self.store.grants(userID: caller.userID, tenantID: tenant.id).roles
+        return .json(200, self.tenantJSON(tenant, roles: roles, current: tenant.id == caller.tenantID))
     }
 
     func tenantJSON(_ tenant: TenantRecord, roles: [String], current: Bool) -> JSONValue {
@@ -73,8 +77,9 @@ extension ControlAPI {
 
     func listMembers(_ context: RouteContext) async throws -> APIResponse {
         let caller = try self.keyTenant(context)
-        let members = try await self.store.members(tenantID: caller.tenant.id)
-        return .json(200, .object([("members", .array(members.map(Self.json)))]))
+        let members = try await self.store.members(tenantID: caller.tenantID)
+        let (page, next) = try Self.paged(context, members, id: \.userID)
+        return .json(200, .object([("members", .array(page.map(Self.json))), Self.next(next)]))
     }
 
     func addMember(_ context: RouteContext) async throws -> APIResponse {
@@ -87,20 +92,20 @@ extension ControlAPI {
         }
         var roles: [RoleRecord] = []
         for name in roleNames where !roles.contains(where: { $0.name == name }) {
-            guard let role = try await self.store.role(tenantID: caller.tenant.id, name: name) else {
+            guard let role = try await self.store.role(tenantID: caller.tenantID, name: name) else {
                 throw APIError.notFound("no role named \(name) in this tenant")
             }
             try self.checkGrantable(role.permissions, by: caller)
             roles.append(role)
         }
-        if try await !self.store.isMember(userID: user.id, tenantID: caller.tenant.id) {
+        if try await !self.store.isMember(userID: user.id, tenantID: caller.tenantID) {
             try await self.store.checkQuota(
-                tenantID: caller.tenant.id, resource: .members, current: try await self.store.memberCount(tenantID: caller.tenant.id))
+                tenantID: caller.tenantID, resource: .members, current: try await self.store.memberCount(tenantID: caller.tenantID))
         }
         let now = self.now()
         for role in roles {
             let binding = BindingRecord(
-                id: SecureRandom.identifier(prefix: "rb_"), tenantID: caller.tenant.id, userID: user.id, roleID: role.id, createdAt: now)
+                id: SecureRandom.identifier(prefix: "rb_"), tenantID: caller.tenantID, userID: user.id, roleID: role.id, createdAt: now)
             do {
                 try await self.store.insertBinding(binding)
             } catch let error as ControlStoreError where error.isDuplicate {
@@ -108,8 +113,8 @@ extension ControlAPI {
             }
         }
         self.logger.info(
-            "member added", metadata: ["request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenant.id)", "user-id": "\(user.id)"])
-        let member = try await self.store.members(tenantID: caller.tenant.id).first { $0.userID == user.id }
+            "member added", metadata: ["request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenantID)", "user-id": "\(user.id)"])
+        let member = try await self.store.members(tenantID: caller.tenantID).first { $0.userID == user.id }
         return .json(201, member.map(Self.json) ?? .null)
     }
 
@@ -118,7 +123,7 @@ extension ControlAPI {
         let userID = context.parameter("user_id")
         let revoked: Int
         do {
-            revoked = try await self.store.removeMember(tenantID: caller.tenant.id, userID: userID, at: self.now())
+            revoked = try await self.store.removeMember(tenantID: caller.tenantID, userID: userID, at: self.now())
         } catch let error as ControlStoreError where error.isNotFound {
             throw APIError.notFound("no member \(userID) in this tenant")
         } catch let error as ControlStoreError where error.isInUse {
@@ -127,7 +132,7 @@ extension ControlAPI {
         self.logger.info(
             "member removed",
             metadata: [
-                "request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenant.id)", "user-id": "\(userID)",
+                "request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenantID)", "user-id": "\(userID)",
                 "revoked-keys": "\(revoked)",
             ])
         return .noContent
@@ -135,28 +140,28 @@ extension ControlAPI {
 
     func getQuotas(_ context: RouteContext) async throws -> APIResponse {
         let caller = try self.keyTenant(context)
-        return .json(200, try await self.quotasJSON(tenantID: caller.tenant.id))
+        return .json(200, try await self.quotasJSON(tenantID: caller.tenantID))
     }
 
     func setQuotas(_ context: RouteContext) async throws -> APIResponse {
         let id = context.parameter("id")
         guard try await self.store.tenant(id: id) != nil else { throw APIError.notFound("no tenant \(id)") }
         var limits: [QuotaResource: Int64?] = [:]
-        for resource in QuotaResource.known {
+        for resource in self.store.catalog.quotaResources {
             if let value = context.body.integer("max_" + resource.rawValue) {
                 guard value >= 0 else { throw APIError.invalidRequest("\"max_\(resource.rawValue)\" must be 0 or more") }
                 limits[resource] = value
             }
         }
         guard !limits.isEmpty else {
-            throw APIError.invalidRequest("give at least one of \(QuotaResource.known.map { "\"max_\($0.rawValue)\"" }.joined(separator: ", "))")
+            throw APIError.invalidRequest("give at least one of \(self.store.catalog.quotaResources.map { "\"max_\($0.rawValue)\"" }.joined(separator: ", "))")
         }
         try await self.store.setQuotas(tenantID: id, limits: limits, at: self.now())
         self.logger.notice(
             "quotas set",
             metadata: [
                 "request-id": "\(context.request.requestID)", "tenant-id": "\(id)",
-                "by": "\(context.caller?.user.id ?? "")",
+                "by": "\(context.caller?.userID ?? "")",
                 "limits": "\(limits.map { "\($0.key)=\($0.value.map { String($0) } ?? "default")" }.sorted().joined(separator: ","))",
             ])
         return .json(200, try await self.quotasJSON(tenantID: id))
@@ -167,7 +172,12 @@ extension ControlAPI {
         var usage: [QuotaResource: Int64] = [:]
         usage[.apiKeys] = try await self.store.activeKeyCount(tenantID: tenantID, now: self.now())
         usage[.members] = try await self.store.memberCount(tenantID: tenantID)
-        let items: [JSONValue] = QuotaResource.known.map { resource in
+        for quota in self.store.catalog.quotas where usage[quota.resource] == nil {
+            if let count = quota.usage {
+                usage[quota.resource] = try await self.store.database.transaction { db in try await count(tenantID, db) }
+            }
+        }
+        let items: [JSONValue] = self.store.catalog.quotaResources.map { resource in
             var members: [(String, JSONValue)] = [
                 ("resource", .string(resource.rawValue)),
                 ("limit", .int(overrides[resource] ?? self.store.quotaDefaults.limit(resource))),

@@ -1,6 +1,9 @@
+import Database
 import Foundation
+import Synchronization
 public import Logging
 public import NIOPosix
+public import ServiceContract
 
 /// Settings of the control plane's API.
 public struct ControlAPIConfiguration: Sendable {
@@ -16,9 +19,6 @@ public struct ControlAPIConfiguration: Sendable {
     public var maximumBodyBytes: Int = 64 * 1024
     /// What `/health/ready` checks besides the database (`cloud dev` adds the storage node).
     public var readinessChecks: [ReadinessCheck] = []
-    /// The storage cluster behind `/storage/…` (S3 keys and buckets of tenants); nil answers those
-    /// routes with 503 `storage_unavailable`.
-    public var storage: (any StorageService)?
     /// Emails (lowercased) of the platform operators: they may set any tenant's quotas
     /// (`/admin/*`). `--platform-admin EMAIL`; nobody by default.
     public var platformAdmins: Set<String> = []
@@ -37,19 +37,6 @@ public struct ControlAPIConfiguration: Sendable {
     public var resetPasswordLimit: Int = 10
 
     public init() {}
-}
-
-/// A dependency `/health/ready` checks.
-public struct ReadinessCheck: Sendable {
-    /// Shown in the answer (`storage`).
-    public var name: String
-    /// Nil when the dependency answers, else why not.
-    public var check: @Sendable () async -> String?
-
-    public init(name: String, check: @escaping @Sendable () async -> String?) {
-        self.name = name
-        self.check = check
-    }
 }
 
 /// The control plane's REST API without sockets: requests in, responses out.
@@ -71,70 +58,152 @@ public final class ControlAPI: Sendable {
     let decoyHash: String
     /// Counters for `/metrics`.
     public let metrics = ControlMetrics()
+    /// The host's routes and every service's.
+    let router: Router
+    /// What the services' handlers get.
+    public let environment: ServiceEnvironment
+    /// `GET /openapi.json`.
+    let document: JSONValue
 
     /// - Parameters:
-    ///   - store: The database.
+    ///   - store: The database, with the catalog of hosted services.
     ///   - threadPool: Where password hashing runs (default NIO's singleton pool).
     ///   - now: The clock, unix seconds (default the wall clock); tests move it.
+    /// - Throws: ``ControlPlaneError`` when routes collide.
     public init(
         store: ControlStore, configuration: ControlAPIConfiguration = ControlAPIConfiguration(), logger: Logger,
         threadPool: NIOThreadPool? = nil, now: (@Sendable () -> Int64)? = nil
-    ) {
+    ) throws(ControlPlaneError) {
         self.store = store
-        self.tasks = TaskQueue(database: store.database)
+        let now = now ?? { WallClock.unixNow() }
+        let tasks = TaskQueue(database: store.database)
+        self.tasks = tasks
         self.configuration = configuration
         self.logger = logger
         self.threadPool = threadPool ?? .singleton
-        self.now = now ?? { WallClock.unixNow() }
+        self.now = now
         self.decoyHash = PasswordHasher.hash("decoy password that nobody has", parameters: configuration.passwordHashing)
+        let catalog = store.catalog
+        self.router = try Router(host: Self.hostRoutes(quotas: catalog.quotaResources), services: catalog.services)
+        self.document = OpenAPI.document(self.router)
+        self.environment = ServiceEnvironment(
+            database: store.database, tasks: tasks,
+            quotas: HostQuotaLedger(quotas: catalog.quotas, defaults: store.quotaDefaults, dialect: store.database.dialect),
+            logger: logger, clock: ServiceClock(unixMilliseconds: tasks.now))
     }
 
     /// Answers one request.
     /// - Returns: The response; the route's operation id (or a placeholder) for logs.
     public func handle(_ request: APIRequest) async -> (APIResponse, operation: String) {
-        var allowed: [String] = []
-        var found: (Route, [String: String])?
-        for route in Self.routes {
-            guard let parameters = route.match(request.path) else { continue }
-            if route.method == request.method || (request.method == "HEAD" && route.method == "GET") {
-                found = (route, parameters)
-                break
-            }
-            allowed.append(route.method)
-        }
-        guard let (route, parameters) = found else {
-            if allowed.isEmpty {
+        let entry: Router.Entry
+        let parameters: [String: String]
+        switch self.router.find(method: request.method, path: request.path) {
+        case .success(let found): (entry, parameters) = found
+        case .failure(let mismatch):
+            if mismatch.allowed.isEmpty {
                 return (.error(.notFound("no route \(request.method) \(request.path); see /openapi.json")), "unknown")
             }
             var error = APIError(
-                status: 405, code: "method_not_allowed", message: "\(request.path) accepts \(allowed.joined(separator: ", "))")
-            error.headers = [("Allow", allowed.joined(separator: ", "))]
+                status: 405, code: "method_not_allowed", message: "\(request.path) accepts \(mismatch.allowed.joined(separator: ", "))")
+            error.headers = [("Allow", mismatch.allowed.joined(separator: ", "))]
             return (.error(error), "unknown")
         }
+        let operation = entry.spec.operationID
+        var claim: Idempotency.Claim?
         do {
-            let caller = try await self.authorize(request, access: route.access)
-            let body = try self.parseBody(request, schema: route.body)
-            let context = RouteContext(request: request, parameters: parameters, body: body, caller: caller)
-            return (try await route.handler(self, context), route.operationID)
-        } catch let error as APIError {
-            return (.error(error), route.operationID)
-        } catch let error as QuotaExceeded {
+            let caller = try await self.authorize(request, access: entry.spec.access)
+            let body = try self.parseBody(request, schema: entry.spec.body)
+            if entry.spec.creates, let caller, let key = try Idempotency.key(of: request) {
+                let outcome = try await self.storeCall {
+                    try await Idempotency.claim(
+                        self.store.database, tenantID: caller.tenantID, userID: caller.userID, key: key,
+                        hash: Idempotency.requestHash(request), now: self.tasks.now())
+                }
+                switch outcome {
+                case .claimed(let claimed):
+                    claimed.revealsSecret.withLock { $0 = entry.spec.revealsSecret }
+                    claim = claimed
+                case .replay(let response): return (response, operation)
+                case .inProgress:
+                    var error = APIError.conflict(
+                        "request_in_progress", "a request with this Idempotency-Key is still running; retry in a moment")
+                    error.headers = [("Retry-After", "1")]
+                    throw error
+                case .mismatch:
+                    throw APIError(
+                        status: 422, code: "idempotency_key_reused",
+                        message: "this Idempotency-Key was used for another request (method, path or body); use a new key")
+                case .secretNotKept:
+                    throw APIError.conflict(
+                        "already_created",
+                        "a request with this Idempotency-Key already created the resource; its secret was shown once and is not kept")
+                }
+            }
+            let context = RouteContext(
+                request: request, parameters: parameters, body: body, caller: caller, environment: self.environment, idempotency: claim)
+            let response: APIResponse
+            switch entry.handler {
+            case .host(let handler): response = try await handler(self, context)
+            case .service(let handler): response = try await handler(context)
+            }
+            if let claim { try await self.storeCall { try await claim.finish(response, database: self.store.database) } }
+            return (response, operation)
+        } catch {
+            if let claim {
+                do { try await claim.finish(nil, database: self.store.database) } catch {
+                    self.logger.warning("idempotency key not released", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+                }
+            }
+            return (self.answer(error, request: request), operation)
+        }
+    }
+
+    /// The one place errors become answers: API errors as they are, each service's domain errors
+    /// through their ``APIErrorConvertible`` mapping, quota refusals as 409, database failures as 503,
+    /// anything else as a 500 whose details go to the log only.
+    private func answer(_ error: any Error, request: APIRequest) -> APIResponse {
+        switch error {
+        case let error as APIError:
+            return .error(error)
+        case let error as any APIErrorConvertible:
+            return .error(error.apiError)
+        case let error as QuotaExceeded:
             self.metrics.count(.quotaRefusals)
-            return (.error(.quotaExceeded(error)), route.operationID)
-        } catch let error as ControlStoreError {
+            return .error(.quotaExceeded(error))
+        case let error as ControlStoreError:
             self.metrics.count(.databaseErrors)
             self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
-            return (.error(.unavailable("the database is unavailable; retry later")), route.operationID)
-        } catch {
+            return .error(.unavailable("the database is unavailable; retry later"))
+        case let error as DatabaseError:
+            self.metrics.count(.databaseErrors)
+            self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+            return .error(.unavailable("the database is unavailable; retry later"))
+        case let error as TaskQueueError where error.isUnavailable:
+            self.metrics.count(.databaseErrors)
+            self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+            return .error(.unavailable("the database is unavailable; retry later"))
+        default:
             self.logger.error("request failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
-            return (.error(.internalError), route.operationID)
+            return .error(.internalError)
+        }
+    }
+
+    /// Database failures of the host's own calls as ``ControlStoreError``s.
+    private func storeCall<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as DatabaseError {
+            throw ControlStoreError.unavailable(error.message)
         }
     }
 
     /// The routes as (method, path, access), for tests and docs.
-    public static var routeTable: [(method: String, path: String, access: Access)] {
-        Self.routes.map { ($0.method, $0.path, $0.access) }
+    public var routeTable: [(method: String, path: String, access: Access)] {
+        self.router.entries.map { ($0.spec.method, $0.spec.path, $0.spec.access) }
     }
+
+    /// The routes with the service that owns each (`core` for the host's).
+    public var routes: [(owner: String, spec: RouteSpec)] { self.router.entries.map { ($0.owner, $0.spec) } }
 
     private func parseBody(_ request: APIRequest, schema: BodySchema?) throws(APIError) -> RequestBody {
         guard !request.body.isEmpty else { return try (schema ?? BodySchema([])).validate([]) }
@@ -164,7 +233,9 @@ public final class ControlAPI: Sendable {
         if access == .platformAdmin, !self.configuration.platformAdmins.contains(found.user.email) {
             throw APIError.forbidden(message: "this route is for platform operators (cloud server --platform-admin EMAIL)")
         }
-        return Caller(user: found.user, key: found.key, tenant: found.tenant, roles: found.roles, permissions: found.permissions)
+        return Caller(
+            userID: found.user.id, email: found.user.email, tenantID: found.tenant.id, keyID: found.key.id, roles: found.roles,
+            permissions: found.permissions)
     }
 
     /// Refuses to hand out what the caller does not hold: every permission must be allowed to them.
@@ -184,7 +255,7 @@ public final class ControlAPI: Sendable {
         } catch {
             return .error(APIError(status: 503, code: "not_ready", message: "the database does not answer: \(error)"))
         }
-        for dependency in self.configuration.readinessChecks {
+        for dependency in self.configuration.readinessChecks + self.store.catalog.services.flatMap(\.readinessChecks) {
             if let problem = await dependency.check() {
                 return .error(APIError(status: 503, code: "not_ready", message: "\(dependency.name): \(problem)"))
             }
@@ -275,14 +346,15 @@ public final class ControlAPI: Sendable {
 
     func me(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
-        let tenants = try await self.store.tenants(ofUser: caller.user.id)
+        guard let credentials = try await self.store.credentials(keyID: caller.keyID) else { throw APIError.invalidKey }
+        let tenants = try await self.store.tenants(ofUser: caller.userID)
         return .json(
             200,
             .object([
-                ("user", Self.json(caller.user)), ("tenant", Self.json(caller.tenant)),
+                ("user", Self.json(credentials.user)), ("tenant", Self.json(credentials.tenant)),
                 ("roles", .array(caller.roles.map { .string($0) })),
                 ("permissions", .array(caller.permissions.map { .string($0.description) })),
-                ("tenants", .array(tenants.map(Self.json))), ("key", Self.json(caller.key)),
+                ("tenants", .array(tenants.map(Self.json))), ("key", Self.json(credentials.key)),
             ]))
     }
 
@@ -304,23 +376,24 @@ public final class ControlAPI: Sendable {
             expiresAt = now + lifetime
         }
         let name = context.body.string("name")?.trimmingSpaces() ?? "api key"
-        var tenant = caller.tenant
-        if let tenantID = context.body.string("tenant_id") { tenant = try await self.memberTenant(tenantID, userID: caller.user.id) }
-        let (record, key) = Self.newKey(user: caller.user.id, tenant: tenant.id, name: name.isEmpty ? "api key" : name, now: now, expiresAt: expiresAt)
+        let tenantID = context.body.string("tenant_id") ?? caller.tenantID
+        if tenantID != caller.tenantID { _ = try await self.memberTenant(tenantID, userID: caller.userID) }
+        let (record, key) = Self.newKey(user: caller.userID, tenant: tenantID, name: name.isEmpty ? "api key" : name, now: now, expiresAt: expiresAt)
         try await self.insertKeyWithinQuota(record)
         return .json(201, .object([("api_key", .string(key)), ("key", Self.json(record))]))
     }
 
     func listKeys(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
-        let keys = try await self.store.keys(ofUser: caller.user.id, now: self.now())
-        return .json(200, .object([("keys", .array(keys.map { Self.json($0, current: $0.id == caller.key.id) }))]))
+        let keys = try await self.store.keys(ofUser: caller.userID, now: self.now())
+        let (page, next) = try Self.paged(context, keys, id: \.id)
+        return .json(200, .object([("keys", .array(page.map { Self.json($0, current: $0.id == caller.keyID) })), Self.next(next)]))
     }
 
     /// The caller's key named by the path, when it is still valid; 404 otherwise (also for other users' keys).
     private func ownKey(_ context: RouteContext, caller: Caller) async throws -> APIKeyRecord {
         let id = context.parameter("id")
-        guard let key = try await self.store.key(id: id), key.userID == caller.user.id, key.isValid(at: self.now()) else {
+        guard let key = try await self.store.key(id: id), key.userID == caller.userID, key.isValid(at: self.now()) else {
             throw APIError.notFound("you have no active key \(id)")
         }
         return key
@@ -378,8 +451,9 @@ public final class ControlAPI: Sendable {
 
     func listRoles(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
-        let roles = try await self.store.roles(tenantID: caller.tenant.id)
-        return .json(200, .object([("roles", .array(roles.map(Self.json)))]))
+        let roles = try await self.store.roles(tenantID: caller.tenantID)
+        let (page, next) = try Self.paged(context, roles, id: \.id)
+        return .json(200, .object([("roles", .array(page.map(Self.json))), Self.next(next)]))
     }
 
     private func parsePermissions(_ items: [String]) throws(APIError) -> [Permission] {
@@ -405,7 +479,7 @@ public final class ControlAPI: Sendable {
         let permissions = try self.parsePermissions(context.body.strings("permissions") ?? [])
         try self.checkGrantable(permissions, by: caller)
         let role = RoleRecord(
-            id: SecureRandom.identifier(prefix: "role_"), tenantID: caller.tenant.id, name: name,
+            id: SecureRandom.identifier(prefix: "role_"), tenantID: caller.tenantID, name: name,
             description: context.body.string("description") ?? "", permissions: permissions, createdAt: self.now())
         do {
             try await self.store.insertRole(role)
@@ -423,7 +497,7 @@ public final class ControlAPI: Sendable {
 
     private func namedRole(_ context: RouteContext, caller: Caller) async throws -> RoleRecord {
         let name = context.parameter("name")
-        guard let role = try await self.store.role(tenantID: caller.tenant.id, name: name) else {
+        guard let role = try await self.store.role(tenantID: caller.tenantID, name: name) else {
             throw APIError.notFound("no role named \(name) in this tenant")
         }
         return role
@@ -471,16 +545,16 @@ public final class ControlAPI: Sendable {
         guard let user = try await self.store.user(email: email) else {
             throw APIError.notFound("no user with the email \(email); they must register first")
         }
-        guard let role = try await self.store.role(tenantID: caller.tenant.id, name: roleName) else {
+        guard let role = try await self.store.role(tenantID: caller.tenantID, name: roleName) else {
             throw APIError.notFound("no role named \(roleName) in this tenant")
         }
         try self.checkGrantable(role.permissions, by: caller)
-        if try await !self.store.isMember(userID: user.id, tenantID: caller.tenant.id) {
+        if try await !self.store.isMember(userID: user.id, tenantID: caller.tenantID) {
             try await self.store.checkQuota(
-                tenantID: caller.tenant.id, resource: .members, current: try await self.store.memberCount(tenantID: caller.tenant.id))
+                tenantID: caller.tenantID, resource: .members, current: try await self.store.memberCount(tenantID: caller.tenantID))
         }
         var binding = BindingRecord(
-            id: SecureRandom.identifier(prefix: "rb_"), tenantID: caller.tenant.id, userID: user.id, roleID: role.id, createdAt: self.now())
+            id: SecureRandom.identifier(prefix: "rb_"), tenantID: caller.tenantID, userID: user.id, roleID: role.id, createdAt: self.now())
         do {
             try await self.store.insertBinding(binding)
         } catch let error as ControlStoreError where error.isDuplicate {
@@ -496,18 +570,19 @@ public final class ControlAPI: Sendable {
 
     func listBindings(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
-        let bindings = try await self.store.bindings(tenantID: caller.tenant.id)
-        return .json(200, .object([("bindings", .array(bindings.map(Self.json)))]))
+        let bindings = try await self.store.bindings(tenantID: caller.tenantID)
+        let (page, next) = try Self.paged(context, bindings, id: \.id)
+        return .json(200, .object([("bindings", .array(page.map(Self.json))), Self.next(next)]))
     }
 
     func deleteBinding(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
         let id = context.parameter("id")
-        guard let binding = try await self.store.binding(id: id, tenantID: caller.tenant.id) else {
+        guard let binding = try await self.store.binding(id: id, tenantID: caller.tenantID) else {
             throw APIError.notFound("no binding \(id) in this tenant")
         }
         if binding.roleID == BuiltinRole.admin.id {
-            let admins = try await self.store.bindings(tenantID: caller.tenant.id).filter { $0.roleID == BuiltinRole.admin.id }
+            let admins = try await self.store.bindings(tenantID: caller.tenantID).filter { $0.roleID == BuiltinRole.admin.id }
             if admins.count <= 1 {
                 throw APIError.conflict("last_admin", "this is the tenant's last admin binding; bind another admin first")
             }
@@ -564,6 +639,27 @@ public final class ControlAPI: Sendable {
             ("role", .string(binding.roleName)), ("created_at", time(binding.createdAt)),
         ])
     }
+}
+
+extension ControlAPI {
+    /// One page of a short list the host holds in memory, in its order: `next_token` names the last
+    /// item given.
+    /// - Throws: ``APIError`` 400 for a bad limit or token, or a token whose item is gone (the list
+    ///   changed between pages: start again).
+    static func paged<T>(_ context: RouteContext, _ items: [T], id: (T) -> String) throws(APIError) -> ([T], String?) {
+        let page = try context.page()
+        var rest = items[...]
+        if let after = page.after {
+            guard let index = items.firstIndex(where: { id($0) == after }) else {
+                throw APIError.invalidRequest("next_token names an item that is gone: the list changed; start again without it")
+            }
+            rest = items[(index + 1)...]
+        }
+        return page.finish(Array(rest.prefix(page.fetchLimit)), key: id)
+    }
+
+    /// The `next_token` member of a list answer.
+    static func next(_ token: String?) -> (String, JSONValue) { ("next_token", token.map(JSONValue.string) ?? .null) }
 }
 
 extension Optional {

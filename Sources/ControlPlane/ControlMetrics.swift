@@ -1,3 +1,4 @@
+public import ServiceContract
 import HTTPServing
 import Synchronization
 

@@ -1,3 +1,4 @@
+public import ServiceContract
 import Database
 import HostAddress
 public import Logging
@@ -12,9 +13,10 @@ public struct ControlPlaneConfiguration: Sendable {
     public var database: String = "./cloud-data/control.sqlite"
     /// API behaviour (password cost, lockout, key grace, body size).
     public var api = ControlAPIConfiguration()
-    /// The storage cluster whose keys and buckets `/storage/…` manages; it is also checked by `/health/ready`.
-    public var storage: StorageServiceConfiguration?
-    /// The quotas a tenant gets unless a platform operator sets others.
+    /// The cloud services this control plane hosts (storage, secrets, …), each one module on the
+    /// service contract.
+    public var services: [any CloudService] = []
+    /// Quota defaults that replace the services' declared ones (`--quota RESOURCE=N`).
     public var quotaDefaults = QuotaDefaults()
     /// Whether this process runs background tasks (`--task-workers 0`: it only serves the API).
     public var runTasks = true
@@ -36,8 +38,8 @@ public struct ControlPlaneConfiguration: Sendable {
         } catch {
             throw ControlPlaneError("--database: \(error)")
         }
-        try self.storage?.validate()
         try self.tasks.validate()
+        _ = try ServiceCatalog(services: self.services)
     }
 }
 
@@ -68,7 +70,8 @@ public struct ControlServer: Sendable {
         let shown = DatabaseLocation.redacted(configuration.database)
         do {
             let database = try DatabaseLocation(parsing: configuration.database).open(logger: logger)
-            let store = ControlStore(database: database, quotaDefaults: configuration.quotaDefaults)
+            let store = ControlStore(
+                database: database, quotaDefaults: configuration.quotaDefaults, catalog: try ServiceCatalog(services: configuration.services))
             let applied: Int
             do {
                 applied = try await store.migrate()
@@ -82,13 +85,7 @@ public struct ControlServer: Sendable {
         } catch {
             throw ControlPlaneError("cannot open the control-plane database \(shown): \(error)")
         }
-        var apiConfiguration = configuration.api
-        if let storage = configuration.storage {
-            let client = StorageAdminClient(storage)
-            apiConfiguration.storage = client
-            apiConfiguration.readinessChecks.append(ReadinessCheck(name: "storage", check: client.check))
-        }
-        self.api = ControlAPI(store: self.store, configuration: apiConfiguration, logger: logger)
+        self.api = try ControlAPI(store: self.store, configuration: configuration.api, logger: logger)
     }
 
     /// Closes the database's connections (after the services stopped).
@@ -101,11 +98,13 @@ public struct ControlServer: Sendable {
     public func services() -> [any Service] {
         let (host, port) = HostPort.split(self.configuration.apiAddress)!
         var services: [any Service] = [APIServer(host: host.isEmpty ? "0.0.0.0" : host, port: port, api: self.api, logger: self.logger)]
+        let catalog = self.store.catalog
+        for service in catalog.services { services += service.services(self.api.environment) }
         if self.configuration.runTasks {
-            var handlers = ControlTasks.handlers()
+            var handlers = ControlTasks.handlers() + catalog.taskHandlers
             if self.configuration.testTasks { handlers.append(ControlTasks.sleepAndRecordHandler()) }
             var tasks = self.configuration.tasks
-            tasks.schedules += ControlTasks.schedules
+            tasks.schedules += ControlTasks.schedules + catalog.schedules
             services.append(TaskRunner(queue: self.api.tasks, handlers: handlers, configuration: tasks, logger: self.logger))
         }
         return services

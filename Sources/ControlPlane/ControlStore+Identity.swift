@@ -1,3 +1,4 @@
+public import ServiceContract
 import Database
 import SQLite
 
@@ -126,6 +127,9 @@ extension ControlStore {
     /// whether the user is still a member of that tenant, and the roles bound to them there with the
     /// union of their permissions (as ``grants(userID:tenantID:)`` gives them). Nil when there is no
     /// key with this id.
+    /// A bound role's stored permissions, `@` for a built-in role (whose grants the catalog computes).
+    static let storedPermissions = "CASE WHEN r.tenant_id IS NULL THEN '@' ELSE r.permissions END"
+
     public func credentials(keyID: String) async throws -> Credentials? {
         let columns = """
             k.id, k.user_id, k.tenant_id, k.name, k.key_hash, k.created_at, k.expires_at, k.revoked_at, k.replaced_by, \
@@ -135,7 +139,7 @@ extension ControlStore {
         // role names or permissions).
         let roles =
             self.database.dialect == .postgres
-            ? "string_agg(r.name || '=' || r.permissions, '|')" : "group_concat(r.name || '=' || r.permissions, '|')"
+            ? "string_agg(r.name || '=' || \(Self.storedPermissions), '|')" : "group_concat(r.name || '=' || \(Self.storedPermissions), '|')"
         let rows = try await self.query(
             """
             SELECT \(columns),
@@ -151,8 +155,10 @@ extension ControlStore {
             return (String(entry[..<equals]), String(entry[entry.index(after: equals)...]))
         }.sorted { $0.0 < $1.0 }
         var permissions: [Permission] = []
-        for (_, list) in bound {
-            for permission in Migrations.decode(list) where !permissions.contains(permission) { permissions.append(permission) }
+        for (name, list) in bound {
+            for permission in self.boundPermissions(name: name, stored: list) where !permissions.contains(permission) {
+                permissions.append(permission)
+            }
         }
         return Credentials(
             key: Self.key(row), user: Self.user(SQLRow(Array(row.values[9...13]))),

@@ -1,3 +1,4 @@
+public import ServiceContract
 import Database
 import SQLite
 
@@ -5,17 +6,29 @@ import SQLite
 extension ControlStore {
     static let roleColumns = "id, tenant_id, name, description, permissions, created_at"
 
-    static func role(_ row: SQLRow) -> RoleRecord {
-        RoleRecord(
+    /// A role as stored; a built-in role's description and permissions come from the catalog.
+    func role(_ row: SQLRow) -> RoleRecord {
+        if row.isNull(1), let builtin = BuiltinRole(rawValue: row.text(2)) {
+            return RoleRecord(
+                id: row.text(0), tenantID: nil, name: builtin.rawValue, description: builtin.description,
+                permissions: self.catalog.permissions(of: builtin), createdAt: row.int(5))
+        }
+        return RoleRecord(
             id: row.text(0), tenantID: row.optionalText(1), name: row.text(2), description: row.text(3),
             permissions: Migrations.decode(row.text(4)), createdAt: row.int(5))
+    }
+
+    /// The permissions of a bound role: the catalog's for a built-in one (stored as `@`), else the stored list.
+    func boundPermissions(name: String, stored: String) -> [Permission] {
+        if stored == "@", let builtin = BuiltinRole(rawValue: name) { return self.catalog.permissions(of: builtin) }
+        return Migrations.decode(stored)
     }
 
     /// The built-in roles and the tenant's own, by name.
     public func roles(tenantID: String) async throws -> [RoleRecord] {
         try await self.query(
             "SELECT \(Self.roleColumns) FROM roles WHERE tenant_id IS NULL OR tenant_id = $1 ORDER BY name", [.text(tenantID)]
-        ).map(Self.role)
+        ).map(self.role)
     }
 
     /// A built-in role or one of the tenant's, by name.
@@ -24,7 +37,7 @@ extension ControlStore {
         try await self.query(
             "SELECT \(Self.roleColumns) FROM roles WHERE name = $2 AND (tenant_id IS NULL OR tenant_id = $1)",
             [.text(tenantID), .text(name)]
-        ).first.map(Self.role)
+        ).first.map(self.role)
     }
 
     /// - Throws: ``ControlStoreError/duplicate(_:)`` when the tenant has a role of that name.
@@ -109,7 +122,7 @@ extension ControlStore {
     public func grants(userID: String, tenantID: String) async throws -> (roles: [String], permissions: [Permission]) {
         let rows = try await self.query(
             """
-            SELECT r.name, r.permissions FROM role_bindings b JOIN roles r ON r.id = b.role_id
+            SELECT r.name, CASE WHEN r.tenant_id IS NULL THEN '@' ELSE r.permissions END FROM role_bindings b JOIN roles r ON r.id = b.role_id
             JOIN memberships m ON m.tenant_id = b.tenant_id AND m.user_id = b.user_id
             WHERE b.user_id = $1 AND b.tenant_id = $2 ORDER BY r.name
             """, [.text(userID), .text(tenantID)])
@@ -117,7 +130,7 @@ extension ControlStore {
         var permissions: [Permission] = []
         for row in rows {
             roles.append(row.text(0))
-            for permission in Migrations.decode(row.text(1)) where !permissions.contains(permission) {
+            for permission in self.boundPermissions(name: row.text(0), stored: row.text(1)) where !permissions.contains(permission) {
                 permissions.append(permission)
             }
         }

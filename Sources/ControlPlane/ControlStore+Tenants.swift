@@ -1,3 +1,4 @@
+public import ServiceContract
 import Database
 import SQLite
 
@@ -12,49 +13,22 @@ public struct MemberRecord: Sendable, Equatable {
     public var joinedAt: Int64
 }
 
-/// A kind of thing a tenant's quota limits. Later services add their own (`instances`, …); a tenant
-/// without a row for a resource gets the configured default.
-public struct QuotaResource: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
-    public var rawValue: String
-
-    public init(rawValue: String) { self.rawValue = rawValue }
-
-    /// Buckets the tenant owns (enforced by the storage service).
-    public static let buckets = QuotaResource(rawValue: "buckets")
-    /// Bytes the tenant's objects take (enforced by the storage service).
-    public static let storageBytes = QuotaResource(rawValue: "storage_bytes")
-    /// API keys acting in the tenant that are neither revoked nor expired.
-    public static let apiKeys = QuotaResource(rawValue: "api_keys")
-    /// Members of the tenant.
-    public static let members = QuotaResource(rawValue: "members")
-
-    /// The resources a quota can be set for today, in display order.
-    public static let known: [QuotaResource] = [.buckets, .storageBytes, .apiKeys, .members]
-
-    public var description: String { self.rawValue }
-}
-
-/// The limits a tenant gets unless a platform operator set others.
+/// The limits a tenant gets unless a platform operator set others: the declared defaults of the
+/// host's and the services' quotas (``ServiceCatalog/quotaDefaults``), changed by `--quota`.
 public struct QuotaDefaults: Sendable, Equatable {
-    public var limits: [QuotaResource: Int64] = [
-        .buckets: 100, .storageBytes: 1 << 40, .apiKeys: 100, .members: 100,
-    ]
+    public var limits: [QuotaResource: Int64] = [.apiKeys: 100, .members: 100]
 
     public init() {}
 
+    /// These defaults with `overrides` taking precedence.
+    public func merging(_ overrides: QuotaDefaults) -> QuotaDefaults {
+        var merged = self
+        merged.limits.merge(overrides.limits) { _, new in new }
+        return merged
+    }
+
     /// The default for `resource`; a resource nobody configured is unlimited.
     public func limit(_ resource: QuotaResource) -> Int64 { self.limits[resource] ?? Int64.max }
-}
-
-/// A quota would be exceeded: `current` plus what the request adds is above `limit`.
-public struct QuotaExceeded: Error, Sendable, Equatable, CustomStringConvertible {
-    public var resource: QuotaResource
-    public var limit: Int64
-    public var current: Int64
-
-    public var description: String {
-        "the tenant's quota for \(self.resource) is \(self.limit) and it has \(self.current)"
-    }
 }
 
 /// Tenants (creation, members) and their quotas.

@@ -1,6 +1,7 @@
 public import Database
-import SQLite
 import Foundation
+import SQLite
+public import ServiceContract
 
 /// A user account.
 public struct UserRecord: Sendable, Equatable {
@@ -151,15 +152,23 @@ public final class ControlStore: Sendable {
     public let database: any SQLDatabase
     /// The quota a tenant gets for a resource unless an operator set another.
     public let quotaDefaults: QuotaDefaults
+    /// The hosted services: what the built-in roles grant, the quotas, the services' migrations.
+    public let catalog: ServiceCatalog
 
-    public init(database: any SQLDatabase, quotaDefaults: QuotaDefaults = QuotaDefaults()) {
+    /// - Parameter quotaDefaults: Limits that replace the catalog's declared defaults.
+    public init(database: any SQLDatabase, quotaDefaults: QuotaDefaults = QuotaDefaults(), catalog: ServiceCatalog = .hostOnly) {
         self.database = database
-        self.quotaDefaults = quotaDefaults
+        self.quotaDefaults = catalog.quotaDefaults.merging(quotaDefaults)
+        self.catalog = catalog
     }
 
-    /// Applies the migrations not yet applied (once across processes); returns how many ran.
+    /// Applies the migrations not yet applied (once across processes), the host's then each
+    /// service's; returns how many ran.
     public func migrate() async throws -> Int {
-        try await Self.mapped { try await Migrator.migrate(self.database, Migrations.all, lockKey: Migrations.lockKey, now: WallClock.unixNow()) }
+        let sets = [(ServiceCatalog.hostName, Migrations.all)] + self.catalog.services.map { ($0.name, $0.migrations) }
+        return try await Self.mapped {
+            try await Migrator.migrate(self.database, sets, lockKey: Migrations.lockKey, now: WallClock.unixNow())
+        }
     }
 
     /// Answers when the database does (for readiness).

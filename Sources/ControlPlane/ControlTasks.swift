@@ -1,3 +1,4 @@
+public import ServiceContract
 public import Database
 import Foundation
 import SQLite
@@ -5,8 +6,8 @@ import SQLite
 /// The control plane's own task kinds, and the test-only kind the integration tests enable.
 public enum ControlTasks {
     /// `auth.purge-expired`: deletes API keys revoked or expired more than `retention_seconds` ago
-    /// (default 7 days), login attempts older than a day and password-reset tokens that expired or
-    /// were used more than a day ago. Enqueued hourly by every runner (once per hour overall).
+    /// (default 7 days), login attempts older than a day, password-reset tokens that expired or
+    /// were used more than a day ago, and Idempotency-Key answers older than a day. Enqueued hourly by every runner (once per hour overall).
     public static let purgeExpired = "auth.purge-expired"
     /// `tasks.purge-finished`: deletes tasks that succeeded more than 7 days ago and dead ones that
     /// died more than 30 days ago. Enqueued hourly.
@@ -37,12 +38,15 @@ public enum ControlTasks {
                         "DELETE FROM password_reset_tokens WHERE expires_at < $1 OR used_at < $1 RETURNING token_hash",
                         [.integer(now - 86_400)]
                     ).count
-                    return [keys, attempts, tokens]
+                    let idempotency = try await db.query(
+                        "DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING tenant_id", [.integer((now - 86_400) * 1000)]
+                    ).count
+                    return [keys, attempts, tokens, idempotency]
                 }
                 return TaskCompletion(
                     result: .object([
                         ("api_keys", .int(Int64(counts[0]))), ("login_attempts", .int(Int64(counts[1]))),
-                        ("password_reset_tokens", .int(Int64(counts[2]))),
+                        ("password_reset_tokens", .int(Int64(counts[2]))), ("idempotency_keys", .int(Int64(counts[3]))),
                     ]))
             },
             TaskHandler(kind: Self.purgeFinished) { context in

@@ -1,3 +1,4 @@
+public import ServiceContract
 #if canImport(Glibc)
 import Glibc
 #endif

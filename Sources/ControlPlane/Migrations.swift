@@ -1,7 +1,11 @@
+public import ServiceContract
 public import Database
 
-/// The control plane's schema, as numbered migrations applied in order and recorded in
-/// `schema_migrations`.
+/// The host's own schema (identity, tenants, RBAC, quotas, tasks, idempotency), as numbered
+/// migrations of the `core` service, applied in order and recorded in `schema_migrations`.
+///
+/// The rows of the built-in roles (migration 1) stay as the targets of bindings; what those roles
+/// grant is computed from the services' declarations (``ServiceCatalog``), not read from them.
 ///
 /// The SQL is the subset SQLite and PostgreSQL both accept: `TEXT`, `BIGINT` and `INTEGER`
 /// columns, times as unix seconds in `BIGINT`, ids as `TEXT`, booleans as `INTEGER` 0/1, no
@@ -79,9 +83,9 @@ public enum Migrations {
             );
             CREATE INDEX login_attempts_email ON login_attempts (email, attempted_at);
             INSERT INTO roles (id, tenant_id, name, description, permissions, created_at) VALUES
-                ('builtin-admin', NULL, 'admin', '\(BuiltinRole.admin.description)', '\(Self.encode(BuiltinRole.admin.permissions))', 0),
-                ('builtin-developer', NULL, 'developer', '\(BuiltinRole.developer.description)', '\(Self.encode(BuiltinRole.developer.permissions))', 0),
-                ('builtin-viewer', NULL, 'viewer', '\(BuiltinRole.viewer.description)', '\(Self.encode(BuiltinRole.viewer.permissions))', 0);
+                ('builtin-admin', NULL, 'admin', 'Everything in the tenant, including roles and bindings.', '*:*', 0),
+                ('builtin-developer', NULL, 'developer', 'Reads everything; creates, changes and deletes service resources (storage so far).', '*:read,bucket:*,object:*,storage-key:*', 0),
+                ('builtin-viewer', NULL, 'viewer', 'Reads everything, changes nothing.', '*:read', 0);
             """),
         Migration(version: 2, name: "tenant quotas and rate limits", sql: """
             CREATE TABLE tenant_quotas (
@@ -126,6 +130,23 @@ public enum Migrations {
             CREATE UNIQUE INDEX tasks_idempotency ON tasks (tenant_id, kind, idempotency_key);
             CREATE INDEX tasks_due ON tasks (state, run_at);
             CREATE INDEX tasks_tenant ON tasks (tenant_id, created_at);
+            """),
+        // Idempotency-Key on creates (Idempotency.swift): one row per (tenant, user, key); `state` is
+        // 'running' while the first request runs and 'done' once its answer is stored. Times in ms.
+        Migration(version: 4, name: "idempotency keys", sql: """
+            CREATE TABLE idempotency_keys (
+                tenant_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                request_hash TEXT NOT NULL,
+                state TEXT NOT NULL,
+                status INTEGER,
+                headers TEXT,
+                body TEXT,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, user_id, idempotency_key)
+            );
+            CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
             """),
     ]
 

@@ -1,7 +1,9 @@
-/// The OpenAPI 3.1 document, generated from the route table (``ControlAPI/routes``) so the two
-/// cannot disagree. Each operation carries its permission as `x-permission`.
+public import ServiceContract
+
+/// The OpenAPI 3.1 document, generated from the router (the host's routes and every service's) so
+/// the two cannot disagree. Each operation carries its permission as `x-permission` and its service
+/// as its tag; the services' response shapes become components.
 enum OpenAPI {
-    static let document: JSONValue = Self.build()
 
     /// Errors particular to one operation (by operation id), beyond those every route of its kind can
     /// answer (see ``errors(_:)``).
@@ -27,16 +29,22 @@ enum OpenAPI {
 
     /// The error statuses and codes an operation can answer: those of its body, its key, its
     /// permission and its path parameters, and its own (``specificErrors``); in status order.
-    static func errors(_ route: Route) -> [(status: Int, codes: [String])] {
+    static func errors(_ route: RouteSpec) -> [(status: Int, codes: [String])] {
         var pairs: [(Int, String)] = []
-        if route.body != nil {
+        if route.body != nil || route.paginated {
             pairs += [(400, "invalid_json"), (400, "invalid_request"), (413, "payload_too_large"), (415, "unsupported_media_type")]
         }
         if route.access != .anonymous { pairs += [(401, "unauthorized"), (503, "unavailable")] }
         if case .permission = route.access { pairs.append((403, "forbidden")) }
         if route.access == .platformAdmin { pairs.append((403, "forbidden")) }
         if route.path.contains("{") { pairs.append((404, "not_found")) }
+        if route.creates {
+            pairs += [(409, "request_in_progress"), (422, "idempotency_key_reused")]
+            if route.revealsSecret { pairs.append((409, "already_created")) }
+        }
+        if route.conditional { pairs.append((412, "precondition_failed")) }
         pairs += Self.specificErrors[route.operationID] ?? []
+        pairs += route.errors.map { ($0.status, $0.code) }
         var result: [(status: Int, codes: [String])] = []
         for (status, code) in pairs.sorted(by: { $0.0 < $1.0 }) {
             if let index = result.firstIndex(where: { $0.status == status }) {
@@ -48,26 +56,45 @@ enum OpenAPI {
         return result
     }
 
-    private static func build() -> JSONValue {
+    /// The document for these routes.
+    static func document(_ router: Router) -> JSONValue {
         var paths: [(String, JSONValue)] = []
-        for route in ControlAPI.routes {
-            let operation = Self.operation(route)
+        var components = Self.schemas
+        for entry in router.entries {
+            let route = entry.spec
+            let operation = Self.operation(route, tag: entry.owner)
             if let index = paths.firstIndex(where: { $0.0 == route.path }), case .object(var members) = paths[index].1 {
                 members.append((route.method.lowercased(), operation))
                 paths[index].1 = .object(members)
             } else {
                 paths.append((route.path, .object([(route.method.lowercased(), operation)])))
             }
+            if case .shape(let component) = route.response {
+                for nested in component.closure where !components.contains(where: { $0.0 == nested.name }) {
+                    components.append((nested.name, nested.schema))
+                }
+            }
+        }
+        var tags: [JSONValue] = [.object([("name", .string(ServiceCatalog.hostName)), ("description", .string("Identity, API keys, tenants, RBAC, quotas and tasks."))])]
+        for service in router.services {
+            tags.append(.object([("name", .string(service.name)), ("description", .string(service.summary))]))
         }
         return .object([
             ("openapi", .string("3.1.0")),
             (
                 "info",
                 .object([
-                    ("title", .string("The Cloud control plane")), ("version", .string("0.1.0")),
-                    ("description", .string("Identity, API keys and RBAC. Errors are {\"error\": {\"code\", \"message\"}}.")),
+                    ("title", .string("The Cloud control plane")), ("version", .string("0.2.0")),
+                    (
+                        "description",
+                        .string(
+                            "Identity, API keys, RBAC and the cloud services. Errors are {\"error\": {\"code\", \"message\"}}. "
+                                + "Lists page with ?limit= and ?next_token=; creates honour Idempotency-Key; "
+                                + "conditional updates and deletes honour If-Match.")
+                    ),
                 ])
             ),
+            ("tags", .array(tags)),
             ("paths", .object(paths)),
             (
                 "components",
@@ -76,7 +103,7 @@ enum OpenAPI {
                         "securitySchemes",
                         .object([("apiKey", .object([("type", .string("apiKey")), ("in", .string("header")), ("name", .string("X-API-Key"))]))])
                     ),
-                    ("schemas", .object(Self.schemas)),
+                    ("schemas", .object(components)),
                 ])
             ),
         ])
@@ -88,33 +115,54 @@ enum OpenAPI {
         .object([("application/json", .object([("schema", schema)]))])
     }
 
-    private static func operation(_ route: Route) -> JSONValue {
+    private static func parameter(_ name: String, in location: String, required: Bool, _ description: String) -> JSONValue {
+        .object([
+            ("name", .string(name)), ("in", .string(location)), ("required", .bool(required)), ("description", .string(description)),
+            ("schema", .object([("type", .string("string"))])),
+        ])
+    }
+
+    private static func operation(_ route: RouteSpec, tag: String) -> JSONValue {
         var members: [(String, JSONValue)] = [
-            ("operationId", .string(route.operationID)), ("summary", .string(route.summary)),
+            ("operationId", .string(route.operationID)), ("summary", .string(route.summary)), ("tags", .array([.string(tag)])),
             ("x-permission", .string(route.access.description)),
             ("security", route.access == .anonymous ? .array([]) : .array([.object([("apiKey", .array([]))])])),
         ]
-        let parameters: [JSONValue] = route.segments.filter { $0.hasPrefix("{") }.map { segment in
+        var parameters: [JSONValue] = route.segments.filter { $0.hasPrefix("{") }.map { segment in
             .object([
                 ("name", .string(String(segment.dropFirst().dropLast()))), ("in", .string("path")), ("required", .bool(true)),
                 ("schema", .object([("type", .string("string"))])),
             ])
+        }
+        if route.paginated {
+            parameters.append(Self.parameter("limit", in: "query", required: false, "Items per page, 1 to 1000 (default 100)."))
+            parameters.append(Self.parameter("next_token", in: "query", required: false, "The next_token of the previous page."))
+        }
+        for item in route.query { parameters.append(Self.parameter(item.name, in: "query", required: false, item.description)) }
+        if route.creates {
+            parameters.append(
+                Self.parameter(
+                    "Idempotency-Key", in: "header", required: false,
+                    "Retrying with the same key returns the first answer (for 24 hours) and never creates twice."))
+        }
+        if route.conditional {
+            parameters.append(Self.parameter("If-Match", in: "header", required: false, "The ETag last read; 412 when the resource changed since."))
         }
         if !parameters.isEmpty { members.append(("parameters", .array(parameters))) }
         if let body = route.body {
             members.append(("requestBody", .object([("required", .bool(body.fields.contains(where: \.required))), ("content", Self.content(Self.schema(body)))])))
         }
         let success: JSONValue =
-            if let name = route.responseSchema {
-                .object([("description", .string("Success.")), ("content", Self.content(Self.ref(name)))])
-            } else if route.operationID == "metrics" {
+            switch route.response {
+            case .named(let name): .object([("description", .string("Success.")), ("content", Self.content(Self.ref(name)))])
+            case .shape(let component): .object([("description", .string("Success.")), ("content", Self.content(component.reference))])
+            case .text(let contentType, let description):
                 .object([
-                    ("description", .string("Prometheus text exposition format 0.0.4.")),
-                    ("content", .object([("text/plain", .object([("schema", .object([("type", .string("string"))]))]))])),
+                    ("description", .string(description)),
+                    ("content", .object([(contentType, .object([("schema", .object([("type", .string("string"))]))]))])),
                 ])
-            } else if route.success == 204 {
-                .object([("description", .string("Done; no body."))])
-            } else {
+            case .empty: .object([("description", .string("Done; no body."))])
+            case .anyObject:
                 .object([("description", .string("Success.")), ("content", Self.content(.object([("type", .string("object"))])))])
             }
         var responses: [(String, JSONValue)] = [(String(route.success), success)]
@@ -140,6 +188,11 @@ enum OpenAPI {
             case .integer: members = [("type", .string("integer"))]
             case .boolean: members = [("type", .string("boolean"))]
             case .stringArray: members = [("type", .string("array")), ("items", .object([("type", .string("string"))]))]
+            case .stringMap:
+                members = [
+                    ("type", .string("object")), ("additionalProperties", .object([("type", .string("string"))])),
+                    ("maxProperties", .int(Int64(field.maxLength))),
+                ]
             }
             members.append(("description", .string(field.description)))
             return (field.name, .object(members))
@@ -197,7 +250,7 @@ enum OpenAPI {
                 [("api_key", "string"), ("key", "#Key"), ("previous", "#Key"), ("user", "#User"), ("tenant", "#Tenant")],
                 required: ["api_key", "key"])
         ),
-        ("KeyList", Self.object([("keys", "[]#Key")])),
+        ("KeyList", Self.object([("keys", "[]#Key"), ("next_token", "string?")])),
         ("Registration", Self.object([("user", "#User"), ("tenant", "#Tenant")])),
         (
             "Me",
@@ -210,20 +263,9 @@ enum OpenAPI {
             "Role",
             Self.object([("id", "string"), ("name", "string"), ("description", "string"), ("permissions", "[]string"), ("builtin", "boolean")])
         ),
-        ("RoleList", Self.object([("roles", "[]#Role")])),
+        ("RoleList", Self.object([("roles", "[]#Role"), ("next_token", "string?")])),
         ("Binding", Self.object([("id", "string"), ("user_id", "string"), ("user", "string"), ("role", "string"), ("created_at", "string")])),
-        ("BindingList", Self.object([("bindings", "[]#Binding")])),
-        ("StorageKey", Self.object([("access_key_id", "string"), ("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
-        (
-            "NewStorageKey",
-            Self.object([
-                ("access_key_id", "string"), ("name", "string"), ("tenant_id", "string"), ("created_at", "string"),
-                ("secret_access_key", "string"), ("endpoint", "string"), ("region", "string"),
-            ])
-        ),
-        ("StorageKeyList", Self.object([("keys", "[]#StorageKey")])),
-        ("Bucket", Self.object([("name", "string"), ("tenant_id", "string"), ("created_at", "string")])),
-        ("BucketList", Self.object([("buckets", "[]#Bucket")])),
+        ("BindingList", Self.object([("bindings", "[]#Binding"), ("next_token", "string?")])),
         (
             "MyTenant",
             Self.object([
@@ -231,12 +273,12 @@ enum OpenAPI {
                 ("current", "boolean"),
             ])
         ),
-        ("TenantList", Self.object([("tenants", "[]#MyTenant")])),
+        ("TenantList", Self.object([("tenants", "[]#MyTenant"), ("next_token", "string?")])),
         (
             "Member",
             Self.object([("user_id", "string"), ("email", "string"), ("name", "string"), ("roles", "[]string"), ("joined_at", "string")])
         ),
-        ("MemberList", Self.object([("members", "[]#Member")])),
+        ("MemberList", Self.object([("members", "[]#Member"), ("next_token", "string?")])),
         ("Quota", Self.object([("resource", "string"), ("limit", "integer"), ("default", "boolean"), ("used", "integer?")])),
         ("Quotas", Self.object([("tenant_id", "string"), ("quotas", "[]#Quota")])),
         ("Accepted", Self.object([("status", "string"), ("message", "string")])),
@@ -280,12 +322,19 @@ enum OpenAPI {
                 ),
             ])
         ),
-        ("TaskList", Self.object([("tasks", "[]#Task")])),
+        ("TaskList", Self.object([("tasks", "[]#Task"), ("next_token", "string?")])),
     ]
 }
 
 extension ControlAPI {
-    /// The OpenAPI 3.1 document `GET /openapi.json` serves, generated from the route table (for
-    /// `cloud openapi`, which writes docs/api.md from it).
-    public static var openAPIDocument: JSONValue { OpenAPI.document }
+    /// The OpenAPI 3.1 document `GET /openapi.json` serves for these services, generated from the
+    /// route table (for `cloud openapi`, which writes docs/api.md from it).
+    /// - Throws: ``ControlPlaneError`` when the services' declarations conflict.
+    public static func openAPIDocument(services: [any CloudService]) throws(ControlPlaneError) -> JSONValue {
+        let catalog = try ServiceCatalog(services: services)
+        return OpenAPI.document(try Router(host: Self.hostRoutes(quotas: catalog.quotaResources), services: services))
+    }
+
+    /// The document this API serves.
+    public var openAPIDocument: JSONValue { self.document }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import ServiceContract
 import Testing
 
 @testable import CLI

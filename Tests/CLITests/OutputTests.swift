@@ -1,4 +1,5 @@
 import ControlPlane
+import ServiceContract
 import Testing
 
 @testable import CLI

@@ -1,5 +1,7 @@
 import ControlPlane
 import Database
+import ServiceContract
+import Storage
 import Foundation
 import Logging
 import Synchronization
@@ -33,7 +35,9 @@ struct Harness {
     init(configure: (inout ControlAPIConfiguration) -> Void = { _ in }, quotaDefaults: QuotaDefaults = QuotaDefaults()) async throws {
         self.directory = NSTemporaryDirectory() + "control-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
-        let store = ControlStore(database: try SQLiteDatabase(path: self.directory + "/control.sqlite"), quotaDefaults: quotaDefaults)
+        let catalog = try ServiceCatalog(services: [StorageService(cluster: self.storage)])
+        let store = ControlStore(
+            database: try SQLiteDatabase(path: self.directory + "/control.sqlite"), quotaDefaults: quotaDefaults, catalog: catalog)
         let applied = try await store.migrate()
         #expect(applied == Migrations.all.count)
         self.store = store
@@ -41,15 +45,11 @@ struct Harness {
         configuration.passwordHashing = .test
         configuration.lockout.maximumFailures = 3
         let storageDown = self.storageDown
-        let storage = self.storage
-        configuration.readinessChecks = [
-            ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil },
-            ReadinessCheck(name: "storage-cluster") { await storage.check() },
-        ]
-        configuration.storage = storage
+        // The storage service adds the cluster's own check (FakeStorage.check) after this one.
+        configuration.readinessChecks = [ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil }]
         configure(&configuration)
         let clock = self.clock
-        self.api = ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
+        self.api = try ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
     }
 
     func cleanUp() { try? FileManager.default.removeItem(atPath: self.directory) }
@@ -257,7 +257,7 @@ func errorCode(_ body: JSONValue?) -> String? {
         let (status, document, _) = await h.call("GET", "/openapi.json")
         #expect(status == 200)
         let paths = try #require(document?["paths"])
-        for route in ControlAPI.routeTable {
+        for route in h.api.routeTable {
             let operation = paths[route.path]?[route.method.lowercased()]
             #expect(operation?["x-permission"] == .string(route.access.description), "\(route.method) \(route.path)")
         }
@@ -266,13 +266,13 @@ func errorCode(_ body: JSONValue?) -> String? {
             if case .object(let methods) = member.1 { return count + methods.count }
             return count
         }
-        #expect(documented == ControlAPI.routeTable.count)
+        #expect(documented == h.api.routeTable.count)
     }
 
     @Test func routesOtherThanAnonymousOnesNeedAKey() async throws {
         let h = try await Harness()
         defer { h.cleanUp() }
-        for route in ControlAPI.routeTable where route.access != .anonymous {
+        for route in h.api.routeTable where route.access != .anonymous {
             let path = route.path.replacingOccurrences(of: "{id}", with: "0123456789abcdef").replacingOccurrences(of: "{name}", with: "viewer")
             let (status, body, _) = await h.call(route.method, path)
             #expect(status == 401, "\(route.method) \(route.path)")

@@ -1,4 +1,6 @@
 import ControlPlane
+import ServiceContract
+import Storage
 import Testing
 
 @Suite struct PermissionTests {
@@ -41,9 +43,10 @@ import Testing
     }
 
     @Test func builtinRoles() throws {
-        let admin = BuiltinRole.admin.permissions
-        let developer = BuiltinRole.developer.permissions
-        let viewer = BuiltinRole.viewer.permissions
+        let catalog = try ServiceCatalog(services: [StorageService(cluster: nil)])
+        let admin = catalog.permissions(of: .admin)
+        let developer = catalog.permissions(of: .developer)
+        let viewer = catalog.permissions(of: .viewer)
         for required in ["role:create", "binding:delete", "bucket:delete"] {
             #expect(Permission.allows(admin, try #require(Permission(required))))
         }

@@ -1,11 +1,13 @@
 import ControlPlane
+import ServiceContract
+import Storage
 import Foundation
 import Synchronization
 import Testing
 
 /// An in-memory storage cluster with the admin API's rules: keys and buckets per tenant, bucket names
 /// shared by all tenants, another tenant's key or bucket not found.
-final class FakeStorage: StorageService {
+final class FakeStorage: StorageCluster {
     private struct State {
         var keys: [StorageKey] = []
         var buckets: [StorageBucket] = []

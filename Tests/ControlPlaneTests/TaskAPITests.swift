@@ -1,4 +1,5 @@
 import ControlPlane
+import ServiceContract
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
 import ControlPlane
+import ServiceContract
 import Database
 import Foundation
 import Logging

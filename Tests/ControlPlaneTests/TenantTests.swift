@@ -1,4 +1,5 @@
 import Foundation
+import ServiceContract
 import Testing
 
 @testable import ControlPlane
@@ -162,8 +163,8 @@ extension Harness {
         #expect(await h.call("POST", "/rbac/bindings", key: ada, body: #"{"user": "carol@example.com", "role": "viewer"}"#).0 == 201)
 
         // The store method services call.
-        await #expect(throws: QuotaExceeded.self) { try await h.store.checkQuota(tenantID: tenant, resource: .buckets, current: 100) }
-        try await h.store.checkQuota(tenantID: tenant, resource: .buckets, current: 99)
+        await #expect(throws: QuotaExceeded.self) { try await h.store.checkQuota(tenantID: tenant, resource: QuotaResource(rawValue: "buckets"), current: 100) }
+        try await h.store.checkQuota(tenantID: tenant, resource: QuotaResource(rawValue: "buckets"), current: 99)
     }
 }
 

@@ -24,7 +24,7 @@ def test_processes_share_one_database(postgres, tmp_path):
     servers = [ControlServer(database, tmp_path / f"c{i}", name=f"control{i}") for i in range(3)]
     try:
         start_together(servers)
-        applied = postgres.psql("SELECT version || ':' || count(*) FROM schema_migrations GROUP BY version ORDER BY version;",
+        applied = postgres.psql("SELECT service || '/' || version || ':' || count(*) FROM schema_migrations GROUP BY service, version ORDER BY service, version;",
                                 database=postgres.database_name(database)).split()
         assert applied and all(line.endswith(":1") for line in applied), applied
         migrated = sum("control-plane database migrated" in s.output() for s in servers)

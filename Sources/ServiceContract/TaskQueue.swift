@@ -162,12 +162,13 @@ public final class TaskQueue: Sendable {
         self.now = now ?? { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
     }
 
-    static let columns = """
+    /// The columns ``record(_:)`` reads, in order.
+    public static let columns = """
         id, tenant_id, kind, payload, idempotency_key, state, attempts, max_attempts, run_at, fence, lease_owner, \
         lease_expires_at, result, last_error, created_at, updated_at, started_at, finished_at
         """
 
-    static func record(_ row: SQLRow) -> TaskRecord {
+    public static func record(_ row: SQLRow) -> TaskRecord {
         TaskRecord(
             id: row.text(0), tenantID: row.text(1), kind: row.text(2), payload: JSONValue.parse(Array(row.text(3).utf8)) ?? .null,
             idempotencyKey: row.optionalText(4), state: TaskState(rawValue: row.text(5)) ?? .dead, attempts: Int(row.int(6)),
@@ -190,6 +191,23 @@ public final class TaskQueue: Sendable {
     /// - Throws: ``TaskQueueError`` (`invalid`, `unavailable`).
     @discardableResult
     public func enqueue(_ new: NewTask) async throws -> (task: TaskRecord, created: Bool) {
+        try await self.mapped { try await self.enqueue(new) { sql, parameters in try await self.database.query(sql, parameters) } }
+    }
+
+    /// Enqueues a task inside the caller's transaction: the task exists exactly when the
+    /// transaction commits (the core move of an asynchronous resource: insert the row as `pending`
+    /// and enqueue its provisioning, together or not at all).
+    /// - Returns: The task, and whether this call created it.
+    /// - Throws: ``TaskQueueError/invalid(_:)``; database errors as the session throws them (they
+    ///   roll the caller's transaction back).
+    @discardableResult
+    public func enqueue(_ new: NewTask, in session: any SQLSession) async throws -> (task: TaskRecord, created: Bool) {
+        try await self.enqueue(new) { sql, parameters in try await session.query(sql, parameters) }
+    }
+
+    private func enqueue(
+        _ new: NewTask, run: (String, [SQLValue]) async throws -> [SQLRow]
+    ) async throws -> (task: TaskRecord, created: Bool) {
         guard Self.isValidKind(new.kind) else { throw TaskQueueError.invalid("task kind '\(new.kind)' is not of the form service.operation") }
         guard (1...100).contains(new.maxAttempts) else { throw TaskQueueError.invalid("max attempts must be 1 to 100") }
         if let key = new.idempotencyKey, key.isEmpty || key.utf8.count > 200 {
@@ -199,28 +217,27 @@ public final class TaskQueue: Sendable {
         guard payload.utf8.count <= Self.maximumPayloadBytes else { throw TaskQueueError.invalid("the payload is larger than 64 KiB") }
         let now = self.now()
         let id = SecureRandom.identifier(prefix: "task_")
-        return try await self.mapped {
-            // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit, then
-            // inserts nothing; the SELECT that follows (a new statement, a new snapshot) sees its row.
-            let inserted = try await self.database.query(
-                """
-                INSERT INTO tasks (id, tenant_id, kind, payload, idempotency_key, state, attempts, max_attempts, run_at, fence,
-                created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, 0, $8, $8)
-                ON CONFLICT DO NOTHING RETURNING \(Self.columns)
-                """,
-                [
-                    .text(id), .text(new.tenantID), .text(new.kind), .text(payload), SQLValue(new.idempotencyKey),
-                    .integer(Int64(new.maxAttempts)), .integer(new.runAt ?? now), .integer(now),
-                ])
-            if let row = inserted.first { return (Self.record(row), true) }
-            guard let key = new.idempotencyKey,
-                let existing = try await self.database.query(
-                    "SELECT \(Self.columns) FROM tasks WHERE tenant_id = $1 AND kind = $2 AND idempotency_key = $3",
-                    [.text(new.tenantID), .text(new.kind), .text(key)]
-                ).first
-            else { throw TaskQueueError.unavailable("the task could not be inserted") }
-            return (Self.record(existing), false)
-        }
+        // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit, then
+        // inserts nothing; the SELECT that follows (a new statement, a new snapshot under READ
+        // COMMITTED) sees its row.
+        let inserted = try await run(
+            """
+            INSERT INTO tasks (id, tenant_id, kind, payload, idempotency_key, state, attempts, max_attempts, run_at, fence,
+            created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $7, 0, $8, $8)
+            ON CONFLICT DO NOTHING RETURNING \(Self.columns)
+            """,
+            [
+                .text(id), .text(new.tenantID), .text(new.kind), .text(payload), SQLValue(new.idempotencyKey),
+                .integer(Int64(new.maxAttempts)), .integer(new.runAt ?? now), .integer(now),
+            ])
+        if let row = inserted.first { return (Self.record(row), true) }
+        guard let key = new.idempotencyKey,
+            let existing = try await run(
+                "SELECT \(Self.columns) FROM tasks WHERE tenant_id = $1 AND kind = $2 AND idempotency_key = $3",
+                [.text(new.tenantID), .text(new.kind), .text(key)]
+            ).first
+        else { throw TaskQueueError.unavailable("the task could not be inserted") }
+        return (Self.record(existing), false)
     }
 
     // MARK: - Workers
@@ -382,10 +399,18 @@ public final class TaskQueue: Sendable {
         }
     }
 
-    /// A tenant's tasks, newest first, optionally only those in `state` or of `kind`.
-    public func tasks(tenantID: String, state: TaskState? = nil, kind: String? = nil, limit: Int = 100) async throws -> [TaskRecord] {
+    /// A tenant's tasks, newest first, optionally only those in `state` or of `kind`, and only those
+    /// older than `before` (a task's `created_at` and `id`: the last of the previous page).
+    public func tasks(
+        tenantID: String, state: TaskState? = nil, kind: String? = nil, limit: Int = 100, before: (createdAt: Int64, id: String)? = nil
+    ) async throws -> [TaskRecord] {
         var conditions = ["tenant_id = $1"]
         var parameters: [SQLValue] = [.text(tenantID)]
+        if let before {
+            parameters.append(.integer(before.createdAt))
+            parameters.append(.text(before.id))
+            conditions.append("(created_at < $\(parameters.count - 1) OR (created_at = $\(parameters.count - 1) AND id < $\(parameters.count)))")
+        }
         if let state {
             parameters.append(.text(state.rawValue))
             conditions.append("state = $\(parameters.count)")
@@ -396,7 +421,7 @@ public final class TaskQueue: Sendable {
         }
         let sql = """
             SELECT \(Self.columns) FROM tasks WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY created_at DESC, id DESC LIMIT \(max(1, min(limit, 1000)))
+            ORDER BY created_at DESC, id DESC LIMIT \(max(1, min(limit, 1001)))
             """
         return try await self.mapped { try await self.database.query(sql, parameters).map(Self.record) }
     }

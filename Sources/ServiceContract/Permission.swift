@@ -26,7 +26,7 @@ public struct Permission: Sendable, Hashable, CustomStringConvertible, Comparabl
         self.action = String(parts[1])
     }
 
-    init(uncheckedResource resource: String, action: String) {
+    public init(uncheckedResource resource: String, action: String) {
         self.resource = resource
         self.action = action
     }
@@ -80,33 +80,39 @@ public struct Permission: Sendable, Hashable, CustomStringConvertible, Comparabl
     }
 }
 
-/// The roles every tenant has; they cannot be changed or deleted.
+/// The roles every tenant has; they cannot be changed or deleted. What they grant is computed from
+/// the services' declarations (``PermissionSpec``), not stored: a new service's permissions reach
+/// `developer` without a data migration.
 public enum BuiltinRole: String, Sendable, CaseIterable {
     case admin, developer, viewer
 
-    /// The database id of the row the first migration seeds.
+    /// The id of the role's row (kept so that bindings can reference it; its permission column is
+    /// not read).
     public var id: String { "builtin-\(self.rawValue)" }
 
     public var description: String {
         switch self {
         case .admin: "Everything in the tenant, including roles and bindings."
-        case .developer: "Reads everything; creates, changes and deletes service resources (storage so far)."
+        case .developer: "Reads everything; creates, changes and deletes the services' resources."
         case .viewer: "Reads everything, changes nothing."
         }
     }
 
-    /// The permissions it grants.
-    public var permissions: [Permission] {
-        switch self {
-        case .admin: [.all]
-        case .developer: ["*:read", "bucket:*", "object:*", "storage-key:*"].map { Permission($0)! }
-        case .viewer: [Permission("*:read")!]
+    /// What the role grants, given every permission the host and its services declare: `admin`
+    /// everything; `viewer` and `developer` every `read`, plus what a declaration grants them.
+    public func permissions(declared: [PermissionSpec]) -> [Permission] {
+        if self == .admin { return [.all] }
+        var permissions = [Permission(uncheckedResource: "*", action: "read")]
+        for spec in declared where spec.grantedTo.contains(self) && !Permission.allows(permissions, spec.permission) {
+            permissions.append(spec.permission)
         }
+        return permissions
     }
 }
 
 extension String {
-    func trimmingSpaces() -> String {
+    /// The text without leading and trailing spaces, tabs and newlines.
+    public func trimmingSpaces() -> String {
         var scalars = Substring(self)
         while let first = scalars.first, first == " " || first == "\t" || first == "\n" { scalars.removeFirst() }
         while let last = scalars.last, last == " " || last == "\t" || last == "\n" { scalars.removeLast() }

@@ -156,6 +156,8 @@ public struct BodySchema: Sendable {
     public enum FieldType: String, Sendable {
         case string, integer, boolean
         case stringArray = "array"
+        /// A JSON object whose members are strings (attributes, labels, environment variables).
+        case stringMap = "object"
     }
 
     /// One field.
@@ -178,6 +180,15 @@ public struct BodySchema: Sendable {
         public static func strings(_ name: String, required: Bool = true, _ description: String) -> Field {
             Field(name: name, type: .stringArray, required: required, description: description, maxLength: 256)
         }
+
+        public static func boolean(_ name: String, required: Bool = false, _ description: String) -> Field {
+            Field(name: name, type: .boolean, required: required, description: description, maxLength: 0)
+        }
+
+        /// An object of at most `maxEntries` string members, each value at most 1024 characters.
+        public static func stringMap(_ name: String, required: Bool = false, maxEntries: Int = 50, _ description: String) -> Field {
+            Field(name: name, type: .stringMap, required: required, description: description, maxLength: maxEntries)
+        }
     }
 
     public var fields: [Field]
@@ -188,7 +199,7 @@ public struct BodySchema: Sendable {
     /// - Returns: The fields, checked.
     /// - Throws: ``APIError`` (400) naming the first problem: not JSON, not an object, an unknown
     ///   field, a missing one, or a value of the wrong type or size.
-    func validate(_ body: [UInt8]) throws(APIError) -> RequestBody {
+    public func validate(_ body: [UInt8]) throws(APIError) -> RequestBody {
         let trimmed = body.drop { $0 == 32 || $0 == 9 || $0 == 10 || $0 == 13 }
         guard !trimmed.isEmpty else {
             if let first = self.fields.first(where: \.required) {
@@ -212,6 +223,15 @@ public struct BodySchema: Sendable {
                 }
             case (.integer, .int): break
             case (.boolean, .bool): break
+            case (.stringMap, .object(let entries)):
+                guard entries.count <= field.maxLength else {
+                    throw APIError.invalidRequest("\"\(key)\" must have at most \(field.maxLength) entries")
+                }
+                for (name, item) in entries {
+                    guard case .string(let text) = item, text.count <= 1024, !name.isEmpty, name.count <= 256 else {
+                        throw APIError.invalidRequest("\"\(key)\" must be an object of strings (names up to 256, values up to 1024 characters)")
+                    }
+                }
             case (.stringArray, .array(let items)):
                 guard items.count <= field.maxLength else {
                     throw APIError.invalidRequest("\"\(key)\" must have at most \(field.maxLength) items")
@@ -222,7 +242,13 @@ public struct BodySchema: Sendable {
                     }
                 }
             default:
-                let expected = field.type == .stringArray ? "an array of strings" : (field.type == .integer ? "an integer" : "a \(field.type.rawValue)")
+                let expected =
+                    switch field.type {
+                    case .stringArray: "an array of strings"
+                    case .stringMap: "an object of strings"
+                    case .integer: "an integer"
+                    case .string, .boolean: "a \(field.type.rawValue)"
+                    }
                 throw APIError.invalidRequest("\"\(key)\" must be \(expected)")
             }
             values[key] = member
@@ -236,19 +262,36 @@ public struct BodySchema: Sendable {
 
 /// A validated request body.
 public struct RequestBody: Sendable {
-    let values: [String: JSONValue]
+    /// The fields the request set (a JSON `null` for an optional field is left out).
+    public let values: [String: JSONValue]
 
-    func string(_ name: String) -> String? {
+    public init(values: [String: JSONValue]) { self.values = values }
+
+    /// Whether the request set the field.
+    public func has(_ name: String) -> Bool { self.values[name] != nil }
+
+    public func boolean(_ name: String) -> Bool? {
+        if case .bool(let value) = self.values[name] { return value }
+        return nil
+    }
+
+    /// An object field's members.
+    public func object(_ name: String) -> [(String, JSONValue)]? {
+        if case .object(let members) = self.values[name] { return members }
+        return nil
+    }
+
+    public func string(_ name: String) -> String? {
         if case .string(let value) = self.values[name] { return value }
         return nil
     }
 
-    func integer(_ name: String) -> Int64? {
+    public func integer(_ name: String) -> Int64? {
         if case .int(let value) = self.values[name] { return value }
         return nil
     }
 
-    func strings(_ name: String) -> [String]? {
+    public func strings(_ name: String) -> [String]? {
         guard case .array(let items) = self.values[name] else { return nil }
         var strings: [String] = []
         for case .string(let text) in items { strings.append(text) }

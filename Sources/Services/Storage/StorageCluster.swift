@@ -1,4 +1,5 @@
 public import Foundation
+import ServiceContract
 import StorageClient
 
 /// Where the storage cluster is and how the control plane signs its admin requests: any node's S3
@@ -25,17 +26,24 @@ public struct StorageServiceConfiguration: Sendable {
     }
 
     /// Checks the settings a person typed.
-    /// - Throws: ``ControlPlaneError`` naming the first bad one.
-    public func validate() throws(ControlPlaneError) {
+    /// - Throws: ``StorageConfigurationError`` naming the first bad one.
+    public func validate() throws(StorageConfigurationError) {
         for (option, value) in [("--storage-endpoint", self.endpoint), ("the public storage endpoint", self.publicEndpoint ?? self.endpoint)] {
             guard let url = URL(string: value), url.scheme == "http" || url.scheme == "https", url.host != nil else {
-                throw ControlPlaneError("\(option) '\(value)' is not a URL such as http://127.0.0.1:9000")
+                throw StorageConfigurationError("\(option) '\(value)' is not a URL such as http://127.0.0.1:9000")
             }
         }
         guard !self.accessKey.isEmpty, !self.secretKey.isEmpty else {
-            throw ControlPlaneError("the storage cluster's root key needs both --storage-access-key and --storage-secret-key")
+            throw StorageConfigurationError("the storage cluster's root key needs both --storage-access-key and --storage-secret-key")
         }
     }
+}
+
+/// A storage setting an operator typed that cannot work.
+public struct StorageConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) { self.description = description }
 }
 
 /// An S3 access key of a tenant as the storage cluster describes it (the secret only on creation).
@@ -85,7 +93,7 @@ public enum StorageServiceError: Error, Sendable, Equatable {
 
 /// The storage cluster, as the control plane's `/storage/…` routes use it. ``StorageAdminClient``
 /// talks to a real cluster; tests use an in-memory one. Methods throw ``StorageServiceError``s.
-public protocol StorageService: Sendable {
+public protocol StorageCluster: Sendable {
     /// The S3 endpoint users should use with their keys.
     var publicEndpoint: String { get }
     /// The region in their signatures' scope.
@@ -104,7 +112,7 @@ public protocol StorageService: Sendable {
 
 /// The storage cluster's admin API (`/_admin/tenants/…` on the S3 port), over HTTP, signed with
 /// SigV4 with the cluster's root key.
-public struct StorageAdminClient: StorageService {
+public struct StorageAdminClient: StorageCluster {
     public let configuration: StorageServiceConfiguration
     let client: SignedClient
 

@@ -122,7 +122,8 @@ public struct APIResponse: Sendable {
 }
 
 extension String {
-    func removingPercentEncodingSafely() -> String {
+    /// Percent-decoding that never fails (`+` is a space, a malformed escape stays as it is).
+    public func removingPercentEncodingSafely() -> String {
         var bytes: [UInt8] = []
         var iterator = self.utf8.makeIterator()
         while let byte = iterator.next() {

@@ -1,0 +1,22 @@
+import ControlPlane
+import ServiceContract
+import Storage
+
+/// The cloud services the control plane hosts: the one list `cloud dev`, `cloud server` and
+/// `cloud openapi` use. A new service is one line here (and its module).
+enum HostedServices {
+    /// The services, with their run-time settings.
+    /// - Parameter storage: The storage cluster behind `/storage` (nil: those routes answer 503).
+    static func make(storage: StorageServiceConfiguration?) -> [any CloudService] {
+        [StorageService(cluster: storage.map(StorageAdminClient.init))]
+    }
+
+    /// The services without run-time settings: what they declare (routes, permissions, quotas), for
+    /// the API reference and option checks.
+    static var described: [any CloudService] { Self.make(storage: nil) }
+
+    /// Every quota resource of the host and the services, in display order.
+    static var quotaResources: [QuotaResource] {
+        (try? ServiceCatalog(services: Self.described))?.quotaResources ?? ServiceCatalog.hostOnly.quotaResources
+    }
+}
