@@ -90,7 +90,9 @@ struct APIClientOptions: ParsableArguments {
     /// Sends a request; returns the parsed JSON answer (nil for 204). Failures become messages that
     /// say what failed and what to do.
     @discardableResult
-    func call(_ method: String, _ path: String, body: JSONValue? = nil, authenticated: Bool = true) async throws -> JSONValue? {
+    func call(
+        _ method: String, _ path: String, body: JSONValue? = nil, authenticated: Bool = true, headers: [(String, String)] = []
+    ) async throws -> JSONValue? {
         let settings = try self.settings()
         if OutputFormat(rawValue: settings.output) == nil {
             throw CLIError("the profile \"\(settings.profile)\" has output = \(settings.output); use table, json or yaml (`cloud config set output table`)")
@@ -102,6 +104,7 @@ struct APIClientOptions: ParsableArguments {
         request.httpMethod = method
         request.timeoutInterval = 30
         if authenticated { request.setValue(try self.apiKey(), forHTTPHeaderField: "X-API-Key") }
+        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         if let body {
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
             request.httpBody = Data(body.serialized().utf8)

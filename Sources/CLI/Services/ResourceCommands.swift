@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import ServiceContract
+
+/// The shape every service's commands share (`cloud <resource> create|list|show|update|delete`):
+/// creates carry an `Idempotency-Key` (so a retried command never makes two), lists follow
+/// `next_token` to the end, `--wait` polls an asynchronous resource until it is `ready` or `failed`
+/// with a progress line. Output follows `-o table|json|yaml` like every command.
+struct ResourceClient {
+    let options: APIClientOptions
+
+    init(_ options: APIClientOptions) { self.options = options }
+
+    /// `POST path` with a fresh `Idempotency-Key`, retried once with the same key when the control
+    /// plane could not be reached or answered 5xx (the key makes the retry safe).
+    func create(_ path: String, body: JSONValue) async throws -> JSONValue? {
+        let key = "cli-" + UUID().uuidString.lowercased()
+        do {
+            return try await self.options.call("POST", path, body: body, headers: [("Idempotency-Key", key)])
+        } catch let error as CLIError where error.description.hasPrefix("cannot reach") || error.description.contains("the control plane failed") {
+            try await Task.sleep(for: .seconds(1))
+            return try await self.options.call("POST", path, body: body, headers: [("Idempotency-Key", key)])
+        }
+    }
+
+    /// Every item of a paginated list: follows `next_token` until the last page.
+    func listAll(_ path: String, itemsKey: String, query: [String] = []) async throws -> [JSONValue] {
+        var items: [JSONValue] = []
+        var token: String?
+        repeat {
+            var parameters = query + ["limit=1000"]
+            if let token { parameters.append("next_token=" + token.addingPercentEncodingForQuery()) }
+            let page = try await self.options.call("GET", path + "?" + parameters.joined(separator: "&"))
+            if case .array(let found) = page?[itemsKey] { items += found }
+            if case .string(let next) = page?["next_token"] { token = next } else { token = nil }
+        } while token != nil
+        return items
+    }
+
+    /// Polls `path` until the resource's `status` is `ready` (returns it) or `failed` (throws with
+    /// `status_reason`), printing a progress line on a terminal; gives up after `timeout`.
+    func wait(_ path: String, timeout: Duration = .seconds(600)) async throws -> JSONValue? {
+        let start = ContinuousClock.now
+        let terminal = isatty(STDERR_FILENO) == 1
+        while true {
+            let resource = try await self.options.call("GET", path)
+            let status: String = if case .string(let status) = resource?["status"] { status } else { "unknown" }
+            if terminal {
+                let seconds = Int((ContinuousClock.now - start).components.seconds)
+                FileHandle.standardError.write(Data("\r\u{1B}[K\(status)… \(seconds)s".utf8))
+            }
+            switch status {
+            case ResourceStatus.ready.rawValue:
+                if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                return resource
+            case ResourceStatus.failed.rawValue:
+                if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+                let reason: String = if case .string(let reason) = resource?["status_reason"] { reason } else { "no reason given" }
+                throw CLIError("the resource failed: \(reason)")
+            default:
+                guard ContinuousClock.now - start < timeout else {
+                    throw CLIError("still \(status) after \(timeout.components.seconds) seconds; `--wait` gave up (it goes on in the background)")
+                }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Prints a list as a table of `columns` (header, key), or as JSON/YAML `{itemsKey: [...]}`.
+    func show(_ items: [JSONValue], itemsKey: String, columns: [(String, String)]) {
+        self.options.show(.object([(itemsKey, .array(items))]), rows: { _ in items }, columns: columns)
+    }
+
+    /// Prints one resource: `name: value` lines for a table, else JSON/YAML.
+    func showOne(_ value: JSONValue?) {
+        guard self.options.format == .table, case .object(let members) = value else {
+            self.options.emit(value) {}
+            return
+        }
+        let width = (members.map(\.0.count).max() ?? 0) + 2
+        for (name, item) in members {
+            let text: String
+            switch item {
+            case .object, .array: text = item.serialized()
+            default: text = APIClientOptions.text(item)
+            }
+            print("\((name + ":").padding(toLength: width, withPad: " ", startingAt: 0))\(text)")
+        }
+    }
+}
