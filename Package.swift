@@ -175,6 +175,10 @@ let package = Package(
         .target(
             name: "Storage", dependencies: ["ServiceContract", "StorageClient", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Storage", swiftSettings: strictSettings),
+        .target(
+            name: "Secrets",
+            dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Services/Secrets", swiftSettings: strictSettings),
         // The control plane (the host): identity, API keys, tenants, RBAC, tasks, the REST API and its
         // persistence; it hosts the services.
         .target(
@@ -192,7 +196,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -237,7 +241,12 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
-        .testTarget(name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Database", "SQLite"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "SecretsTests", dependencies: ["Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

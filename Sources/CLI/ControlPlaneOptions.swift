@@ -1,8 +1,10 @@
 import ArgumentParser
 import ControlPlane
+import Foundation
+import Logging
+import Secrets
 import ServiceContract
 import Storage
-import Foundation
 
 /// Options of the control plane shared by `cloud dev` and `cloud server`: platform operators, tenant
 /// quota defaults and mail delivery.
@@ -26,6 +28,12 @@ struct ControlPlaneOptions: ParsableArguments {
 
     @Option(help: "Write mail as .eml files to this directory instead of sending it (cloud dev: <data-dir>/outbox unless --smtp-host).")
     var outbox: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "The master key of the secrets service: a file made (0600) on first start unless $CLOUD_MASTER_KEY is set (cloud dev: <data-dir>/master.key, cloud server: ./cloud-data/master.key).",
+            discussion: "Every control-plane process of one deployment needs the same key; back it up: secrets cannot be read without it."))
+    var masterKeyFile: String?
 
     func validate() throws {
         _ = try self.quotaDefaults()
@@ -52,6 +60,23 @@ struct ControlPlaneOptions: ParsableArguments {
             defaults.limits[resource] = limit
         }
         return defaults
+    }
+
+    /// The secrets service's master key: `$CLOUD_MASTER_KEY`, else the file (made on first use).
+    func masterKey(defaultFile: String, logger: Logger) throws -> MasterKey {
+        let file = self.masterKeyFile ?? defaultFile
+        let directory = (file as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        do {
+            let environment = ProcessInfo.processInfo.environment["CLOUD_MASTER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+            let (key, created) = try MasterKey.load(environmentValue: environment, file: file)
+            if created {
+                logger.notice("master key created: back it up, secrets cannot be read without it", metadata: ["file": "\(file)", "key-id": "\(key.id)"])
+            }
+            return key
+        } catch {
+            throw ValidationError("the secrets master key: \(error.description)")
+        }
     }
 
     /// Applies the options; `defaultOutbox` is where mail goes when neither SMTP nor an outbox is given.

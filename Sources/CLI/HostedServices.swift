@@ -1,4 +1,5 @@
 import ControlPlane
+import Secrets
 import ServiceContract
 import Storage
 
@@ -6,14 +7,16 @@ import Storage
 /// `cloud openapi` use. A new service is one line here (and its module).
 enum HostedServices {
     /// The services, with their run-time settings.
-    /// - Parameter storage: The storage cluster behind `/storage` (nil: those routes answer 503).
-    static func make(storage: StorageServiceConfiguration?) -> [any CloudService] {
-        [StorageService(cluster: storage.map(StorageAdminClient.init))]
+    /// - Parameters:
+    ///   - storage: The storage cluster behind `/storage` (nil: those routes answer 503).
+    ///   - masterKey: The deployment's master key for `/secrets` (nil: those routes answer 503).
+    static func make(storage: StorageServiceConfiguration?, masterKey: MasterKey?) -> [any CloudService] {
+        [StorageService(cluster: storage.map(StorageAdminClient.init)), SecretsService(masterKey: masterKey)]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for
     /// the API reference and option checks.
-    static var described: [any CloudService] { Self.make(storage: nil) }
+    static var described: [any CloudService] { Self.make(storage: nil, masterKey: nil) }
 
     /// Every quota resource of the host and the services, in display order.
     static var quotaResources: [QuotaResource] {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlPlane
+import Secrets
 import ServiceContract
 import Storage
 import Foundation
@@ -140,7 +141,8 @@ struct Dev: AsyncParsableCommand {
             configuration.services = HostedServices.make(
                 storage: StorageServiceConfiguration(
                     endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
-                    secretKey: node.credentials.secretKey, region: node.configuration.region))
+                    secretKey: node.credentials.secretKey, region: node.configuration.region),
+                masterKey: try control.masterKey(defaultFile: node.configuration.dataDirectory + "/master.key", logger: logger))
             try control.apply(to: &configuration, defaultOutbox: node.configuration.dataDirectory + "/outbox")
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlPlane
+import Secrets
 import ServiceContract
 import Storage
 import Foundation
@@ -39,7 +40,8 @@ struct Server: AsyncParsableCommand {
 
     @OptionGroup var control: ControlPlaneOptions
 
-    func makeConfiguration() throws -> ControlPlaneConfiguration {
+    /// The configuration; `masterKey` is the secrets service's (nil while only validating).
+    func makeConfiguration(masterKey: MasterKey? = nil) throws -> ControlPlaneConfiguration {
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
         let environment = ProcessInfo.processInfo.environment
@@ -55,7 +57,7 @@ struct Server: AsyncParsableCommand {
             configuration.testTasks = true
             configuration.tasks.pollInterval = .milliseconds(100)
         }
-        configuration.services = HostedServices.make(storage: try self.storage.configuration(environment: environment))
+        configuration.services = HostedServices.make(storage: try self.storage.configuration(environment: environment), masterKey: masterKey)
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()
@@ -71,11 +73,12 @@ struct Server: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try makeLogger(level: self.logLevel)
-        let configuration = try self.makeConfiguration()
+        var configuration = try self.makeConfiguration()
         if configuration.database.hasPrefix("/") == false, !configuration.database.contains("://") {
             let directory = (configuration.database as NSString).deletingLastPathComponent
             if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
         }
+        configuration = try self.makeConfiguration(masterKey: try self.control.masterKey(defaultFile: "./cloud-data/master.key", logger: logger))
         let server: ControlServer
         do {
             server = try await ControlServer(configuration: configuration, logger: logger)

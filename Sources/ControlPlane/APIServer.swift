@@ -57,7 +57,6 @@ final class APIServer: Service, Sendable {
 
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, state: ConnectionState) async {
         let client = connection.channel.remoteAddress?.ipAddress ?? "unknown"
-        let limit = self.api.configuration.maximumBodyBytes
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var iterator = inbound.makeAsyncIterator()
@@ -65,6 +64,7 @@ final class APIServer: Service, Sendable {
                     state.becomeBusy()
                     guard case .head(let head) = part else { return }
                     let start = ContinuousClock.now
+                    let limit = self.api.bodyLimit(method: head.method.rawValue, target: head.uri)
                     var body: [UInt8] = []
                     var tooLarge = head.headers.first(name: "content-length").flatMap { Int($0) }.map { $0 > limit } ?? false
                     if !tooLarge && head.headers.first(name: "expect")?.lowercased() == "100-continue" {

@@ -197,6 +197,16 @@ public final class ControlAPI: Sendable {
         }
     }
 
+    /// The largest body the route of this request takes: its own ``RouteSpec/maximumBodyBytes``, else
+    /// the configured default (the listener reads bodies before dispatch, and refuses larger ones with 413).
+    public func bodyLimit(method: String, target: String) -> Int {
+        let path = String(target.prefix { $0 != "?" })
+        if case .success(let (entry, _)) = self.router.find(method: method, path: path), let limit = entry.spec.maximumBodyBytes {
+            return limit
+        }
+        return self.configuration.maximumBodyBytes
+    }
+
     /// The routes as (method, path, access), for tests and docs.
     public var routeTable: [(method: String, path: String, access: Access)] {
         self.router.entries.map { ($0.spec.method, $0.spec.path, $0.spec.access) }

@@ -70,6 +70,9 @@ public struct RouteSpec: Sendable {
     public var paginated: Bool
     /// An update or delete that honours `If-Match` (412 `precondition_failed` on a lost update).
     public var conditional: Bool
+    /// The largest request body this route takes, in bytes; nil: the host's default (64 KiB). A
+    /// larger body is refused with 413 before it is read.
+    public var maximumBodyBytes: Int?
     /// The answer shows a secret once (a new key): the host does not keep it for `Idempotency-Key`
     /// replays; a retry answers 409 `already_created` instead of making a second one.
     public var revealsSecret = false
