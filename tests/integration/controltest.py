@@ -126,6 +126,9 @@ class ControlServer:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"{self.name}-start{self.starts}.log"
         cmd = [CLOUD_BIN, "server", "--api-address", f"127.0.0.1:{self.port}"] + self.extra_args
+        if not any(a.startswith("--master-key-file") for a in self.extra_args):
+            # The secrets service's key: one per server's log directory (not ./cloud-data of the checkout).
+            cmd += ["--master-key-file", str(self.log_dir / "master.key")]
         if self.storage_endpoint:
             cmd += ["--storage-endpoint", self.storage_endpoint]
         environment = dict(os.environ)
