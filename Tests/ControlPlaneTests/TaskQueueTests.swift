@@ -119,6 +119,32 @@ private func claimOne(_ queue: TaskQueue, owner: String, lease: Int64 = 30_000) 
 }
 
 @Suite struct TaskQueueTests {
+    /// `enqueue(_:in:)` joins the caller's transaction: the resource row and its task commit together,
+    /// and a rollback leaves neither.
+    @Test(arguments: TestDatabaseKind.available)
+    func enqueueInsideATransactionCommitsOrRollsBackWithIt(_ kind: TestDatabaseKind) async throws {
+        let t = try await TestDatabase.make(kind)
+        let queue = TaskQueue(database: t.database)
+        try await t.database.query("CREATE TABLE test_resources (id TEXT PRIMARY KEY, status TEXT NOT NULL)")
+        struct Abort: Error {}
+        await #expect(throws: Abort.self) {
+            try await t.database.transaction { db in
+                try await db.query("INSERT INTO test_resources (id, status) VALUES ('r1', 'pending')")
+                try await queue.enqueue(NewTask(kind: "test.provision", tenantID: "tnt_a", payload: .object([("id", .string("r1"))])), in: db)
+                throw Abort()
+            }
+        }
+        #expect(try await t.database.query("SELECT id FROM test_resources").isEmpty)
+        #expect(try await queue.tasks(tenantID: "tnt_a").isEmpty)
+        try await t.database.transaction { db in
+            try await db.query("INSERT INTO test_resources (id, status) VALUES ('r2', 'pending')")
+            try await queue.enqueue(NewTask(kind: "test.provision", tenantID: "tnt_a", payload: .object([("id", .string("r2"))])), in: db)
+        }
+        #expect(try await t.database.query("SELECT id FROM test_resources").map { $0.text(0) } == ["r2"])
+        #expect(try await queue.tasks(tenantID: "tnt_a").map(\.payload) == [.object([("id", .string("r2"))])])
+        await t.cleanUp()
+    }
+
     @Test(arguments: TestDatabaseKind.available)
     func idempotencyKeyGivesOneTask(_ kind: TestDatabaseKind) async throws {
         let t = try await TestDatabase.make(kind)

@@ -121,6 +121,27 @@ enum TestDatabases {
         for database in databases.dropFirst() { await database.close() }
     }
 
+    /// A database migrated before services had their own numbers (`schema_migrations` keyed by version
+    /// alone) keeps its history as the core's, and another service's version 1 then applies beside it.
+    @Test(arguments: TestDatabases.kinds)
+    func anUnkeyedHistoryBecomesTheCoresAndServicesNumberTheirOwn(dialect: SQLDialect) async throws {
+        let (db, _) = try await TestDatabases.open(dialect)
+        defer { Task { await db.close() } }
+        try await db.query("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+        try await db.query("CREATE TABLE a (id TEXT PRIMARY KEY)")
+        try await db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'one', 5)")
+        let core = [
+            Migration(version: 1, name: "one", sql: "CREATE TABLE a (id TEXT PRIMARY KEY)"),
+            Migration(version: 2, name: "two", sql: "CREATE TABLE b (id TEXT PRIMARY KEY)"),
+        ]
+        let service = [Migration(version: 1, name: "svc one", sql: "CREATE TABLE svc_things (id TEXT PRIMARY KEY)")]
+        // Core's version 1 is not applied again (its table exists: a second CREATE would fail).
+        #expect(try await Migrator.migrate(db, [("core", core), ("svc", service)], lockKey: 9, now: 6) == 2)
+        #expect(try await Migrator.migrate(db, [("core", core), ("svc", service)], lockKey: 9, now: 7) == 0)
+        let rows = try await db.query("SELECT service, version, applied_at FROM schema_migrations ORDER BY service, version")
+        #expect(rows.map { "\($0.text(0))/\($0.int(1))@\($0.int(2))" } == ["core/1@5", "core/2@6", "svc/1@6"])
+    }
+
     @Test(arguments: TestDatabases.kinds)
     func aFailedMigrationLeavesNothingApplied(dialect: SQLDialect) async throws {
         let (db, _) = try await TestDatabases.open(dialect)
