@@ -189,7 +189,7 @@ struct Tenants: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "set-quotas", abstract: "Set a tenant's quotas (platform operators: cloud server --platform-admin EMAIL).")
         @Argument(help: "The tenant id.") var tenant: String
-        @Option(name: .customLong("set"), help: "RESOURCE=LIMIT (buckets, storage_bytes, api_keys, members); repeat for several.")
+        @Option(name: .customLong("set"), help: "RESOURCE=LIMIT (api_keys, members, buckets, storage_bytes, secrets); repeat for several.")
         var limits: [String]
         @OptionGroup var client: APIClientOptions
 

@@ -170,22 +170,21 @@ public final class ControlAPI: Sendable {
         case let error as QuotaExceeded:
             self.metrics.count(.quotaRefusals)
             return .error(.quotaExceeded(error))
-        case let error as ControlStoreError:
-            self.metrics.count(.databaseErrors)
-            self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
-            return .error(.unavailable("the database is unavailable; retry later"))
-        case let error as DatabaseError:
-            self.metrics.count(.databaseErrors)
-            self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
-            return .error(.unavailable("the database is unavailable; retry later"))
-        case let error as TaskQueueError where error.isUnavailable:
-            self.metrics.count(.databaseErrors)
-            self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
-            return .error(.unavailable("the database is unavailable; retry later"))
+        case is ControlStoreError, is DatabaseError:
+            return self.databaseFailed(error, request: request)
+        case let queueError as TaskQueueError where queueError.isUnavailable:
+            return self.databaseFailed(error, request: request)
         default:
             self.logger.error("request failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
             return .error(.internalError)
         }
+    }
+
+    /// A database failure: 503, counted, its details in the log only.
+    private func databaseFailed(_ error: any Error, request: APIRequest) -> APIResponse {
+        self.metrics.count(.databaseErrors)
+        self.logger.error("database failed", metadata: ["request-id": "\(request.requestID)", "error": "\(error)"])
+        return .error(.unavailable("the database is unavailable; retry later"))
     }
 
     /// Database failures of the host's own calls as ``ControlStoreError``s.

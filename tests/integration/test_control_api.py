@@ -62,7 +62,7 @@ def test_health_and_openapi(api):
     assert requests.get(f"{api}/health/live").status_code == 200
     r = requests.get(f"{api}/health/ready")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok"}}
+    assert r.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok", "secrets": "ok"}}
     doc = requests.get(f"{api}/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert doc["paths"]["/auth/login"]["post"]["x-permission"] == "anonymous"
