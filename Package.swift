@@ -173,8 +173,12 @@ let package = Package(
         ),
         // The cloud services, one module each on the contract.
         .target(
-            name: "Storage", dependencies: ["ServiceContract", "StorageClient", .product(name: "Logging", package: "swift-log")],
+            name: "Storage", dependencies: ["ServiceContract", "StorageClient", "Hashing", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Storage", swiftSettings: strictSettings),
+        .target(
+            name: "Queues",
+            dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "SigV4", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Services/Queues", swiftSettings: strictSettings),
         .target(
             name: "Secrets",
             dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "COpenSSL", .product(name: "Logging", package: "swift-log")],
@@ -196,7 +200,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -242,10 +246,13 @@ let package = Package(
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(
-            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Database", "SQLite"],
+            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "SecretsTests", dependencies: ["Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "QueuesTests", dependencies: ["Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing", "SigV4"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -1,4 +1,5 @@
 import ControlPlane
+import Queues
 import Secrets
 import ServiceContract
 import Storage
@@ -8,10 +9,17 @@ import Storage
 enum HostedServices {
     /// The services, with their run-time settings.
     /// - Parameters:
-    ///   - storage: The storage cluster behind `/storage` (nil: those routes answer 503).
+    ///   - storage: The storage cluster behind `/storage` (nil: those routes answer 503). Its keys
+    ///     also sign requests to the queues' SQS endpoint (nil: `/sqs` answers 503).
     ///   - masterKey: The deployment's master key for `/secrets` (nil: those routes answer 503).
     static func make(storage: StorageServiceConfiguration?, masterKey: MasterKey?) -> [any CloudService] {
-        [StorageService(cluster: storage.map(StorageAdminClient.init)), SecretsService(masterKey: masterKey)]
+        let cluster = storage.map(StorageAdminClient.init)
+        let sqs = cluster.map { cluster in
+            SQSCredentials(region: cluster.region) { accessKeyID, date, region in
+                try await cluster.signingKey(accessKeyID: accessKeyID, date: date, region: region, service: "sqs")
+            }
+        }
+        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs)]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for

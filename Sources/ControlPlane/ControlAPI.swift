@@ -112,7 +112,7 @@ public final class ControlAPI: Sendable {
         var claim: Idempotency.Claim?
         do {
             let caller = try await self.authorize(request, access: entry.spec.access)
-            let body = try self.parseBody(request, schema: entry.spec.body)
+            let body = entry.spec.rawBodyType != nil ? RequestBody(values: [:]) : try self.parseBody(request, schema: entry.spec.body)
             if entry.spec.creates, let caller, let key = try Idempotency.key(of: request) {
                 let outcome = try await self.storeCall {
                     try await Idempotency.claim(

@@ -149,7 +149,9 @@ enum OpenAPI {
             parameters.append(Self.parameter("If-Match", in: "header", required: false, "The ETag last read; 412 when the resource changed since."))
         }
         if !parameters.isEmpty { members.append(("parameters", .array(parameters))) }
-        if let body = route.body {
+        if let type = route.rawBodyType {
+            members.append(("requestBody", .object([("required", .bool(true)), ("content", .object([(type, .object([("schema", .object([("type", .string("object"))]))]))]))])))
+        } else if let body = route.body {
             members.append(("requestBody", .object([("required", .bool(body.fields.contains(where: \.required))), ("content", Self.content(Self.schema(body)))])))
         }
         let success: JSONValue =

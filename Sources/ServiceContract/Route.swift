@@ -76,6 +76,10 @@ public struct RouteSpec: Sendable {
     /// The answer shows a secret once (a new key): the host does not keep it for `Idempotency-Key`
     /// replays; a retry answers 409 `already_created` instead of making a second one.
     public var revealsSecret = false
+    /// The route reads its body itself, of this content type (the SQS endpoint's
+    /// `application/x-amz-json-1.0`): the host neither parses nor checks it, and the handler answers
+    /// in its own protocol. Nil for JSON routes, whose body ``body`` describes.
+    public var rawBodyType: String?
 
     public init(
         method: String, path: String, operationID: String, summary: String, access: Access, body: BodySchema? = nil,

@@ -54,6 +54,27 @@ extension SigV4 {
         return .anonymous
     }
 
+    /// Reads the `Authorization` header of a request to an AWS service other than S3 (SQS, for the
+    /// queues service's endpoint): the scope must name `service`, and the payload line of the canonical
+    /// request is `bodySHA256` (these services sign the body's hash and send no `x-amz-content-sha256`;
+    /// when a client sends it anyway, it must equal the body's hash). Presigned URLs are not accepted.
+    /// - Parameters:
+    ///   - head: The request head as received.
+    ///   - service: The scope service this endpoint belongs to (`sqs`).
+    ///   - bodySHA256: Lowercase hex SHA-256 of the whole body.
+    /// - Returns: `.anonymous` without an `Authorization` header, else the parsed credential.
+    public static func parse(_ head: RequestHead, service: String, bodySHA256: String) throws(SigV4Error) -> ParsedAuth {
+        let authorization = head.values("authorization")
+        if authorization.count > 1 {
+            throw SigV4Error(.invalidArgument, "Only one Authorization header may be specified.")
+        }
+        guard let header = authorization.first else { return .anonymous }
+        if let sent = head.value("x-amz-content-sha256"), canonicalHeaderValue(sent).lowercased() != bodySHA256 {
+            throw SigV4Error(.invalidArgument, "x-amz-content-sha256 is not the SHA-256 of the body.")
+        }
+        return .signed(try parseAuthorizationHeader(header, head: head, service: service, bodySHA256: bodySHA256))
+    }
+
     private static func unsupportedMechanism() -> SigV4Error {
         SigV4Error(
             .invalidRequest,
@@ -62,7 +83,7 @@ extension SigV4 {
 
     /// Splits `AKID/date/region/service/aws4_request` (the key itself may not contain `/`).
     private static func parseScope(
-        _ text: String, malformed: (String) -> SigV4Error
+        _ text: String, service: String = "s3", malformed: (String) -> SigV4Error
     ) throws(SigV4Error) -> (accessKey: String, date: String, region: String, service: String) {
         let parts = text[...].splitASCII(UInt8(ascii: "/"), omittingEmpty: false).map(String.init)
         guard parts.count == 5, !parts[0].isEmpty, !parts[2].isEmpty,
@@ -70,8 +91,8 @@ extension SigV4 {
         else {
             throw malformed("the Credential is mal-formed; \(credentialFormat)")
         }
-        guard parts[3] == "s3" else {
-            throw malformed("incorrect service \"\(parts[3])\". This endpoint belongs to \"s3\".")
+        guard parts[3] == service else {
+            throw malformed("incorrect service \"\(parts[3].prefix(40))\". This endpoint belongs to \"\(service)\".")
         }
         guard parts[4] == "aws4_request" else {
             throw malformed("incorrect terminal \"\(parts[4])\". This endpoint uses \"aws4_request\".")
@@ -122,7 +143,9 @@ extension SigV4 {
         return (mode, trimmed)
     }
 
-    private static func parseAuthorizationHeader(_ header: String, head: RequestHead) throws(SigV4Error) -> Credential {
+    private static func parseAuthorizationHeader(
+        _ header: String, head: RequestHead, service: String = "s3", bodySHA256: String? = nil
+    ) throws(SigV4Error) -> Credential {
         let malformed = { (reason: String) in
             SigV4Error(.authorizationHeaderMalformed, "The authorization header is malformed; \(reason)")
         }
@@ -157,7 +180,7 @@ extension SigV4 {
         guard let credentialText, let signedHeadersText, let signatureText else {
             throw malformed("the authorization header requires the Credential, SignedHeaders and Signature components.")
         }
-        let scope = try parseScope(credentialText, malformed: malformed)
+        let scope = try parseScope(credentialText, service: service, malformed: malformed)
         let signedHeaders = try parseSignedHeaders(signedHeadersText, malformed: malformed)
         guard signatureText.utf8.count == 64, signatureText.utf8.allSatisfy(isHexDigit) else {
             throw malformed("the Signature component must be 64 hexadecimal characters.")
@@ -182,7 +205,12 @@ extension SigV4 {
             throw malformed(
                 "Invalid credential date \"\(scope.date)\". This date is not the same as X-Amz-Date: \"\(amzDate.prefix(8))\".")
         }
-        guard let payload = try payloadMode(head, required: true) else {
+        let payload: (mode: PayloadMode, hashed: String)
+        if let bodySHA256 {
+            payload = (.sha256(hex: bodySHA256), bodySHA256)
+        } else if let sent = try payloadMode(head, required: true) {
+            payload = sent
+        } else {
             throw SigV4Error(.invalidRequest, "Missing required header for this request: x-amz-content-sha256")
         }
         return Credential(

@@ -121,6 +121,18 @@ extension SigV4 {
         _ credential: Credential, head: RequestHead, secretKey: String, now: Date,
         maxSkew: Duration = .seconds(900)
     ) throws(SigV4Error) -> SigningContext {
+        let key = signingKey(
+            secretKey: secretKey, date: credential.date, region: credential.region, service: credential.service)
+        return try verify(credential, head: head, signingKey: key, now: now, maxSkew: maxSkew)
+    }
+
+    /// ``verify(_:head:secretKey:now:maxSkew:)`` with the signing key of the credential's scope
+    /// (``signingKey(secretKey:date:region:service:)``) instead of the secret: for a server that is
+    /// given derived keys and never holds the secret (the queues service's SQS endpoint).
+    public static func verify(
+        _ credential: Credential, head: RequestHead, signingKey key: [UInt8], now: Date,
+        maxSkew: Duration = .seconds(900)
+    ) throws(SigV4Error) -> SigningContext {
         let skew = Double(maxSkew.components.seconds) + Double(maxSkew.components.attoseconds) * 1e-18
         let age = now.timeIntervalSince(credential.requestDate)
         if let expires = credential.expires {
@@ -138,8 +150,6 @@ extension SigV4 {
                 detail: "RequestTime=\(credential.amzDate)")
         }
 
-        let key = signingKey(
-            secretKey: secretKey, date: credential.date, region: credential.region, service: credential.service)
         let toSign = stringToSign(
             canonicalRequest: canonicalRequest(head, credential: credential), amzDate: credential.amzDate,
             scope: credential.scope)
@@ -156,3 +166,4 @@ extension SigV4 {
             seedSignature: credential.signature.lowercased())
     }
 }
+

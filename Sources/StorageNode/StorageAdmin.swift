@@ -7,7 +7,8 @@ import Ring
 import S3API
 
 /// `/_admin/storage/…` on the S3 port, for `cloud storage status` and `cloud storage layout`, and
-/// `/_admin/tenants/…` for tenants' access keys and buckets (``TenantAdmin``).
+/// `/_admin/tenants/…` for tenants' access keys and buckets, and `/_admin/signing-keys` for the SigV4
+/// keys other services verify tenants' requests with (``TenantAdmin``).
 /// Only the root key may call it.
 ///
 /// - `GET /_admin/storage/ping`: `{"status": "ok", "mode"}`; the control plane's readiness check.
@@ -91,6 +92,9 @@ struct StorageAdmin: AdminAPI {
         let parts = path.split(separator: "/")
         if parts.first == "tenants" {
             return try await self.tenants.handle(method: method, parts: parts, body: body)
+        }
+        if method == "POST", path == "/signing-keys" {
+            return try await self.tenants.signingKey(body: body)
         }
         switch (method, path) {
         case ("GET", "/storage/ping"):

@@ -1,5 +1,7 @@
 import Foundation
+import Hashing
 import S3API
+import SigV4
 import StorageEngine
 
 /// The tenant part of the admin API: S3 access keys and buckets of a tenant, for the control plane
@@ -12,6 +14,9 @@ import StorageEngine
 /// - `GET /_admin/tenants/{tenant}/buckets` → `{"buckets": [{name, tenant, created}]}`
 /// - `POST /_admin/tenants/{tenant}/buckets` `{"name"}` → 201 the bucket; 409 when the name is taken
 /// - `DELETE /_admin/tenants/{tenant}/buckets/{name}` → 204; 404 `NoSuchBucket` (also another tenant's); 409 `BucketNotEmpty`
+/// - `POST /_admin/signing-keys` `{"accessKeyId", "date", "region", "service"}` → `{"tenant", "signingKey"}`: the
+///   SigV4 signing key (hex) of that key's scope, for a service other than `s3` (the queues service's SQS
+///   endpoint verifies tenants' requests with it and never holds a secret key); 404 `NoSuchAccessKey`
 struct TenantAdmin: Sendable {
     let store: any ObjectStore
     let keys: any AccessKeyStore
@@ -74,6 +79,33 @@ struct TenantAdmin: Sendable {
     }
 
     // MARK: Keys
+
+    /// The signing key of one (access key, date, region, service) scope. Refused for `s3`: a holder of
+    /// such a key could sign S3 requests, and no S3 request is ever verified outside the storage node.
+    func signingKey(body: [UInt8]) async throws -> AdminResponse {
+        let fields = try Self.fields(body, allowed: ["accessKeyId": true, "date": true, "region": true, "service": true])
+        let accessKeyID = fields["accessKeyId"] ?? ""
+        let date = fields["date"] ?? ""
+        let region = fields["region"] ?? ""
+        let service = fields["service"] ?? ""
+        guard date.utf8.count == 8, date.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            throw AdminError(400, "InvalidField", "\"date\" is yyyyMMdd.")
+        }
+        let token: (String) -> Bool = { text in
+            !text.isEmpty && text.utf8.count <= 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x7a).contains($0) || $0 == 0x2d }
+        }
+        guard token(region), token(service) else {
+            throw AdminError(400, "InvalidField", "\"region\" and \"service\" are 1 to 64 of lowercase letters, digits and -.")
+        }
+        guard service != "s3" else {
+            throw AdminError(400, "InvalidField", "Signing keys of the s3 service are never handed out.")
+        }
+        guard let key = try await self.keys.accessKey(accessKeyID) else {
+            throw AdminError(404, "NoSuchAccessKey", "No access key \(accessKeyID.prefix(64)).")
+        }
+        let signing = SigV4.signingKey(secretKey: key.secretKey, date: date, region: region, service: service)
+        return try StorageAdmin.json(["tenant": key.tenant, "signingKey": Hex.encode(signing)])
+    }
 
     func createKey(tenant: String, body: [UInt8]) async throws -> AdminResponse {
         let fields = try Self.fields(body, allowed: ["name": false])

@@ -1,5 +1,6 @@
 public import Foundation
 import ServiceContract
+import Hashing
 import StorageClient
 
 /// Where the storage cluster is and how the control plane signs its admin requests: any node's S3
@@ -201,6 +202,23 @@ public struct StorageAdminClient: StorageCluster {
 
     public func deleteBucket(tenant: String, name: String) async throws {
         _ = try await self.call("DELETE", "/tenants/\(Self.segment(tenant))/buckets/\(Self.segment(name))")
+    }
+
+    /// The SigV4 signing key of a tenant's access key for one scope of a service other than `s3`
+    /// (`POST /_admin/signing-keys`), with the key's tenant; nil when there is no such key.
+    public func signingKey(accessKeyID: String, date: String, region: String, service: String) async throws
+        -> (tenantID: String, key: [UInt8])?
+    {
+        do {
+            let answer = try await self.call(
+                "POST", "/signing-keys", body: ["accessKeyId": accessKeyID, "date": date, "region": region, "service": service])
+            guard let tenant = answer["tenant"] as? String, let hex = answer["signingKey"] as? String, let key = Hex.decode(hex) else {
+                throw StorageServiceError.unavailable("the storage cluster's signing-key answer is not readable")
+            }
+            return (tenant, key)
+        } catch StorageServiceError.notFound {
+            return nil
+        }
     }
 
     public func check() async -> String? {
