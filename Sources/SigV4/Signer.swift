@@ -23,11 +23,12 @@ extension SigV4 {
     ///   - region: Scope region.
     ///   - now: Signing time.
     ///   - payload: The `x-amz-content-sha256` mode (`.sha256(hex:)` of the body, or a streaming mode).
+    ///   - service: The scope service (`s3`; `sqs` for the queues' endpoint).
     /// - Returns: The signing context (seed signature) for encoding an `aws-chunked` body.
     @discardableResult
     public static func sign(
         _ head: inout RequestHead, accessKey: String, secretKey: String, region: String, now: Date,
-        payload: PayloadMode = .sha256(hex: emptySHA256Hex)
+        payload: PayloadMode = .sha256(hex: emptySHA256Hex), service: String = "s3"
     ) -> SigningContext {
         let amzDate = AmzDate.formatISO8601Basic(now)
         head.headers.removeAll {
@@ -38,10 +39,10 @@ extension SigV4 {
         head.headers.append(("x-amz-content-sha256", payload.headerValue))
         let signed = Set(head.headers.map { asciiLowercased($0.name) }).subtracting(unsignedHeaderNames).sorted()
         let credential = Credential(
-            accessKey: accessKey, date: String(amzDate.prefix(8)), region: region, service: "s3",
+            accessKey: accessKey, date: String(amzDate.prefix(8)), region: region, service: service,
             signedHeaders: signed, signature: "", amzDate: amzDate, requestDate: now, isPresigned: false,
             expires: nil, payloadMode: payload, hashedPayload: payload.headerValue)
-        let key = signingKey(secretKey: secretKey, date: credential.date, region: region, service: "s3")
+        let key = signingKey(secretKey: secretKey, date: credential.date, region: region, service: service)
         let toSign = stringToSign(
             canonicalRequest: canonicalRequest(head, credential: credential), amzDate: amzDate, scope: credential.scope)
         let signature = Hex.encode(Digests.hmacSHA256(key: key, message: Array(toSign.utf8)))

@@ -438,6 +438,7 @@ struct QueueEngine: Sendable {
                 first_received_at = COALESCE(first_received_at, $3)
                 WHERE id IN (SELECT m.id FROM queues_messages m WHERE m.tenant_id = $1 AND m.queue_name = $2 AND m.visible_at <= $3
                 AND m.expires_at > $3\(maxReceives)\(fifoReady) ORDER BY m.sequence LIMIT \(maximum)\(skipLocked))
+                AND visible_at <= $3
                 RETURNING \(QueuesSchema.messageColumns)
                 """, base + [.text(token), .integer(hide)])
             return (queue, rows.map(QueuesSchema.message).sorted { $0.sequence < $1.sequence })

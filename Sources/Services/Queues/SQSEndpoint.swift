@@ -1,7 +1,7 @@
 import Foundation
 import Hashing
 import Logging
-public import ServiceContract
+import ServiceContract
 import SigV4
 
 /// Where the SQS endpoint gets the keys it verifies signatures with: the storage cluster's access

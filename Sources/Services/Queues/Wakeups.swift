@@ -14,6 +14,9 @@ actor Wakeups {
     /// The queue's generation now.
     func generation(_ key: String) -> UInt64 { self.generations[key, default: 0] }
 
+    /// How many receivers wait on the queue now.
+    func waiting(_ key: String) -> Int { self.waiters[key]?.count ?? 0 }
+
     /// Raises the queue's generation and wakes its waiters.
     func signal(_ key: String) {
         self.generations[key, default: 0] &+= 1
@@ -23,8 +26,10 @@ actor Wakeups {
     }
 
     /// Returns when the queue's generation differs from `seen`, or after `timeout`, whichever is first.
-    func wait(_ key: String, seen: UInt64, timeout: Duration) async {
-        guard self.generations[key, default: 0] == seen else { return }
+    /// - Returns: True when a send woke it (or had already raised the generation), false when the timeout ended it.
+    @discardableResult
+    func wait(_ key: String, seen: UInt64, timeout: Duration) async -> Bool {
+        guard self.generations[key, default: 0] == seen else { return true }
         let id = self.nextWaiter
         self.nextWaiter += 1
         await withTaskGroup(of: Void.self) { group in
@@ -37,6 +42,7 @@ actor Wakeups {
             }
             group.cancelAll()
         }
+        return self.generations[key, default: 0] != seen
     }
 
     /// Wakes one waiter (its timeout ended); a waiter already woken by a signal is gone.
