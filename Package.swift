@@ -180,6 +180,10 @@ let package = Package(
             dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "SigV4", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Queues", swiftSettings: strictSettings),
         .target(
+            name: "Notify",
+            dependencies: ["ServiceContract", "Queues", "Database", "SQLite", "Hashing", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/Services/Notify", swiftSettings: strictSettings),
+        .target(
             name: "Secrets",
             dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Secrets", swiftSettings: strictSettings),
@@ -200,7 +204,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -246,13 +250,16 @@ let package = Package(
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(
-            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Database", "SQLite"],
+            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "SecretsTests", dependencies: ["Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "QueuesTests", dependencies: ["Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing", "SigV4"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "NotifyTests", dependencies: ["Notify", "Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -1,4 +1,5 @@
 import ControlPlane
+import Notify
 import Queues
 import Secrets
 import ServiceContract
@@ -19,7 +20,7 @@ enum HostedServices {
                 try await cluster.signingKey(accessKeyID: accessKeyID, date: date, region: region, service: "sqs")
             }
         }
-        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs)]
+        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService()]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for

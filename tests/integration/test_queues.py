@@ -280,3 +280,22 @@ def test_three_processes_on_one_postgres_never_deliver_twice(postgres, tmp_path)
     finally:
         for s in servers:
             s.stop()
+
+
+def test_aws_cli(api, tmp_path):
+    _, key, _ = tenant_sqs(api, "awscli")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key["access_key_id"], AWS_SECRET_ACCESS_KEY=key["secret_access_key"],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+
+    def aws(*args):
+        r = subprocess.run(["aws", "--endpoint-url", f"{api}/sqs", "sqs"] + list(args), env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout) if r.stdout.strip() else {}
+
+    url = aws("create-queue", "--queue-name", "from-cli")["QueueUrl"]
+    sent = aws("send-message", "--queue-url", url, "--message-body", "hi from aws-cli")
+    got = aws("receive-message", "--queue-url", url, "--wait-time-seconds", "2")["Messages"]
+    assert [(m["MessageId"], m["Body"]) for m in got] == [(sent["MessageId"], "hi from aws-cli")]
+    aws("delete-message", "--queue-url", url, "--receipt-handle", got[0]["ReceiptHandle"])
+    assert aws("get-queue-attributes", "--queue-url", url, "--attribute-names", "ApproximateNumberOfMessages")["Attributes"] == {
+        "ApproximateNumberOfMessages": "0"}

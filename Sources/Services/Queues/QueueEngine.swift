@@ -288,25 +288,7 @@ struct QueueEngine: Sendable {
     ) async throws -> [Result<SentMessage, QueuesError>] {
         let now = self.now()
         let results = try await self.database.transaction { db -> [Result<SentMessage, QueuesError>] in
-            guard
-                let row = try await db.query(
-                    """
-                    UPDATE queues_queues SET next_sequence = next_sequence + $3 WHERE tenant_id = $1 AND name = $2
-                    RETURNING next_sequence, \(QueuesSchema.queueColumns)
-                    """, [.text(tenantID), .text(name), .integer(Int64(messages.count))]
-                ).first
-            else { throw QueuesError.queueNotFound(name) }
-            let queue = QueuesSchema.queue(row, from: 1)
-            var sequence = row.int(0) - Int64(messages.count)
-            var results: [Result<SentMessage, QueuesError>] = []
-            for message in messages {
-                defer { sequence += 1 }
-                if let problem = Self.problem(with: message, queue: queue) {
-                    results.append(.failure(problem))
-                    continue
-                }
-                results.append(.success(try await self.store(message, in: queue, sequence: sequence, now: now, db)))
-            }
+            let results = try await Self.send(db, tenantID: tenantID, queue: name, messages, now: now)
             try await inTransaction?(results, db)
             return results
         }
@@ -316,7 +298,34 @@ struct QueueEngine: Sendable {
         return results
     }
 
-    private func store(_ message: OutgoingMessage, in queue: QueueRecord, sequence: Int64, now: Int64, _ db: any SQLSession) async throws
+    /// Sends inside the caller's transaction `db` (another service's task, such as a notification's
+    /// delivery to a queue, so that the message and the task's completion commit together).
+    static func send(_ db: any SQLSession, tenantID: String, queue name: String, _ messages: [OutgoingMessage], now: Int64) async throws
+        -> [Result<SentMessage, QueuesError>]
+    {
+        guard
+            let row = try await db.query(
+                """
+                UPDATE queues_queues SET next_sequence = next_sequence + $3 WHERE tenant_id = $1 AND name = $2
+                RETURNING next_sequence, \(QueuesSchema.queueColumns)
+                """, [.text(tenantID), .text(name), .integer(Int64(messages.count))]
+            ).first
+        else { throw QueuesError.queueNotFound(name) }
+        let queue = QueuesSchema.queue(row, from: 1)
+        var sequence = row.int(0) - Int64(messages.count)
+        var results: [Result<SentMessage, QueuesError>] = []
+        for message in messages {
+            defer { sequence += 1 }
+            if let problem = Self.problem(with: message, queue: queue) {
+                results.append(.failure(problem))
+                continue
+            }
+            results.append(.success(try await Self.store(message, in: queue, sequence: sequence, now: now, db)))
+        }
+        return results
+    }
+
+    private static func store(_ message: OutgoingMessage, in queue: QueueRecord, sequence: Int64, now: Int64, _ db: any SQLSession) async throws
         -> SentMessage
     {
         let bodyMD5 = MessageChecks.bodyMD5(message.body)
