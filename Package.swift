@@ -184,6 +184,13 @@ let package = Package(
             dependencies: ["ServiceContract", "Queues", "Database", "SQLite", "Hashing", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Notify", swiftSettings: strictSettings),
         .target(
+            name: "Cron",
+            dependencies: [
+                "ServiceContract", "Queues", "Notify", "Database", "SQLite", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/Services/Cron", swiftSettings: strictSettings),
+        .target(
             name: "Secrets",
             dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Secrets", swiftSettings: strictSettings),
@@ -204,7 +211,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -250,7 +257,7 @@ let package = Package(
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(
-            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Database", "SQLite"],
+            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "SecretsTests", dependencies: ["Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
@@ -260,6 +267,9 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "NotifyTests", dependencies: ["Notify", "Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "CronTests", dependencies: ["Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

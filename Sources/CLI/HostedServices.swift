@@ -1,4 +1,5 @@
 import ControlPlane
+import Cron
 import Notify
 import Queues
 import Secrets
@@ -20,7 +21,7 @@ enum HostedServices {
                 try await cluster.signingKey(accessKeyID: accessKeyID, date: date, region: region, service: "sqs")
             }
         }
-        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService()]
+        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService()]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for

@@ -69,14 +69,16 @@ public final class ControlAPI: Sendable {
     ///   - store: The database, with the catalog of hosted services.
     ///   - threadPool: Where password hashing runs (default NIO's singleton pool).
     ///   - now: The clock, unix seconds (default the wall clock); tests move it.
+    ///   - serviceClock: The clock of the task queue and the services, unix milliseconds (default the
+    ///     wall clock); tests of time-driven services (cron) move it.
     /// - Throws: ``ControlPlaneError`` when routes collide.
     public init(
         store: ControlStore, configuration: ControlAPIConfiguration = ControlAPIConfiguration(), logger: Logger,
-        threadPool: NIOThreadPool? = nil, now: (@Sendable () -> Int64)? = nil
+        threadPool: NIOThreadPool? = nil, now: (@Sendable () -> Int64)? = nil, serviceClock: (@Sendable () -> Int64)? = nil
     ) throws(ControlPlaneError) {
         self.store = store
         let now = now ?? { WallClock.unixNow() }
-        let tasks = TaskQueue(database: store.database)
+        let tasks = TaskQueue(database: store.database, now: serviceClock)
         self.tasks = tasks
         self.configuration = configuration
         self.logger = logger

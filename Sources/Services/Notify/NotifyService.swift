@@ -433,45 +433,59 @@ public struct NotifyService: CloudService {
         let body = context.body.string("message") ?? ""
         guard !body.isEmpty else { throw APIError.invalidRequest("the message is empty") }
         guard body.utf8.count <= Self.maximumMessageBytes else { throw NotifyError.tooLarge(body.utf8.count) }
-        var attributes: [(String, String)] = []
+        var collected: [(String, String)] = []
         for (name, value) in context.body.object("attributes") ?? [] {
-            if case .string(let text) = value { attributes.append((name, text)) }
+            if case .string(let text) = value { collected.append((name, text)) }
         }
-        let lookup = Dictionary(attributes, uniquingKeysWith: { $1 })
-        let attributesJSON = JSONValue.object(attributes.map { ($0.0, .string($0.1)) }).serialized()
+        let attributes = collected
         let environment = context.environment
         let now = environment.clock.unixMilliseconds()
-        let messageID = SecureRandom.identifier(prefix: "msg_")
         return try await context.transaction { db in
-            _ = try await self.topic(db, tenantID: caller.tenantID, name: topicName)
-            try await db.query(
-                "INSERT INTO notify_messages (\(NotifySchema.messageColumns)) VALUES ($1, $2, $3, $4, $5, $6)",
-                [
-                    .text(messageID), .text(caller.tenantID), .text(topicName), .text(body),
-                    .text(attributesJSON), .integer(now),
-                ])
-            let subscriptions = try await db.query(
-                "SELECT \(NotifySchema.subscriptionColumns) FROM notify_subscriptions WHERE tenant_id = $1 AND topic = $2 ORDER BY id",
-                [.text(caller.tenantID), .text(topicName)]
-            ).map(NotifySchema.subscription)
-            var count = 0
-            for subscription in subscriptions {
-                if let text = subscription.filterPolicy, let value = JSONValue.parse(Array(text.utf8)) {
-                    guard try FilterPolicy(parsing: value).matches(lookup) else { continue }
-                }
-                let delivery = SecureRandom.identifier(prefix: "dlv_")
-                try await db.query(
-                    """
-                    INSERT INTO notify_deliveries (\(NotifySchema.deliveryColumns)) VALUES ($1, $2, $3, $4, 'pending', 0, NULL, NULL, $5, NULL)
-                    """, [.text(delivery), .text(caller.tenantID), .text(messageID), .text(subscription.id), .integer(now)])
-                try await environment.tasks.enqueue(Self.task(delivery: delivery, tenantID: caller.tenantID, subscription: subscription, round: nil), in: db)
-                count += 1
-            }
+            let published = try await Self.publish(
+                db, tasks: environment.tasks, tenantID: caller.tenantID, topic: topicName, body: body, attributes: attributes, now: now)
             environment.logger.info(
                 "message published",
-                metadata: ["request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenantID)", "topic": "\(topicName)", "deliveries": "\(count)"])
-            return .json(201, Self.publishedShape.json(Published(id: messageID, deliveries: count)))
+                metadata: [
+                    "request-id": "\(context.request.requestID)", "tenant-id": "\(caller.tenantID)", "topic": "\(topicName)",
+                    "deliveries": "\(published.deliveries)",
+                ])
+            return .json(201, Self.publishedShape.json(published))
         }
+    }
+
+    /// Publishes inside `db`: the message, a delivery per matching subscription and its task.
+    static func publish(
+        _ db: any SQLSession, tasks: TaskQueue, tenantID: String, topic topicName: String, body: String, attributes: [(String, String)], now: Int64
+    ) async throws -> Published {
+        guard
+            try await !db.query("SELECT name FROM notify_topics WHERE tenant_id = $1 AND name = $2", [.text(tenantID), .text(topicName)]).isEmpty
+        else { throw NotifyError.topicNotFound(topicName) }
+        let lookup = Dictionary(attributes, uniquingKeysWith: { $1 })
+        let messageID = SecureRandom.identifier(prefix: "msg_")
+        try await db.query(
+            "INSERT INTO notify_messages (\(NotifySchema.messageColumns)) VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                .text(messageID), .text(tenantID), .text(topicName), .text(body),
+                .text(JSONValue.object(attributes.map { ($0.0, .string($0.1)) }).serialized()), .integer(now),
+            ])
+        let subscriptions = try await db.query(
+            "SELECT \(NotifySchema.subscriptionColumns) FROM notify_subscriptions WHERE tenant_id = $1 AND topic = $2 ORDER BY id",
+            [.text(tenantID), .text(topicName)]
+        ).map(NotifySchema.subscription)
+        var count = 0
+        for subscription in subscriptions {
+            if let text = subscription.filterPolicy, let value = JSONValue.parse(Array(text.utf8)) {
+                guard try FilterPolicy(parsing: value).matches(lookup) else { continue }
+            }
+            let delivery = SecureRandom.identifier(prefix: "dlv_")
+            try await db.query(
+                """
+                INSERT INTO notify_deliveries (\(NotifySchema.deliveryColumns)) VALUES ($1, $2, $3, $4, 'pending', 0, NULL, NULL, $5, NULL)
+                """, [.text(delivery), .text(tenantID), .text(messageID), .text(subscription.id), .integer(now)])
+            try await tasks.enqueue(Self.task(delivery: delivery, tenantID: tenantID, subscription: subscription, round: nil), in: db)
+            count += 1
+        }
+        return Published(id: messageID, deliveries: count)
     }
 
     // MARK: - Delivering
