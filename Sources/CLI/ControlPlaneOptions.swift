@@ -14,7 +14,7 @@ struct ControlPlaneOptions: ParsableArguments {
 
     @Option(
         name: .customLong("quota"),
-        help: "A tenant quota default, RESOURCE=LIMIT (api_keys, members, buckets, storage_bytes, secrets); repeat for several.")
+        help: "A tenant quota default, RESOURCE=LIMIT (api_keys, members, buckets, storage_bytes, secrets, queues, topics, subscriptions, schedules); repeat for several.")
     var quotas: [String] = []
 
     @Option(help: "SMTP relay for password-reset mail (plain SMTP, no TLS or authentication: a local MTA).")
