@@ -220,6 +220,10 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Test doubles shared by test targets; not a product.
+        // What the cloud services' tests share (a fresh SQLite or PostgreSQL database, an API driver).
+        .target(
+            name: "ServiceTestSupport", dependencies: ["ControlPlane", "ServiceContract", "Database", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
         .target(
             name: "TestSupport",
             dependencies: [
@@ -260,16 +264,16 @@ let package = Package(
             name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "SecretsTests", dependencies: ["Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
+            name: "SecretsTests", dependencies: ["ServiceTestSupport", "Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "QueuesTests", dependencies: ["Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing", "SigV4"],
+            name: "QueuesTests", dependencies: ["ServiceTestSupport", "Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing", "SigV4"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "NotifyTests", dependencies: ["Notify", "Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
+            name: "NotifyTests", dependencies: ["ServiceTestSupport", "Notify", "Queues", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "CronTests", dependencies: ["Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
+            name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",

@@ -35,24 +35,8 @@ import urllib.parse
 import urllib.request
 import uuid
 
-PASSWORD = "correct horse battery staple"
+from control import PASSWORD, call, free_port  # bench/control.py: the same helpers
 ROOT = ("benchroot", "benchroot-secret-key-0123456789")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(method, url, body=None, key=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if key:
-        request.add_header("X-API-Key", key)
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
 
 
 def wait_http(url, proc, timeout=60):

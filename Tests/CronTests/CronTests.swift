@@ -4,18 +4,11 @@ import Foundation
 import Logging
 import Queues
 import ServiceContract
+import ServiceTestSupport
 import Synchronization
 import Testing
 
 @testable import Cron
-
-enum Backing: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite, postgres
-    var testDescription: String { self.rawValue }
-    static var available: [Backing] {
-        (ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"] ?? "").isEmpty ? [.sqlite] : [.sqlite, .postgres]
-    }
-}
 
 /// Unix milliseconds of an ISO 8601 time.
 func at(_ text: String) -> Int64 { Int64(ISO8601DateFormatter().date(from: text)!.timeIntervalSince1970 * 1000) }
@@ -88,22 +81,7 @@ struct CronHarness {
     static let logger = Logger(label: "cron-test")
 
     init(_ backing: Backing, start: Int64) async throws {
-        switch backing {
-        case .sqlite:
-            let directory = NSTemporaryDirectory() + "cron-test-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            self.location = .sqlite(path: directory + "/control.sqlite")
-        case .postgres:
-            let url = try #require(ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"])
-            guard case .postgres(var server) = try DatabaseLocation(parsing: url) else { throw APIError.internalError }
-            let admin = PostgresDatabase(location: server, timeout: .seconds(60), logger: Self.logger)
-            let name = "cron_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(12)
-            try await admin.query("CREATE DATABASE \(name)")
-            await admin.close()
-            server.database = String(name)
-            self.location = .postgres(server)
-        }
-        self.database = try self.location.open(logger: Self.logger, timeout: .seconds(60))
+        (self.location, self.database) = try await backing.freshDatabase(prefix: "cron", logger: Self.logger)
         let services: [any CloudService] = [QueuesService(sqs: nil), CronService()]
         self.handlers = services.flatMap(\.tasks)
         let store = ControlStore(database: self.database, catalog: try ServiceCatalog(services: services))
@@ -126,19 +104,14 @@ struct CronHarness {
 
     @discardableResult
     func call(_ method: String, _ path: String, key: String? = nil, body: String = "") async -> (Int, JSONValue?) {
-        var headers = [("Content-Type", "application/json")]
-        if let key { headers.append(("X-API-Key", key)) }
-        let request = APIRequest(method: method, target: path, headers: headers, body: Array(body.utf8), requestID: "t", clientAddress: "127.0.0.1")
-        let (response, _) = await self.api.handle(request)
-        return (response.status, JSONValue.parse(response.body))
+        let (status, value, _) = await APIDriver(self.api).call(method, path, key: key, body: body)
+        return (status, value)
     }
 
     func user(_ email: String) async throws -> (key: String, tenant: String) {
-        _ = await self.call("POST", "/auth/register", body: #"{"email": "\#(email)", "name": "U", "password": "a long enough secret"}"#)
-        let (_, body) = await self.call("POST", "/auth/login", body: #"{"email": "\#(email)", "password": "a long enough secret"}"#)
-        guard case .string(let key) = body?["api_key"] else { throw APIError.internalError }
-        guard case .string(let tenant) = await self.call("GET", "/auth/me", key: key).1?["tenant"]?["id"] else { throw APIError.internalError }
-        return (key, tenant)
+        let driver = APIDriver(self.api)
+        let key = try await driver.user(email)
+        return (key, await driver.tenant(of: key))
     }
 
     func runs(_ schedule: String, key: String) async -> [JSONValue] {
@@ -146,8 +119,6 @@ struct CronHarness {
         return []
     }
 }
-
-func text(_ value: JSONValue?) -> String? { if case .string(let text) = value { text } else { nil } }
 
 @Suite struct CronServiceTests {
     @Test(arguments: Backing.available) func firesEachDueTimeOnceAcrossProcesses(_ backing: Backing) async throws {

@@ -4,20 +4,11 @@ import Foundation
 import Logging
 import Queues
 import ServiceContract
+import ServiceTestSupport
 import Synchronization
 import Testing
 
 @testable import Notify
-
-enum Backing: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite, postgres
-    var testDescription: String { self.rawValue }
-    static var available: [Backing] {
-        (ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"] ?? "").isEmpty ? [.sqlite] : [.sqlite, .postgres]
-    }
-}
-
-func text(_ value: JSONValue?) -> String? { if case .string(let text) = value { text } else { nil } }
 
 @Suite struct FilterPolicyTests {
     func policy(_ json: String) throws -> FilterPolicy { try FilterPolicy(parsing: JSONValue.parse(Array(json.utf8))!) }
@@ -99,23 +90,7 @@ struct NotifyHarness {
     static let logger = Logger(label: "notify-test")
 
     init(_ backing: Backing, poster: RecordingPoster) async throws {
-        let location: DatabaseLocation
-        switch backing {
-        case .sqlite:
-            let directory = NSTemporaryDirectory() + "notify-test-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            location = .sqlite(path: directory + "/control.sqlite")
-        case .postgres:
-            let url = try #require(ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"])
-            guard case .postgres(var server) = try DatabaseLocation(parsing: url) else { throw APIError.internalError }
-            let admin = PostgresDatabase(location: server, timeout: .seconds(60), logger: Self.logger)
-            let name = "notify_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(12)
-            try await admin.query("CREATE DATABASE \(name)")
-            await admin.close()
-            server.database = String(name)
-            location = .postgres(server)
-        }
-        self.database = try location.open(logger: Self.logger, timeout: .seconds(60))
+        self.database = try await backing.freshDatabase(prefix: "notify", logger: Self.logger).database
         let services: [any CloudService] = [QueuesService(sqs: nil), NotifyService(poster: poster)]
         self.handlers = services.flatMap(\.tasks)
         let store = ControlStore(database: self.database, catalog: try ServiceCatalog(services: services))
@@ -138,19 +113,11 @@ struct NotifyHarness {
 
     @discardableResult
     func call(_ method: String, _ path: String, key: String? = nil, body: String = "") async -> (Int, JSONValue?) {
-        var headers = [("Content-Type", "application/json")]
-        if let key { headers.append(("X-API-Key", key)) }
-        let request = APIRequest(method: method, target: path, headers: headers, body: Array(body.utf8), requestID: "t", clientAddress: "127.0.0.1")
-        let (response, _) = await self.api.handle(request)
-        return (response.status, JSONValue.parse(response.body))
+        let (status, value, _) = await APIDriver(self.api).call(method, path, key: key, body: body)
+        return (status, value)
     }
 
-    func user(_ email: String) async throws -> String {
-        _ = await self.call("POST", "/auth/register", body: #"{"email": "\#(email)", "name": "U", "password": "a long enough secret"}"#)
-        let (_, body) = await self.call("POST", "/auth/login", body: #"{"email": "\#(email)", "password": "a long enough secret"}"#)
-        guard case .string(let key) = body?["api_key"] else { throw APIError.internalError }
-        return key
-    }
+    func user(_ email: String) async throws -> String { try await APIDriver(self.api).user(email) }
 
     /// Waits (polling the API, at most 30 s) until `condition` holds for the message's deliveries.
     func deliveries(_ message: String, key: String, until condition: ([JSONValue]) -> Bool) async throws -> [JSONValue] {

@@ -3,19 +3,11 @@ import Database
 import Foundation
 import Logging
 import ServiceContract
+import ServiceTestSupport
 import Synchronization
 import Testing
 
 @testable import Queues
-
-/// The databases these tests run on: SQLite always, PostgreSQL when `CLOUD_TEST_POSTGRES_URL` is set.
-enum Backing: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite, postgres
-    var testDescription: String { self.rawValue }
-    static var available: [Backing] {
-        (ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"] ?? "").isEmpty ? [.sqlite] : [.sqlite, .postgres]
-    }
-}
 
 /// A clock the test moves: unix milliseconds.
 final class ManualClock: Sendable {
@@ -36,22 +28,7 @@ struct QueuesHarness {
     static let logger = Logger(label: "queues-test")
 
     init(_ backing: Backing, quota: Int64? = nil, sqs: SQSCredentials? = nil) async throws {
-        switch backing {
-        case .sqlite:
-            let directory = NSTemporaryDirectory() + "queues-test-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            self.location = .sqlite(path: directory + "/control.sqlite")
-        case .postgres:
-            let url = try #require(ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"])
-            guard case .postgres(var server) = try DatabaseLocation(parsing: url) else { throw APIError.internalError }
-            let admin = PostgresDatabase(location: server, timeout: .seconds(60), logger: Self.logger)
-            let name = "queues_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(12)
-            try await admin.query("CREATE DATABASE \(name)")
-            await admin.close()
-            server.database = String(name)
-            self.location = .postgres(server)
-        }
-        self.database = try self.location.open(logger: Self.logger, timeout: .seconds(60))
+        (self.location, self.database) = try await backing.freshDatabase(prefix: "queues", logger: Self.logger)
         var defaults = QuotaDefaults()
         if let quota { defaults.limits[QueueEngine.quota] = quota }
         self.service = QueuesService(sqs: sqs)
@@ -72,35 +49,18 @@ struct QueuesHarness {
         return QueueEngine(environment: environment, wakeups: wakeups ?? self.service.wakeups)
     }
 
+    var driver: APIDriver { APIDriver(self.api) }
+
     @discardableResult
     func call(_ method: String, _ path: String, key: String? = nil, body: String = "", headers: [(String, String)] = []) async
         -> (Int, JSONValue?, APIResponse)
     {
-        var all: [(String, String)] = [("Content-Type", "application/json")] + headers
-        if let key { all.append(("X-API-Key", key)) }
-        let request = APIRequest(method: method, target: path, headers: all, body: Array(body.utf8), requestID: "test", clientAddress: "127.0.0.1")
-        let (response, _) = await self.api.handle(request)
-        return (response.status, JSONValue.parse(response.body), response)
+        await self.driver.call(method, path, key: key, body: body, headers: headers)
     }
 
-    /// Registers a user (their own tenant, admin there) and returns a key.
-    func user(_ email: String, tenant: String? = nil) async throws -> String {
-        _ = await self.call("POST", "/auth/register", body: #"{"email": "\#(email)", "name": "U", "password": "a long enough secret"}"#)
-        let tenantField = tenant.map { #", "tenant_id": "\#($0)""# } ?? ""
-        let (status, body, _) = await self.call(
-            "POST", "/auth/login", body: #"{"email": "\#(email)", "password": "a long enough secret"\#(tenantField)}"#)
-        #expect(status == 200)
-        guard case .string(let key) = body?["api_key"] else { throw APIError.internalError }
-        return key
-    }
-
-    func tenant(of key: String) async -> String {
-        if case .string(let id) = await self.call("GET", "/auth/me", key: key).1?["tenant"]?["id"] { return id }
-        return ""
-    }
+    func user(_ email: String, tenant: String? = nil) async throws -> String { try await self.driver.user(email, tenant: tenant) }
+    func tenant(of key: String) async -> String { await self.driver.tenant(of: key) }
 }
-
-func text(_ value: JSONValue?) -> String? { if case .string(let text) = value { text } else { nil } }
 
 extension QueueEngine {
     func sendOne(_ tenant: String, _ queue: String, _ message: OutgoingMessage) async throws -> SentMessage {

@@ -2,6 +2,7 @@ import ControlPlane
 import Foundation
 import Hashing
 import ServiceContract
+import ServiceTestSupport
 import SigV4
 import Testing
 

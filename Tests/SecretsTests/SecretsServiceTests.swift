@@ -4,16 +4,8 @@ import Foundation
 import Logging
 import Secrets
 import ServiceContract
+import ServiceTestSupport
 import Testing
-
-/// The databases these tests run on: SQLite always, PostgreSQL when `CLOUD_TEST_POSTGRES_URL` is set.
-enum Backing: String, CaseIterable, CustomTestStringConvertible {
-    case sqlite, postgres
-    var testDescription: String { self.rawValue }
-    static var available: [Backing] {
-        (ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"] ?? "").isEmpty ? [.sqlite] : [.sqlite, .postgres]
-    }
-}
 
 /// A control plane hosting the secrets service on a fresh database, driven through `handle`.
 struct SecretsHarness {
@@ -29,27 +21,12 @@ struct SecretsHarness {
         if let reuse {
             self.location = reuse.location
             self.sqlitePath = reuse.sqlitePath
+            self.database = try self.location.open(logger: Self.logger, timeout: .seconds(60))
         } else {
-            switch backing {
-            case .sqlite:
-                let directory = NSTemporaryDirectory() + "secrets-test-" + UUID().uuidString
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                self.sqlitePath = directory + "/control.sqlite"
-                self.location = .sqlite(path: self.sqlitePath!)
-            case .postgres:
-                let url = try #require(ProcessInfo.processInfo.environment["CLOUD_TEST_POSTGRES_URL"])
-                guard case .postgres(var server) = try DatabaseLocation(parsing: url) else { throw APIError.internalError }
-                let admin = PostgresDatabase(location: server, timeout: .seconds(60), logger: Self.logger)
-                let name = "secrets_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(12)
-                try await admin.query("CREATE DATABASE \(name)")
-                await admin.close()
-                server.database = String(name)
-                self.location = .postgres(server)
-                self.sqlitePath = nil
-            }
+            (self.location, self.database) = try await backing.freshDatabase(prefix: "secrets", logger: Self.logger)
+            if case .sqlite(let path) = self.location { self.sqlitePath = path } else { self.sqlitePath = nil }
         }
         self.master = master
-        self.database = try self.location.open(logger: Self.logger, timeout: .seconds(60))
         var defaults = QuotaDefaults()
         if let quota { defaults.limits[QuotaResource(rawValue: "secrets")] = quota }
         let store = ControlStore(
@@ -64,31 +41,14 @@ struct SecretsHarness {
     func call(_ method: String, _ path: String, key: String? = nil, body: String = "", headers: [(String, String)] = []) async
         -> (Int, JSONValue?, APIResponse)
     {
-        var all: [(String, String)] = [("Content-Type", "application/json")] + headers
-        if let key { all.append(("X-API-Key", key)) }
-        let request = APIRequest(method: method, target: path, headers: all, body: Array(body.utf8), requestID: "test", clientAddress: "127.0.0.1")
-        let (response, _) = await self.api.handle(request)
-        return (response.status, JSONValue.parse(response.body), response)
+        await APIDriver(self.api).call(method, path, key: key, body: body, headers: headers)
     }
 
     /// Registers a user (their own tenant, admin there) and returns a key.
-    func user(_ email: String, tenant: String? = nil) async throws -> String {
-        _ = await self.call("POST", "/auth/register", body: #"{"email": "\#(email)", "name": "U", "password": "a long enough secret"}"#)
-        let tenantField = tenant.map { #", "tenant_id": "\#($0)""# } ?? ""
-        let (status, body, _) = await self.call(
-            "POST", "/auth/login", body: #"{"email": "\#(email)", "password": "a long enough secret"\#(tenantField)}"#)
-        #expect(status == 200)
-        guard case .string(let key) = body?["api_key"] else { throw APIError.internalError }
-        return key
-    }
+    func user(_ email: String, tenant: String? = nil) async throws -> String { try await APIDriver(self.api).user(email, tenant: tenant) }
 
-    func tenant(of key: String) async -> String {
-        if case .string(let id) = await self.call("GET", "/auth/me", key: key).1?["tenant"]?["id"] { return id }
-        return ""
-    }
+    func tenant(of key: String) async -> String { await APIDriver(self.api).tenant(of: key) }
 }
-
-func text(_ value: JSONValue?) -> String? { if case .string(let text) = value { text } else { nil } }
 
 @Suite struct SecretsServiceTests {
     @Test(arguments: Backing.available) func lifecycle(_ backing: Backing) async throws {

@@ -461,31 +461,30 @@ struct SQSEndpoint: Sendable {
     }
 
     private func deleteBatch(_ call: Call) async throws -> JSONValue {
-        let name = try call.queue()
-        var successful: [JSONValue] = []
-        var failures: [JSONValue] = []
-        for (id, input) in try Self.entries(call) {
-            do {
-                guard case .string(let receipt)? = input["ReceiptHandle"] else { throw QueuesError.missingParameter("ReceiptHandle") }
-                _ = try await self.engine.delete(tenantID: call.tenantID, queue: name, receipt: receipt)
-                successful.append(.object([("Id", .string(id))]))
-            } catch let error as QueuesError {
-                if case .queueNotFound = error.code { throw error }
-                failures.append(Self.failed(id, error.sqs))
-            }
+        try await self.receiptBatch(call) { name, receipt, _ in
+            _ = try await self.engine.delete(tenantID: call.tenantID, queue: name, receipt: receipt)
         }
-        return .object([("Successful", .array(successful)), ("Failed", .array(failures))])
     }
 
     private func changeVisibilityBatch(_ call: Call) async throws -> JSONValue {
+        try await self.receiptBatch(call) { name, receipt, input in
+            guard case .int(let timeout)? = input["VisibilityTimeout"] else { throw QueuesError.missingParameter("VisibilityTimeout") }
+            try await self.engine.changeVisibility(tenantID: call.tenantID, queue: name, receipt: receipt, timeout: timeout)
+        }
+    }
+
+    /// A batch of entries with receipt handles, each acted on by `act` and answered on its own; a
+    /// queue that does not exist fails the whole request.
+    private func receiptBatch(
+        _ call: Call, _ act: (_ queue: String, _ receipt: String, _ entry: JSONValue) async throws -> Void
+    ) async throws -> JSONValue {
         let name = try call.queue()
         var successful: [JSONValue] = []
         var failures: [JSONValue] = []
         for (id, input) in try Self.entries(call) {
             do {
                 guard case .string(let receipt)? = input["ReceiptHandle"] else { throw QueuesError.missingParameter("ReceiptHandle") }
-                guard case .int(let timeout)? = input["VisibilityTimeout"] else { throw QueuesError.missingParameter("VisibilityTimeout") }
-                try await self.engine.changeVisibility(tenantID: call.tenantID, queue: name, receipt: receipt, timeout: timeout)
+                try await act(name, receipt, input)
                 successful.append(.object([("Id", .string(id))]))
             } catch let error as QueuesError {
                 if case .queueNotFound = error.code { throw error }
