@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import ServiceContract
 import Foundation
+import Hashing
 import StorageClient
 
 /// Storage as a service for users: S3 keys of the tenant through the control plane, and the common
@@ -304,10 +305,20 @@ extension Storage {
                 cloud storage cp ./cat.jpg s3://photos/2024/pet.jpg
                 cloud storage cp s3://photos/cat.jpg .              (downloads as ./cat.jpg)
                 cloud storage cp s3://photos/cat.jpg s3://backup/cat.jpg
+
+                Files over 16 MiB go up and come down in 16 MiB parts, --parallel at a time, with a progress
+                line on a terminal. An interrupted upload (Ctrl-C, a lost connection) is resumed by running
+                the same command again: the parts already uploaded are checked against the file and kept.
                 """)
         @Argument(help: "A local file or s3://BUCKET/KEY.") var source: String
         @Argument(help: "s3://BUCKET[/KEY or PREFIX/], or a local file or directory.") var destination: String
+        @Option(help: "Parts of a large file (16 MiB each) sent or fetched at the same time (1 to 16).") var parallel: Int = 4
+        @Flag(help: "Start an interrupted upload of this file over instead of resuming it.") var noResume = false
         @OptionGroup var s3: S3Options
+
+        func validate() throws {
+            guard (1...16).contains(self.parallel) else { throw ValidationError("--parallel must be 1 to 16") }
+        }
 
         func run() async throws {
             let fromS3 = self.source.hasPrefix("s3://")
@@ -341,7 +352,8 @@ extension Storage {
             guard !isDirectory.boolValue else { throw CLIError("\(self.source) is a directory; copy its files one by one") }
             guard let file = FileHandle(forReadingAtPath: self.source) else { throw CLIError("cannot read \(self.source)") }
             defer { try? file.close() }
-            let size = (try? FileManager.default.attributesOfItem(atPath: self.source)[.size] as? Int) ?? 0
+            let attributes = try? FileManager.default.attributesOfItem(atPath: self.source)
+            let size = (attributes?[.size] as? Int) ?? 0
             target.key = Self.uploadKey(file: self.source, target: target)
             let what = "cannot upload \(self.source) to \(target.description)"
             let headers = [("content-type", Self.contentType(target.key))]
@@ -349,39 +361,95 @@ extension Storage {
                 let data = try file.readToEnd() ?? Data()
                 _ = try await Storage.send(client, what, "PUT", target.path, headers: headers, body: data)
             } else {
-                try await Self.uploadInParts(client, file: file, target: target, headers: headers, what: what)
+                let store = ResumeStore()
+                let state = store.file(
+                    endpoint: client.endpoint.url, bucket: target.bucket, key: target.key, localPath: self.source, size: size,
+                    modified: (attributes?[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0))
+                if self.noResume { store.remove(state) }
+                try await Self.uploadInParts(
+                    client, path: self.source, size: size, target: target, headers: headers, what: what, parallel: self.parallel, store: store,
+                    state: state)
             }
             print("upload: \(self.source) to \(target.description)")
         }
 
-        /// A multipart upload of `file` in pieces of ``pieceSize``; aborted when a piece fails.
+        /// The parts of an upload in progress: number, ETag (quotes removed) and size.
+        static func listParts(_ client: SignedClient, target: S3Location, uploadID: String) async throws -> [(Int, String, Int)] {
+            let answer = try await client.send("GET", target.path, query: [("uploadId", uploadID)])
+            guard answer.status == 200 else { throw CLIError("the upload \(uploadID) is gone (\(answer.status))") }
+            return Storage.blocks("Part", in: answer.text).compactMap { block in
+                guard let number = SignedResponse.element("PartNumber", in: block).flatMap({ Int($0) }),
+                    let etag = SignedResponse.element("ETag", in: block), let size = SignedResponse.element("Size", in: block).flatMap({ Int($0) })
+                else { return nil }
+                return (number, Self.bareETag(etag), size)
+            }
+        }
+
+        static func bareETag(_ etag: String) -> String {
+            etag.replacingOccurrences(of: "&quot;", with: "").replacingOccurrences(of: "&#34;", with: "").replacingOccurrences(of: "\"", with: "")
+        }
+
+        /// A multipart upload of the file at `path` in pieces of ``pieceSize``, `parallel` at a time.
+        ///
+        /// Resumable: the upload's id is kept in `state` (``ResumeStore``) until it completes; a later
+        /// call for the same file and target lists the parts already uploaded, keeps those whose MD5
+        /// matches the file's bytes, and sends the rest. A failed piece leaves the upload for that resume.
         static func uploadInParts(
-            _ client: SignedClient, file: FileHandle, target: S3Location, headers: [(String, String)], what: String
+            _ client: SignedClient, path: String, size: Int, target: S3Location, headers: [(String, String)], what: String, parallel: Int,
+            store: ResumeStore, state: String
         ) async throws {
-            let created = try await Storage.send(client, what, "POST", target.path, query: [("uploads", "")], headers: headers)
-            guard let uploadID = SignedResponse.element("UploadId", in: created.text) else { throw CLIError("\(what): no upload id in the answer") }
-            var parts: [(Int, String)] = []
+            let partSize = Self.pieceSize
+            let count = (size + partSize - 1) / partSize
+            @Sendable func length(_ number: Int) -> Int { min(partSize, size - (number - 1) * partSize) }
+            var uploadID: String?
+            var done: [Int: String] = [:]
+            if let entry = store.load(state), entry.partSize == partSize,
+                let listed = try? await Self.listParts(client, target: target, uploadID: entry.uploadID)
+            {
+                uploadID = entry.uploadID
+                for (number, etag, partBytes) in listed where number >= 1 && number <= count && partBytes == length(number) {
+                    let piece = try readPiece(path, offset: (number - 1) * partSize, count: partBytes)
+                    if Hex.encode(Digests.md5(Array(piece))) == etag { done[number] = etag }
+                }
+                FileHandle.standardError.write(Data("resuming the upload: \(done.count) of \(count) parts are already there\n".utf8))
+            }
+            if uploadID == nil {
+                let created = try await Storage.send(client, what, "POST", target.path, query: [("uploads", "")], headers: headers)
+                guard let id = SignedResponse.element("UploadId", in: created.text) else { throw CLIError("\(what): no upload id in the answer") }
+                uploadID = id
+                try? store.save(ResumeStore.Entry(uploadID: id, partSize: partSize), to: state)
+            }
+            guard let uploadID else { return }
+            let missing = (1...count).filter { done[$0] == nil }
+            let progress = ProgressReporter(
+                total: Int64(size), already: Int64(done.keys.reduce(0) { $0 + length($1) }), label: "upload \(target.description)")
             do {
-                while let piece = try file.read(upToCount: Self.pieceSize), !piece.isEmpty {
-                    let number = parts.count + 1
+                try await concurrently(missing.count, width: parallel) { index in
+                    let number = missing[index]
+                    let piece = try readPiece(path, offset: (number - 1) * partSize, count: length(number))
                     let answer = try await Storage.send(
                         client, what, "PUT", target.path, query: [("partNumber", String(number)), ("uploadId", uploadID)], body: piece)
-                    parts.append((number, answer.headers["etag"] ?? ""))
-                }
-                var xml = "<CompleteMultipartUpload>"
-                for (number, etag) in parts { xml += "<Part><PartNumber>\(number)</PartNumber><ETag>\(etag)</ETag></Part>" }
-                xml += "</CompleteMultipartUpload>"
-                let done = try await Storage.send(
-                    client, what, "POST", target.path, query: [("uploadId", uploadID)], headers: [("content-type", "application/xml")],
-                    body: Data(xml.utf8))
-                // A failure after the 200 status line is reported in the body.
-                if done.text.contains("<Error>") {
-                    throw CLIError("\(what): \(done.errorCode ?? "error"): \(done.errorMessage ?? done.text)")
+                    progress.add(piece.count)
+                    return answer.headers["etag"] ?? ""
+                } receive: { index, etag in
+                    done[missing[index]] = etag
                 }
             } catch {
-                _ = try? await client.send("DELETE", target.path, query: [("uploadId", uploadID)])
-                throw error
+                progress.finish()
+                throw CLIError("\(error) — the parts sent so far are kept: run the same command again to resume the upload")
             }
+            progress.finish()
+            var xml = "<CompleteMultipartUpload>"
+            for number in 1...count { xml += "<Part><PartNumber>\(number)</PartNumber><ETag>\(done[number] ?? "")</ETag></Part>" }
+            xml += "</CompleteMultipartUpload>"
+            let finished = try await Storage.send(
+                client, what, "POST", target.path, query: [("uploadId", uploadID)], headers: [("content-type", "application/xml")],
+                body: Data(xml.utf8))
+            // A failure after the 200 status line is reported in the body.
+            if finished.text.contains("<Error>") {
+                throw CLIError("\(what): \(finished.errorCode ?? "error"): \(finished.errorMessage ?? finished.text)")
+            }
+            store.remove(state)
         }
 
         func download(_ client: SignedClient) async throws {
@@ -391,8 +459,10 @@ extension Storage {
             let what = "cannot download \(source.description)"
             // The size first: a large object comes down in ranges.
             var size: Int?
+            var etag: String?
             if let head = try? await client.send("HEAD", source.path), head.status == 200 {
                 size = head.headers["content-length"].flatMap { Int($0) }
+                etag = head.headers["etag"]
             }
             var path = self.destination
             let output: FileHandle
@@ -413,14 +483,25 @@ extension Storage {
             }
             do {
                 if let size, size > Self.pieceSize {
-                    var offset = 0
-                    while offset < size {
-                        let last = min(size, offset + Self.pieceSize) - 1
-                        let piece = try await Storage.send(client, what, "GET", source.path, headers: [("range", "bytes=\(offset)-\(last)")])
+                    // Ranges, `--parallel` at a time (in order for standard output), each bound to the
+                    // object's ETag so that an object replaced meanwhile fails instead of mixing versions.
+                    let pieceSize = Self.pieceSize
+                    let count = (size + pieceSize - 1) / pieceSize
+                    let progress = ProgressReporter(total: Int64(size), label: "download \(source.description)")
+                    let condition = etag.map { [("if-match", $0)] } ?? []
+                    try await concurrently(count, width: temporary == nil ? 1 : self.parallel) { index in
+                        let offset = index * pieceSize
+                        let last = min(size, offset + pieceSize) - 1
+                        let piece = try await Storage.send(
+                            client, what, "GET", source.path, headers: [("range", "bytes=\(offset)-\(last)")] + condition)
                         guard piece.body.count == last - offset + 1 else { throw CLIError("\(what): the object changed while it was read; try again") }
-                        try output.write(contentsOf: piece.body)
-                        offset = last + 1
+                        progress.add(piece.body.count)
+                        return piece.body
+                    } receive: { index, body in
+                        if temporary != nil { try output.seek(toOffset: UInt64(index * pieceSize)) }
+                        try output.write(contentsOf: body)
                     }
+                    progress.finish()
                 } else {
                     try output.write(contentsOf: try await Storage.send(client, what, "GET", source.path).body)
                 }

@@ -57,6 +57,10 @@ def test_scrub_replaces_a_damaged_block_copy_from_another_node(tmp_path):
         names = sorted(names)
         damaged, deleted = names[0], names[1]
         victim = nodes[1]
+        # The totals below are cumulative: wait until the victim's scrub has been over every block
+        # once, so that "checked every block" does not depend on how far a pass got before the repair.
+        wait_for("a scrub pass over every block of the victim", lambda: (
+            victim.metrics().get("cloud_scrub_blocks_checked_total", 0) >= len(names)) or None)
         path = block_files(victim)[damaged]
         good = block_files(nodes[0])[damaged].read_bytes()
         before = victim.metrics()
