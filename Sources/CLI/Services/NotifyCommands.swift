@@ -121,13 +121,7 @@ struct Notify: AsyncParsableCommand {
 
         func run() async throws {
             var fields: [(String, JSONValue)] = [("message", .string(self.message))]
-            var attributes: [(String, JSONValue)] = []
-            for pair in self.attributes {
-                guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
-                    throw ValidationError("--attribute takes NAME=VALUE, not \(pair)")
-                }
-                attributes.append((String(pair[..<equals]), .string(String(pair[pair.index(after: equals)...]))))
-            }
+            let attributes = try ResourceClient.attributes(self.attributes)
             if !attributes.isEmpty { fields.append(("attributes", .object(attributes))) }
             let answer = try await ResourceClient(self.client).create(Notify.topic(self.topic) + "/publish", body: .object(fields))
             self.client.emit(answer) {

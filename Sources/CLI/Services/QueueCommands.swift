@@ -143,13 +143,7 @@ struct Queues: AsyncParsableCommand {
             default: throw ValidationError("give the body with exactly one of --body or --from-file")
             }
             var fields: [(String, JSONValue)] = [("body", .string(text))]
-            var attributes: [(String, JSONValue)] = []
-            for pair in self.attributes {
-                guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
-                    throw ValidationError("--attribute takes NAME=VALUE, not \(pair)")
-                }
-                attributes.append((String(pair[..<equals]), .string(String(pair[pair.index(after: equals)...]))))
-            }
+            let attributes = try ResourceClient.attributes(self.attributes)
             if !attributes.isEmpty { fields.append(("attributes", .object(attributes))) }
             if let delay { fields.append(("delay_seconds", .int(Int64(delay)))) }
             if let group { fields.append(("group_id", .string(group))) }

@@ -23,6 +23,16 @@ struct ResourceClient {
         }
     }
 
+    /// `--attribute NAME=VALUE` options as a JSON object's members (string values).
+    static func attributes(_ pairs: [String]) throws -> [(String, JSONValue)] {
+        try pairs.map { pair in
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw ValidationError("--attribute takes NAME=VALUE, not \(pair)")
+            }
+            return (String(pair[..<equals]), .string(String(pair[pair.index(after: equals)...])))
+        }
+    }
+
     /// Every item of a paginated list: follows `next_token` until the last page.
     func listAll(_ path: String, itemsKey: String, query: [String] = []) async throws -> [JSONValue] {
         var items: [JSONValue] = []

@@ -150,9 +150,7 @@ public struct CronService: CloudService {
     // MARK: - Handlers
 
     static func checkName(_ name: String) throws(APIError) {
-        guard !name.isEmpty, name.utf8.count <= 64,
-            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") })
-        else { throw APIError.invalidRequest("\"\(name.prefix(80))\" is not a schedule name: 1 to 64 of letters, digits, - and _") }
+        guard name.isName(maxLength: 64) else { throw APIError.invalidRequest("\"\(name.prefix(80))\" is not a schedule name: 1 to 64 of letters, digits, - and _") }
     }
 
     /// Checks a schedule's fields and, in `db`, that its queue or topic exists.
@@ -164,9 +162,7 @@ public struct CronService: CloudService {
         }
         switch record.target {
         case .http:
-            guard let url = URL(string: record.destination), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
-                url.host?.isEmpty == false
-            else { throw APIError.invalidRequest("\"\(record.destination.prefix(200))\" is not an http or https URL") }
+            guard record.destination.isHTTPURL else { throw APIError.invalidRequest("\"\(record.destination.prefix(200))\" is not an http or https URL") }
             guard record.method == "GET" || record.method == "POST" else { throw APIError.invalidRequest("method must be GET or POST") }
         case .queue:
             guard !record.body.isEmpty else { throw APIError.invalidRequest("a queue target needs a body: the message it sends") }

@@ -211,9 +211,7 @@ public struct NotifyService: CloudService {
     // MARK: - Topics
 
     static func checkTopicName(_ name: String) throws(NotifyError) {
-        guard !name.isEmpty, name.utf8.count <= 256,
-            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") })
-        else { throw NotifyError.invalidName(name) }
+        guard name.isName(maxLength: 256) else { throw NotifyError.invalidName(name) }
     }
 
     private func topic(_ db: any SQLSession, tenantID: String, name: String) async throws -> TopicRecord {
@@ -317,9 +315,7 @@ public struct NotifyService: CloudService {
 
     /// A webhook is an absolute http or https URL with a host.
     static func checkWebhook(_ endpoint: String) throws(NotifyError) {
-        guard let url = URL(string: endpoint), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            let host = url.host, !host.isEmpty
-        else { throw NotifyError.invalidEndpoint(endpoint) }
+        guard endpoint.isHTTPURL else { throw NotifyError.invalidEndpoint(endpoint) }
     }
 
     private func subscription(_ db: any SQLSession, tenantID: String, id: String) async throws -> SubscriptionRecord {
@@ -535,8 +531,7 @@ public struct NotifyService: CloudService {
         switch subscription.kind {
         case .queue:
             let now = context.queue.now()
-            let finished = self.finish(deliveryID, status: .delivered, attempt: attempt, answer: nil, error: nil, context: context)
-            return TaskCompletion(result: finished.result) { db in
+            return TaskCompletion(result: .object([("status", .string(DeliveryStatus.delivered.rawValue)), ("attempt", .int(attempt))])) { db in
                 do {
                     _ = try await QueueDelivery.send(
                         db, tenantID: message.tenantID, queue: subscription.endpoint, body: message.body,
@@ -548,7 +543,7 @@ public struct NotifyService: CloudService {
                     try await Self.record(db, deliveryID, status: .dead, attempt: attempt, answer: nil, error: error.description, now: now)
                     return
                 }
-                try await finished.commit?(db)
+                try await Self.record(db, deliveryID, status: .delivered, attempt: attempt, answer: nil, error: nil, now: now)
             }
         case .webhook:
             let body = Self.webhookBody(message, deliveryID: deliveryID)

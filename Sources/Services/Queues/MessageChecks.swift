@@ -67,9 +67,7 @@ enum MessageChecks {
         }
         var seen = Set<String>()
         for (name, attribute) in attributes {
-            guard !name.isEmpty, name.utf8.count <= 256,
-                name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.".unicodeScalars.contains($0)) }),
-                !name.hasPrefix("."), !name.hasSuffix("."), !name.contains(".."),
+            guard name.isName(maxLength: 256, allowing: "_-."), !name.hasPrefix("."), !name.hasSuffix("."), !name.contains(".."),
                 !name.lowercased().hasPrefix("aws."), !name.lowercased().hasPrefix("amazon.")
             else {
                 throw QueuesError.invalidMessage(

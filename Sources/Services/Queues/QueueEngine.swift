@@ -58,9 +58,7 @@ struct QueueEngine: Sendable {
     /// Queue names as SQS allows them: 1 to 80 of letters, digits, `-` and `_`; FIFO queues end in `.fifo`.
     static func checkName(_ name: String, fifo: Bool) throws(QueuesError) {
         let stem = fifo ? (name.hasSuffix(".fifo") ? String(name.dropLast(5)) : "") : name
-        guard !stem.isEmpty, name.utf8.count <= 80,
-            stem.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") })
-        else {
+        guard stem.isName(maxLength: 80), name.utf8.count <= 80 else {
             if !fifo && name.hasSuffix(".fifo") {
                 throw QueuesError.invalidParameter("a queue whose name ends in .fifo must be a FIFO queue (set fifo / FifoQueue)")
             }
@@ -157,6 +155,13 @@ struct QueueEngine: Sendable {
             ORDER BY name LIMIT \(limit)
             """, [.text(tenantID), .text(after), .text(escaped + "%")]
         ).map { QueuesSchema.queue($0) }
+    }
+
+    /// The names of the tenant's queues whose dead-letter queue is `name`.
+    func deadLetterSources(tenantID: String, of name: String) async throws -> [String] {
+        try await self.database.query(
+            "SELECT name FROM queues_queues WHERE tenant_id = $1 AND dead_letter_queue = $2 ORDER BY name", [.text(tenantID), .text(name)]
+        ).map { $0.text(0) }
     }
 
     /// What the queue holds now.
@@ -413,7 +418,7 @@ struct QueueEngine: Sendable {
         let token = Hex.encode(SecureRandom.bytes(12))
         return try await self.database.transaction { db in
             // FIFO: the queue's row lock makes one receiver at a time pick among the groups.
-            guard let queue = try await QueuesSchema.queue(db, tenantID: tenantID, name: name, dialect: self.dialect, forUpdate: false)
+            guard let queue = try await QueuesSchema.queue(db, tenantID: tenantID, name: name, dialect: self.dialect)
             else { throw QueuesError.queueNotFound(name) }
             if queue.fifo && self.dialect == .postgres {
                 try await db.query("SELECT name FROM queues_queues WHERE tenant_id = $1 AND name = $2 FOR UPDATE", [.text(tenantID), .text(name)])

@@ -267,15 +267,8 @@ struct SQSEndpoint: Sendable {
     private func deadLetterSources(_ call: Call) async throws -> JSONValue {
         let name = try call.queue()
         _ = try await self.engine.queue(tenantID: call.tenantID, name: name)
-        var sources: [String] = []
-        var after = ""
-        while true {
-            let page = try await self.engine.queues(tenantID: call.tenantID, prefix: "", after: after, limit: 1000)
-            sources += page.filter { $0.settings.deadLetterQueue == name }.map { call.url($0.name) }
-            guard page.count == 1000, let last = page.last else { break }
-            after = last.name
-        }
-        return .object([("queueUrls", .array(sources.map { .string($0) }))])
+        let sources = try await self.engine.deadLetterSources(tenantID: call.tenantID, of: name)
+        return .object([("queueUrls", .array(sources.map { .string(call.url($0)) }))])
     }
 
     private func getAttributes(_ call: Call) async throws -> JSONValue {
@@ -355,9 +348,7 @@ struct SQSEndpoint: Sendable {
         var seen = Set<String>()
         var entries: [(String, JSONValue)] = []
         for item in items {
-            guard case .string(let id)? = item["Id"], !id.isEmpty, id.utf8.count <= 80,
-                id.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") })
-            else {
+            guard case .string(let id)? = item["Id"], id.isName(maxLength: 80) else {
                 throw SQSError(
                     400, "InvalidBatchEntryId", query: "AWS.SimpleQueueService.InvalidBatchEntryId",
                     "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long.")

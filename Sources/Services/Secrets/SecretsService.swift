@@ -196,9 +196,7 @@ public struct SecretsService: CloudService {
 
     /// Names as AWS Secrets Manager allows them: 1 to 128 of letters, digits and `/_+=.@-`.
     static func checkName(_ name: String) throws(SecretsError) {
-        guard !name.isEmpty, name.utf8.count <= 128,
-            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/_+=.@-".unicodeScalars.contains($0)) })
-        else { throw SecretsError.invalidName(name) }
+        guard name.isName(maxLength: 128, allowing: "/_+=.@-") else { throw SecretsError.invalidName(name) }
     }
 
     static func checkValue(_ value: String) throws(SecretsError) {
