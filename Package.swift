@@ -13,6 +13,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cloud", targets: ["CLI"]),
+        // For bench/listeners only (the control plane hosted behind another HTTP listener); not an API.
+        .library(name: "CloudControlPlane", targets: ["ControlPlane", "ServiceContract", "HTTPServing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
