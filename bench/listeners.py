@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 
-from control import PASSWORD, call, free_port, wait_ready, wrk  # bench/control.py: the same helpers
+from control import PASSWORD, call, cpu_seconds, free_port, wait_ready, wrk  # bench/control.py: the same helpers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BINARY = os.path.join(HERE, "listeners", ".build", "release", "ListenerBench")
@@ -37,12 +37,6 @@ CALLS = [
     ("GET /auth/me", "GET", "/auth/me", True, None),
     ("POST /rbac/roles", "POST", "/rbac/roles", True, '{"name": "r%n", "permissions": ["instance:read"]}'),
 ]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_listener(listener, workdir, round_index, args):

@@ -35,7 +35,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from control import PASSWORD, call, free_port  # bench/control.py: the same helpers
+from control import PASSWORD, call, cpu_seconds, free_port  # bench/control.py: the same helpers
 ROOT = ("benchroot", "benchroot-secret-key-0123456789")
 
 
@@ -59,14 +59,6 @@ def machine_busy_seconds():
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process and its children that were waited for."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(x) for x in fields[11:15]) / ticks
 
 
 class Target:
