@@ -196,6 +196,22 @@ let package = Package(
             name: "Secrets",
             dependencies: ["ServiceContract", "Database", "SQLite", "Hashing", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             path: "Sources/Services/Secrets", swiftSettings: strictSettings),
+        // Drivers: hardware-facing code behind the protocols of the services that use it.
+        // The Docker Engine API over its Unix socket (no docker CLI).
+        .target(
+            name: "DockerEngine",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Backends/DockerEngine", swiftSettings: strictSettings),
+        .target(
+            name: "Compute",
+            dependencies: [
+                "ServiceContract", "DockerEngine", "StorageClient", "Database", "SQLite", "Hashing", .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Services/Compute", swiftSettings: strictSettings),
         // The control plane (the host): identity, API keys, tenants, RBAC, tasks, the REST API and its
         // persistence; it hosts the services.
         .target(
@@ -213,7 +229,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -263,7 +279,8 @@ let package = Package(
         .testTarget(name: "ClusterRPCTests", dependencies: ["ClusterRPC"], swiftSettings: strictSettings),
         // The `cloud` CLI's pure parts (config file, output formats, API reference); tests the executable target.
         .testTarget(
-            name: "CLITests", dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Database", "SQLite"],
+            name: "CLITests",
+            dependencies: ["CLI", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "SecretsTests", dependencies: ["ServiceTestSupport", "Secrets", "ControlPlane", "ServiceContract", "Database", "SQLite", "Hashing"],
@@ -277,6 +294,8 @@ let package = Package(
         .testTarget(
             name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
+        .testTarget(
+            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "ServiceContract"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

@@ -1,3 +1,4 @@
+import Compute
 import ControlPlane
 import Cron
 import Notify
@@ -5,6 +6,7 @@ import Queues
 import Secrets
 import ServiceContract
 import Storage
+import StorageClient
 
 /// The cloud services the control plane hosts: the one list `cloud dev`, `cloud server` and
 /// `cloud openapi` use. A new service is one line here (and its module).
@@ -14,6 +16,7 @@ enum HostedServices {
     ///   - storage: The storage cluster behind `/storage` (nil: those routes answer 503). Its keys
     ///     also sign requests to the queues' SQS endpoint (nil: `/sqs` answers 503).
     ///   - masterKey: The deployment's master key for `/secrets` (nil: those routes answer 503).
+    ///   Compute keeps image tars in the same storage cluster (nil: image imports answer 503).
     static func make(storage: StorageServiceConfiguration?, masterKey: MasterKey?) -> [any CloudService] {
         let cluster = storage.map(StorageAdminClient.init)
         let sqs = cluster.map { cluster in
@@ -21,7 +24,13 @@ enum HostedServices {
                 try await cluster.signingKey(accessKeyID: accessKeyID, date: date, region: region, service: "sqs")
             }
         }
-        return [StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService()]
+        let images = storage.map { storage in
+            ImageStore(endpoint: S3Endpoint(url: storage.endpoint, accessKey: storage.accessKey, secretKey: storage.secretKey, region: storage.region))
+        }
+        return [
+            StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService(),
+            ComputeService(images: images),
+        ]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for

@@ -1,0 +1,307 @@
+import Foundation
+import NIOHTTP1
+
+/// A Docker Engine reached over its Unix socket, through the Engine API (v1.41, Docker 20.10 and
+/// later): no docker CLI, no registry. Images come in as root file system tars (`importImage`) and
+/// are never pulled.
+///
+/// Every call opens its own connection and has a deadline; an engine that is not there or does not
+/// answer is a ``DockerError`` with ``DockerError/isUnavailable``.
+public struct DockerEngine: Sendable {
+    /// The socket's path.
+    public let socketPath: String
+    /// How long an ordinary call may take (image imports get more).
+    public var timeout: Duration = .seconds(30)
+    let connection: EngineConnection
+
+    /// - Parameter socket: `unix:///run/docker.sock` or a plain path.
+    public init(socket: String) {
+        let path = socket.hasPrefix("unix://") ? String(socket.dropFirst("unix://".count)) : socket
+        self.socketPath = path
+        self.connection = EngineConnection(socketPath: path, apiVersion: "1.41")
+    }
+
+    /// What the engine says about its host.
+    public struct Info: Sendable, Equatable {
+        public var cpus: Int
+        public var memoryBytes: Int64
+        public var serverVersion: String
+        public var containersRunning: Int
+    }
+
+    /// `GET /info`: the host's CPUs and memory as the engine sees them.
+    public func info() async throws -> Info {
+        let answer = try await self.call(.GET, "/info", doing: "reading the engine's info")
+        let object = try DockerJSON.object(answer.body, doing: "reading the engine's info")
+        return Info(
+            cpus: object["NCPU"] as? Int ?? 0, memoryBytes: (object["MemTotal"] as? NSNumber)?.int64Value ?? 0,
+            serverVersion: object["ServerVersion"] as? String ?? "", containersRunning: object["ContainersRunning"] as? Int ?? 0)
+    }
+
+    // MARK: - Images
+
+    /// Whether the engine has the image (`repository:tag`).
+    public func hasImage(_ reference: String) async throws -> Bool {
+        let answer = try await self.connection.exchange(.GET, "/images/\(reference)/json", timeout: self.timeout)
+        switch answer.status {
+        case 200: return true
+        case 404: return false
+        default: throw DockerError.answer(answer.status, answer.text, doing: "inspecting image \(reference)")
+        }
+    }
+
+    /// `POST /images/create?fromSrc=-`: makes an image of a root file system tar.
+    /// - Parameters:
+    ///   - tar: The tar's bytes (the root of the file system at its top).
+    ///   - repository: The image's repository (`cloud/tenant/name`).
+    ///   - tag: Its tag.
+    public func importImage(tar: [UInt8], repository: String, tag: String) async throws {
+        let answer = try await self.connection.exchange(
+            .POST, "/images/create", query: [("fromSrc", "-"), ("repo", repository), ("tag", tag)], body: tar,
+            contentType: "application/x-tar", timeout: .seconds(600))
+        let what = "importing image \(repository):\(tag)"
+        guard answer.status == 200 else { throw DockerError.answer(answer.status, answer.text, doing: what) }
+        // The engine streams JSON objects; a failure arrives as one with "error", still under 200.
+        for line in answer.text.split(separator: "\n") {
+            if let message = DockerJSON.message(String(line)), line.contains("\"error\"") { throw DockerError.streamed(message, doing: what) }
+        }
+    }
+
+    /// Removes an image; missing is fine.
+    public func removeImage(_ reference: String) async throws {
+        let answer = try await self.connection.exchange(.DELETE, "/images/\(reference)", query: [("force", "1")], timeout: self.timeout)
+        guard answer.status == 200 || answer.status == 404 else {
+            throw DockerError.answer(answer.status, answer.text, doing: "removing image \(reference)")
+        }
+    }
+
+    // MARK: - Containers
+
+    /// `POST /containers/create`.
+    /// - Returns: The container's id.
+    /// - Throws: ``DockerError`` with ``DockerError/isConflict`` when the name is taken,
+    ///   ``DockerError/isNotFound`` when the image is missing.
+    public func createContainer(_ spec: ContainerSpec) async throws -> String {
+        let body = try JSONSerialization.data(withJSONObject: spec.engineJSON, options: [.sortedKeys])
+        let answer = try await self.call(
+            .POST, "/containers/create", query: [("name", spec.name)], body: Array(body), expect: [201],
+            doing: "creating container \(spec.name)")
+        let object = try DockerJSON.object(answer.body, doing: "creating container \(spec.name)")
+        guard let id = object["Id"] as? String, !id.isEmpty else { throw DockerError.malformed("no Id in the answer to creating \(spec.name)") }
+        return id
+    }
+
+    /// Starts a container; one already running is fine.
+    public func start(_ container: String) async throws {
+        try await self.call(.POST, "/containers/\(container)/start", expect: [204, 304], doing: "starting container \(container)")
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`); one already stopped is fine.
+    public func stop(_ container: String, grace: Int = 10) async throws {
+        try await self.call(
+            .POST, "/containers/\(container)/stop", query: [("t", "\(grace)")], expect: [204, 304], timeout: self.timeout + .seconds(grace),
+            doing: "stopping container \(container)")
+    }
+
+    /// Restarts a container.
+    public func restart(_ container: String, grace: Int = 10) async throws {
+        try await self.call(
+            .POST, "/containers/\(container)/restart", query: [("t", "\(grace)")], expect: [204], timeout: self.timeout + .seconds(grace),
+            doing: "restarting container \(container)")
+    }
+
+    /// Sends a signal to a running container.
+    public func kill(_ container: String, signal: String = "KILL") async throws {
+        try await self.call(.POST, "/containers/\(container)/kill", query: [("signal", signal)], expect: [204], doing: "killing container \(container)")
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes; missing is fine.
+    public func remove(_ container: String) async throws {
+        try await self.call(
+            .DELETE, "/containers/\(container)", query: [("force", "1"), ("v", "1")], expect: [204, 404], doing: "removing container \(container)")
+    }
+
+    /// A container's state, or nil when there is no such container.
+    public func inspect(_ container: String) async throws -> ContainerState? {
+        let answer = try await self.connection.exchange(.GET, "/containers/\(container)/json", timeout: self.timeout)
+        if answer.status == 404 { return nil }
+        guard answer.status == 200 else { throw DockerError.answer(answer.status, answer.text, doing: "inspecting container \(container)") }
+        return ContainerState(try DockerJSON.object(answer.body, doing: "inspecting container \(container)"))
+    }
+
+    /// The containers carrying a label (`key` or `key=value`), running or not.
+    public func containers(label: String) async throws -> [ContainerSummary] {
+        let filters = try JSONSerialization.data(withJSONObject: ["label": [label]])
+        let answer = try await self.call(
+            .GET, "/containers/json", query: [("all", "1"), ("filters", String(decoding: filters, as: UTF8.self))], doing: "listing containers")
+        guard let list = try JSONSerialization.jsonObject(with: Data(answer.body)) as? [[String: Any]] else {
+            throw DockerError.malformed("the container list is not a JSON array")
+        }
+        return list.map(ContainerSummary.init)
+    }
+
+    /// A container's output.
+    /// - Parameters:
+    ///   - tail: At most this many of the last lines (nil: all).
+    ///   - since: Only lines after this Unix time (seconds, fractions allowed).
+    public func logs(_ container: String, tail: Int? = nil, since: Double? = nil) async throws -> [LogFrames.Line] {
+        var query = [("stdout", "1"), ("stderr", "1"), ("timestamps", "1"), ("tail", tail.map(String.init) ?? "all")]
+        if let since { query.append(("since", String(format: "%.9f", since))) }
+        let answer = try await self.call(.GET, "/containers/\(container)/logs", query: query, doing: "reading the logs of \(container)")
+        return LogFrames.lines(answer.body, timestamps: true)
+    }
+
+    /// One sample of a container's CPU and memory use (`/stats?stream=false`).
+    public func stats(_ container: String) async throws -> ContainerStats {
+        let answer = try await self.call(.GET, "/containers/\(container)/stats", query: [("stream", "false")], doing: "reading stats of \(container)")
+        return ContainerStats(try DockerJSON.object(answer.body, doing: "reading stats of \(container)"))
+    }
+
+    // MARK: -
+
+    @discardableResult
+    private func call(
+        _ method: NIOHTTPMethodName, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, expect: Set<Int> = [200],
+        timeout: Duration? = nil, doing what: String
+    ) async throws -> EngineConnection.Answer {
+        let answer = try await self.connection.exchange(method.nio, path, query: query, body: body, timeout: timeout ?? self.timeout)
+        guard expect.contains(answer.status) else { throw DockerError.answer(answer.status, answer.text, doing: what) }
+        return answer
+    }
+}
+
+/// What a container runs and with which limits.
+public struct ContainerSpec: Sendable, Equatable {
+    /// The container's name on the engine (unique there).
+    public var name: String
+    /// `repository:tag` of an image the engine has.
+    public var image: String
+    /// The command and its arguments; empty: the image's own.
+    public var command: [String] = []
+    public var environment: [String: String] = [:]
+    public var labels: [String: String] = [:]
+    /// CPU limit in billionths of a CPU (0: none).
+    public var nanoCPUs: Int64 = 0
+    /// Memory limit in bytes (0: none).
+    public var memoryBytes: Int64 = 0
+    /// `no`, `on-failure`, `always` or `unless-stopped`.
+    public var restartPolicy: String = "no"
+    /// `none` (no network) until VPC networking attaches one.
+    public var networkMode: String = "none"
+
+    public init(name: String, image: String) {
+        self.name = name
+        self.image = image
+    }
+
+    var engineJSON: [String: Any] {
+        var object: [String: Any] = [
+            "Image": self.image,
+            "Labels": self.labels,
+            "Env": self.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            "HostConfig": [
+                "NanoCpus": self.nanoCPUs, "Memory": self.memoryBytes, "NetworkMode": self.networkMode,
+                "RestartPolicy": ["Name": self.restartPolicy],
+            ] as [String: Any],
+        ]
+        if !self.command.isEmpty { object["Cmd"] = self.command }
+        return object
+    }
+}
+
+/// A container's state as `GET /containers/{id}/json` reports it.
+public struct ContainerState: Sendable, Equatable {
+    public var id: String
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
+    public var status: String
+    public var running: Bool
+    public var exitCode: Int
+    /// Why the engine could not run it, if it says.
+    public var error: String
+    public var oomKilled: Bool
+    public var startedAt: String
+    public var finishedAt: String
+    public var labels: [String: String]
+    /// Times the engine restarted it under its restart policy.
+    public var restartCount: Int
+
+    init(_ object: [String: Any]) {
+        let state = object["State"] as? [String: Any] ?? [:]
+        let config = object["Config"] as? [String: Any] ?? [:]
+        self.id = object["Id"] as? String ?? ""
+        self.status = state["Status"] as? String ?? ""
+        self.running = state["Running"] as? Bool ?? false
+        self.exitCode = state["ExitCode"] as? Int ?? 0
+        self.error = state["Error"] as? String ?? ""
+        self.oomKilled = state["OOMKilled"] as? Bool ?? false
+        self.startedAt = state["StartedAt"] as? String ?? ""
+        self.finishedAt = state["FinishedAt"] as? String ?? ""
+        self.labels = config["Labels"] as? [String: String] ?? [:]
+        self.restartCount = object["RestartCount"] as? Int ?? 0
+    }
+}
+
+/// One entry of the container list.
+public struct ContainerSummary: Sendable, Equatable {
+    public var id: String
+    public var names: [String]
+    /// `running`, `exited`, …
+    public var state: String
+    public var labels: [String: String]
+
+    init(_ object: [String: Any]) {
+        self.id = object["Id"] as? String ?? ""
+        self.names = (object["Names"] as? [String] ?? []).map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 }
+        self.state = object["State"] as? String ?? ""
+        self.labels = object["Labels"] as? [String: String] ?? [:]
+    }
+}
+
+/// One stats sample: cumulative CPU time of the container and of the host, and memory in use.
+public struct ContainerStats: Sendable, Equatable {
+    /// Nanoseconds of CPU the container used, in total.
+    public var cpuNanoseconds: Int64
+    /// Nanoseconds of CPU the whole host used, in total (the denominator of a CPU share).
+    public var systemNanoseconds: Int64
+    public var onlineCPUs: Int
+    public var memoryBytes: Int64
+
+    init(_ object: [String: Any]) {
+        let cpu = object["cpu_stats"] as? [String: Any] ?? [:]
+        let usage = cpu["cpu_usage"] as? [String: Any] ?? [:]
+        let memory = object["memory_stats"] as? [String: Any] ?? [:]
+        self.cpuNanoseconds = (usage["total_usage"] as? NSNumber)?.int64Value ?? 0
+        self.systemNanoseconds = (cpu["system_cpu_usage"] as? NSNumber)?.int64Value ?? 0
+        self.onlineCPUs = cpu["online_cpus"] as? Int ?? 0
+        self.memoryBytes = (memory["usage"] as? NSNumber)?.int64Value ?? 0
+    }
+}
+
+/// The methods the engine API uses.
+enum NIOHTTPMethodName {
+    case GET, POST, DELETE
+
+    var nio: HTTPMethod {
+        switch self {
+        case .GET: .GET
+        case .POST: .POST
+        case .DELETE: .DELETE
+        }
+    }
+}
+
+/// Reading the engine's JSON.
+enum DockerJSON {
+    static func object(_ bytes: [UInt8], doing what: String) throws -> [String: Any] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw DockerError.malformed("the answer to \(what) is not a JSON object")
+        }
+        return object
+    }
+
+    /// The `message` (or `error`) of an engine error body.
+    static func message(_ body: String) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return nil }
+        return object["message"] as? String ?? object["error"] as? String
+    }
+}

@@ -1,0 +1,121 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One HTTP/1.1 exchange with a Docker Engine over its Unix socket: a connection per request,
+/// closed after the answer (the engine's own CLI does the same per command).
+struct EngineConnection: Sendable {
+    /// The socket's path (`/run/docker.sock`).
+    let socketPath: String
+    /// The engine API version every path is prefixed with (`/v1.41/...`).
+    let apiVersion: String
+
+    /// An answer: status, headers and the whole body (at most `limit` bytes are kept).
+    struct Answer: Sendable {
+        var status: Int
+        var body: [UInt8]
+        /// The body was cut at the limit.
+        var truncated: Bool
+
+        var text: String { String(decoding: self.body, as: UTF8.self) }
+    }
+
+    /// Sends one request and reads the whole answer.
+    /// - Parameters:
+    ///   - method: `GET`, `POST`, `DELETE`.
+    ///   - path: The API path without the version (`/containers/create`).
+    ///   - query: Unencoded query parameters.
+    ///   - body: The request body; `contentType` says what it is.
+    ///   - timeout: How long the whole exchange may take.
+    ///   - limit: The most body bytes kept.
+    /// - Throws: ``DockerError`` (unreachable, timed out, malformed answer).
+    func exchange(
+        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil,
+        contentType: String = "application/json", timeout: Duration, limit: Int = 16 << 20
+    ) async throws -> Answer {
+        try await withThrowingTaskGroup(of: Answer?.self) { group in
+            group.addTask { try await self.run(method, path, query: query, body: body, contentType: contentType, limit: limit) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let answer = first else {
+                throw DockerError.timedOut("\(method.rawValue) \(path)", after: timeout, socket: self.socketPath)
+            }
+            return answer
+        }
+    }
+
+    private func run(
+        _ method: HTTPMethod, _ path: String, query: [(String, String)], body: [UInt8]?, contentType: String, limit: Int
+    ) async throws -> Answer {
+        let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .connect(unixDomainSocketPath: self.socketPath) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw DockerError.unreachable(socket: self.socketPath, reason: "\(error)")
+        }
+        let uri = "/v\(self.apiVersion)" + path + Self.encode(query)
+        return try await channel.executeThenClose { inbound, outbound in
+            var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
+            head.headers.add(name: "Host", value: "docker")
+            head.headers.add(name: "Connection", value: "close")
+            head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+            if body != nil { head.headers.add(name: "Content-Type", value: contentType) }
+            try await outbound.write(.head(head))
+            if let body, !body.isEmpty {
+                // Large bodies (an image's tar) go in pieces so that the socket applies back pressure.
+                var offset = 0
+                while offset < body.count {
+                    let end = min(offset + 1 << 20, body.count)
+                    try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body[offset..<end]))))
+                    offset = end
+                }
+            }
+            try await outbound.write(.end(nil))
+            var answer = Answer(status: 0, body: [], truncated: false)
+            for try await part in inbound {
+                switch part {
+                case .head(let response):
+                    answer.status = Int(response.status.code)
+                case .body(var buffer):
+                    let room = limit - answer.body.count
+                    if buffer.readableBytes > room { answer.truncated = true }
+                    if room > 0, let bytes = buffer.readBytes(length: min(room, buffer.readableBytes)) { answer.body += bytes }
+                case .end:
+                    return answer
+                }
+            }
+            throw DockerError.malformed("the engine closed the connection during the answer to \(method.rawValue) \(path)")
+        }
+    }
+
+    /// `?a=1&b=x%20y`, or empty.
+    static func encode(_ query: [(String, String)]) -> String {
+        guard !query.isEmpty else { return "" }
+        return "?" + query.map { "\(Self.percentEncode($0.0))=\(Self.percentEncode($0.1))" }.joined(separator: "&")
+    }
+
+    static func percentEncode(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.append(Character(Unicode.Scalar(byte)))
+            default:
+                let hex = Array("0123456789ABCDEF")
+                out += "%" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 15)])
+            }
+        }
+        return out
+    }
+}

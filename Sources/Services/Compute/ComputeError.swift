@@ -1,0 +1,47 @@
+public import ServiceContract
+
+/// The compute service's errors, mapped to their wire errors in one place (``apiError``).
+enum ComputeError: Error, APIErrorConvertible {
+    case invalidName(String)
+    case instanceNotFound(String)
+    case instanceExists(String)
+    case imageNotFound(String)
+    case imageExists(String)
+    case imageInUse(String, instances: Int64)
+    case invalidImage(String)
+    case unknownType(String)
+    case unknownBackend(String)
+    case hostNotFound(String)
+    case hostExists(String)
+    case hostInUse(String, instances: Int64)
+    case invalidState(name: String, state: InstanceState, action: String)
+    case imagesUnavailable
+    case engine(String)
+
+    var apiError: APIError {
+        switch self {
+        case .invalidName(let name):
+            .invalidRequest("'\(name)' is not a valid name: 1 to 63 of lowercase letters, digits and -, starting with a letter")
+        case .instanceNotFound(let name): APIError(status: 404, code: "instance_not_found", message: "no instance '\(name)'")
+        case .instanceExists(let name): .conflict("instance_exists", "an instance '\(name)' exists")
+        case .imageNotFound(let name): APIError(status: 404, code: "image_not_found", message: "no image '\(name)'")
+        case .imageExists(let name): .conflict("image_exists", "an image '\(name)' exists")
+        case .imageInUse(let name, let count): .conflict("image_in_use", "image '\(name)' is used by \(count) instance(s)")
+        case .invalidImage(let why): APIError(status: 400, code: "invalid_image", message: why)
+        case .unknownType(let name):
+            APIError(
+                status: 400, code: "unknown_instance_type",
+                message: "no instance type '\(name)' (types: \(InstanceType.all.map(\.name).joined(separator: ", ")))")
+        case .unknownBackend(let name):
+            APIError(status: 400, code: "unknown_backend", message: "backend '\(name)' is not available here (backends: docker)")
+        case .hostNotFound(let name): APIError(status: 404, code: "host_not_found", message: "no compute host '\(name)'")
+        case .hostExists(let name): .conflict("host_exists", "a compute host '\(name)' exists")
+        case .hostInUse(let name, let count):
+            .conflict("host_in_use", "compute host '\(name)' has \(count) instance(s); delete them first")
+        case .invalidState(let name, let state, let action):
+            .conflict("invalid_state", "instance '\(name)' is \(state.rawValue) and cannot \(action) now")
+        case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
+        case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
+        }
+    }
+}

@@ -1,0 +1,348 @@
+import Database
+import DockerEngine
+import Foundation
+import Hashing
+import Logging
+import ServiceContract
+import SQLite
+
+extension ComputeService {
+    // MARK: - Images
+
+    func importImage(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        try Self.checkName(name)
+        guard let images = self.images else { throw ComputeError.imagesUnavailable }
+        var command = ["sh"]
+        if let text = context.request.query["command"] {
+            guard case .array(let items) = JSONValue.parse(Array(text.utf8)), !items.isEmpty else {
+                throw APIError.invalidRequest("command must be a JSON array of strings, such as [\"httpd\",\"-f\"]")
+            }
+            command = try items.map { item in
+                guard case .string(let word) = item else { throw APIError.invalidRequest("command must be a JSON array of strings") }
+                return word
+            }
+        }
+        let tar = context.request.body
+        try Self.checkTar(tar)
+        let digest = Hex.encode(Digests.sha256(tar))
+        let environment = context.environment
+        // Refuse a taken name before moving the bytes.
+        if try await environment.database.query(
+            "SELECT 1 FROM compute_images WHERE tenant_id = $1 AND name = $2", [.text(caller.tenantID), .text(name)]
+        ).first != nil {
+            throw ComputeError.imageExists(name)
+        }
+        try await images.put(digest: digest, tar: tar)
+        let now = environment.clock.unixMilliseconds()
+        let record = ImageRecord(
+            tenantID: caller.tenantID, name: name, digest: digest, sizeBytes: Int64(tar.count), command: command, createdAt: now)
+        let stored = command
+        return try await context.transaction { db in
+            if try await db.query("SELECT 1 FROM compute_images WHERE tenant_id = $1 AND name = $2", [.text(caller.tenantID), .text(name)])
+                .first != nil
+            {
+                throw ComputeError.imageExists(name)
+            }
+            try await environment.quotas.reserve(Self.imagesQuota, tenantID: caller.tenantID, in: db)
+            try await db.query(
+                "INSERT INTO compute_images (\(ComputeSchema.imageColumns)) VALUES ($1, $2, $3, $4, $5, $6)",
+                [.text(caller.tenantID), .text(name), .text(digest), .integer(Int64(tar.count)), .text(ComputeSchema.encode(stored)), .integer(now)])
+            Self.log(context, "image imported", ["tenant-id": "\(caller.tenantID)", "image": "\(name)", "digest": "\(digest)"])
+            return .json(201, Self.imageShape.json(record))
+        }
+    }
+
+    /// A tar has 512-byte blocks and, in its first header, the ustar magic (GNU and POSIX tars both).
+    static func checkTar(_ bytes: [UInt8]) throws(ComputeError) {
+        guard bytes.count >= 1024, bytes.count % 512 == 0 else {
+            throw ComputeError.invalidImage("the body is not a tar (\(bytes.count) bytes; a tar is whole 512-byte blocks)")
+        }
+        guard Array(bytes[257..<262]) == Array("ustar".utf8) else {
+            throw ComputeError.invalidImage("the body is not a tar of a root file system (no ustar header)")
+        }
+    }
+
+    func listImages(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let page = try context.page()
+        let rows = try await context.environment.database.query(
+            "SELECT \(ComputeSchema.imageColumns) FROM compute_images WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT \(page.fetchLimit)",
+            [.text(caller.tenantID), .text(page.after ?? "")])
+        let (items, next) = page.finish(rows.map(ComputeSchema.image), key: \.name)
+        return .json(200, Self.imageList.json(items, nextToken: next))
+    }
+
+    static func image(_ db: any SQLSession, tenantID: String, name: String) async throws -> ImageRecord? {
+        try await db.query(
+            "SELECT \(ComputeSchema.imageColumns) FROM compute_images WHERE tenant_id = $1 AND name = $2", [.text(tenantID), .text(name)]
+        ).first.map(ComputeSchema.image)
+    }
+
+    func getImage(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        let found = try await context.environment.database.transaction { db in try await Self.image(db, tenantID: caller.tenantID, name: name) }
+        guard let image = found else { throw ComputeError.imageNotFound(name) }
+        return .json(200, Self.imageShape.json(image))
+    }
+
+    func deleteImage(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        let environment = context.environment
+        let orphan: String? = try await environment.database.transaction { db in
+            guard let image = try await Self.image(db, tenantID: caller.tenantID, name: name) else { throw ComputeError.imageNotFound(name) }
+            let users =
+                try await db.query(
+                    "SELECT COUNT(*) FROM compute_instances WHERE tenant_id = $1 AND image = $2", [.text(caller.tenantID), .text(name)]
+                ).first?.int(0) ?? 0
+            guard users == 0 else { throw ComputeError.imageInUse(name, instances: users) }
+            try await db.query("DELETE FROM compute_images WHERE tenant_id = $1 AND name = $2", [.text(caller.tenantID), .text(name)])
+            let others = try await db.query("SELECT 1 FROM compute_images WHERE digest = $1 LIMIT 1", [.text(image.digest)]).first
+            return others == nil ? image.digest : nil
+        }
+        if let orphan, let images = self.images {
+            // The tar stays if this fails; a later import of the same bytes reuses it.
+            do { try await images.delete(digest: orphan) } catch {
+                environment.logger.warning("image tar not deleted", metadata: ["digest": "\(orphan)", "error": "\(error)"])
+            }
+        }
+        return .noContent
+    }
+
+    // MARK: - Hosts
+
+    static func candidates(_ db: any SQLSession) async throws -> [(HostRecord, Placement.Candidate)] {
+        let hosts = try await db.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts ORDER BY name").map(ComputeSchema.host)
+        var used: [String: (Int64, Int64, Int64)] = [:]
+        for row in try await db.query(
+            "SELECT host, COALESCE(SUM(vcpus), 0), COALESCE(SUM(memory_mib), 0), COUNT(*) FROM compute_instances WHERE host IS NOT NULL GROUP BY host")
+        {
+            used[row.text(0)] = (row.int(1), row.int(2), row.int(3))
+        }
+        return hosts.map { host in
+            let (vcpus, memory, count) = used[host.name] ?? (0, 0, 0)
+            return (
+                host,
+                Placement.Candidate(
+                    host: host.name, state: host.state, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: host.cpuOvercommit,
+                    usedVCPUs: vcpus, usedMemoryMiB: memory, instances: count)
+            )
+        }
+    }
+
+    func addHost(_ context: RouteContext) async throws -> APIResponse {
+        let name = context.body.string("name") ?? ""
+        try Self.checkName(name)
+        let socket = context.body.string("docker_socket") ?? ""
+        guard socket.hasPrefix("unix:///") else { throw APIError.invalidRequest("docker_socket must be unix:///path/to/docker.sock") }
+        let overcommit = context.body.integer("cpu_overcommit") ?? 8
+        guard (1...64).contains(overcommit) else { throw APIError.invalidRequest("cpu_overcommit must be 1 to 64") }
+        let info: DockerEngine.Info
+        do { info = try await DockerEngine(socket: socket).info() } catch let error as DockerError {
+            throw APIError(status: 400, code: "host_unreachable", message: error.description)
+        }
+        let now = context.environment.clock.unixMilliseconds()
+        let host = HostRecord(
+            name: name, dockerSocket: socket, state: .ready, reason: nil, cpus: Int64(info.cpus), memoryBytes: info.memoryBytes,
+            engineVersion: info.serverVersion, cpuOvercommit: overcommit, seenAt: now, checkedAt: now, createdAt: now)
+        return try await context.transaction { db in
+            if try await db.query("SELECT 1 FROM compute_hosts WHERE name = $1", [.text(name)]).first != nil { throw ComputeError.hostExists(name) }
+            try await db.query(
+                "INSERT INTO compute_hosts (\(ComputeSchema.hostColumns)) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8, $8)",
+                [.text(name), .text(socket), .text(host.state.rawValue), .integer(host.cpus), .integer(host.memoryBytes), .text(host.engineVersion),
+                 .integer(overcommit), .integer(now)])
+            Self.log(context, "compute host added", ["host": "\(name)", "cpus": "\(info.cpus)", "engine": "\(info.serverVersion)"])
+            let empty = Placement.Candidate(
+                host: name, state: .ready, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: overcommit, usedVCPUs: 0,
+                usedMemoryMiB: 0, instances: 0)
+            return .json(201, Self.hostShape.json(HostView(record: host, placed: empty)))
+        }
+    }
+
+    func listHosts(_ context: RouteContext) async throws -> APIResponse {
+        let hosts = try await context.environment.database.transaction { db in try await Self.candidates(db) }
+        return .json(200, Self.hostList.json(hosts.map { HostView(record: $0.0, placed: $0.1) }, nextToken: nil))
+    }
+
+    func removeHost(_ context: RouteContext) async throws -> APIResponse {
+        let name = context.parameter("name")
+        return try await context.transaction { db in
+            guard try await db.query("SELECT 1 FROM compute_hosts WHERE name = $1", [.text(name)]).first != nil else {
+                throw ComputeError.hostNotFound(name)
+            }
+            let count = try await db.query("SELECT COUNT(*) FROM compute_instances WHERE host = $1", [.text(name)]).first?.int(0) ?? 0
+            guard count == 0 else { throw ComputeError.hostInUse(name, instances: count) }
+            try await db.query("DELETE FROM compute_hosts WHERE name = $1", [.text(name)])
+            Self.log(context, "compute host removed", ["host": "\(name)"])
+            return .noContent
+        }
+    }
+
+    // MARK: - Instances
+
+    func createInstance(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let name = context.body.string("name") ?? ""
+        try Self.checkName(name)
+        let imageName = context.body.string("image") ?? ""
+        let typeName = context.body.string("type") ?? "small"
+        guard let type = InstanceType.named(typeName) else { throw ComputeError.unknownType(typeName) }
+        let backend = context.body.string("backend") ?? "docker"
+        guard backend == "docker" else { throw ComputeError.unknownBackend(backend) }
+        let restart = context.body.string("restart") ?? "no"
+        guard Self.restartPolicies.contains(restart) else {
+            throw APIError.invalidRequest("restart must be one of \(Self.restartPolicies.joined(separator: ", "))")
+        }
+        let command = context.body.strings("command") ?? []
+        var environmentVariables: [(String, String)] = []
+        for (key, value) in context.body.object("environment") ?? [] {
+            guard case .string(let text) = value else { throw APIError.invalidRequest("environment values must be strings") }
+            guard !key.isEmpty, !key.contains("="), !key.contains("\u{0}"), !text.contains("\u{0}") else {
+                throw APIError.invalidRequest("environment variable '\(key)' is not a valid name")
+            }
+            environmentVariables.append((key, text))
+        }
+        let environment = context.environment
+        let now = environment.clock.unixMilliseconds()
+        let id = SecureRandom.identifier(prefix: "i-", bytes: 8).lowercased()
+        let variables = environmentVariables
+        return try await context.transaction { db in
+            guard let image = try await Self.image(db, tenantID: caller.tenantID, name: imageName) else { throw ComputeError.imageNotFound(imageName) }
+            if try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: name, dialect: environment.database.dialect) != nil {
+                throw ComputeError.instanceExists(name)
+            }
+            try await environment.quotas.reserve(Self.instancesQuota, tenantID: caller.tenantID, in: db)
+            try await environment.quotas.reserve(Self.vcpusQuota, tenantID: caller.tenantID, adding: type.vcpus, in: db)
+            try await environment.quotas.reserve(Self.memoryQuota, tenantID: caller.tenantID, adding: type.memoryMiB, in: db)
+            let record = InstanceRecord(
+                id: id, tenantID: caller.tenantID, name: name, image: imageName, imageDigest: image.digest, type: type.name, backend: backend,
+                vcpus: type.vcpus, memoryMiB: type.memoryMiB, command: command, environment: variables, restart: restart, state: .pending,
+                reason: nil, host: nil, backendID: nil, version: 1, createdAt: now, updatedAt: now)
+            try await db.query(
+                """
+                INSERT INTO compute_instances (\(ComputeSchema.instanceColumns))
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14)
+                """,
+                [.text(id), .text(caller.tenantID), .text(name), .text(imageName), .text(image.digest), .text(type.name), .text(backend),
+                 .integer(type.vcpus), .integer(type.memoryMiB), .text(ComputeSchema.encode(command)),
+                 .text(ComputeSchema.encode(pairs: variables)), .text(restart), .text(InstanceState.pending.rawValue), .integer(now)])
+            try await environment.tasks.enqueue(
+                NewTask(kind: Self.provisionKind, tenantID: caller.tenantID, payload: .object([("instance", .string(id))]), maxAttempts: 10), in: db)
+            Self.log(context, "instance created", ["tenant-id": "\(caller.tenantID)", "instance": "\(name)", "id": "\(id)"])
+            return APIResponse.json(201, Self.instanceShape.json(record)).tagged(version: 1)
+        }
+    }
+
+    func listInstances(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let page = try context.page()
+        let rows = try await context.environment.database.query(
+            """
+            SELECT \(ComputeSchema.instanceColumns) FROM compute_instances WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT \(page.fetchLimit)
+            """, [.text(caller.tenantID), .text(page.after ?? "")])
+        let (items, next) = page.finish(rows.map(ComputeSchema.instance), key: \.name)
+        return .json(200, Self.instanceList.json(items, nextToken: next))
+    }
+
+    private func existing(_ context: RouteContext, _ db: any SQLSession, forUpdate: Bool = false) async throws -> InstanceRecord {
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        guard
+            let instance = try await ComputeSchema.instance(
+                db, tenantID: caller.tenantID, name: name, dialect: context.environment.database.dialect, forUpdate: forUpdate)
+        else { throw ComputeError.instanceNotFound(name) }
+        return instance
+    }
+
+    func getInstance(_ context: RouteContext) async throws -> APIResponse {
+        let instance = try await context.environment.database.transaction { db in try await self.existing(context, db) }
+        return APIResponse.json(200, Self.instanceShape.json(instance)).tagged(version: instance.version)
+    }
+
+    /// Stop, start, reboot or delete: the new state and its task, in one transaction.
+    func request(_ action: InstanceAction, _ context: RouteContext) async throws -> APIResponse {
+        let environment = context.environment
+        let now = environment.clock.unixMilliseconds()
+        return try await context.transaction { db in
+            var instance = try await self.existing(context, db, forUpdate: true)
+            try context.requireMatch(version: instance.version)
+            guard let next = action.transition(from: instance.state) else {
+                throw ComputeError.invalidState(name: instance.name, state: instance.state, action: action.rawValue)
+            }
+            try await ComputeSchema.update(db, id: instance.id, state: next, reason: nil, now: now)
+            let task =
+                action == .delete
+                ? NewTask(kind: Self.deleteKind, tenantID: instance.tenantID, payload: .object([("instance", .string(instance.id))]), maxAttempts: 20)
+                : NewTask(
+                    kind: Self.powerKind, tenantID: instance.tenantID,
+                    payload: .object([("instance", .string(instance.id)), ("action", .string(action.rawValue))]), maxAttempts: 10)
+            try await environment.tasks.enqueue(task, in: db)
+            Self.log(context, "instance \(action.rawValue) requested", ["tenant-id": "\(instance.tenantID)", "instance": "\(instance.name)"])
+            instance.state = next
+            instance.reason = nil
+            instance.version += 1
+            instance.updatedAt = now
+            return APIResponse.json(202, Self.instanceShape.json(instance)).tagged(version: instance.version)
+        }
+    }
+
+    func logs(_ context: RouteContext) async throws -> APIResponse {
+        var tail = 1000
+        if let text = context.request.query["tail"] {
+            guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.invalidRequest("tail must be 1 to 10000") }
+            tail = value
+        }
+        var since: Double?
+        if let text = context.request.query["since"] {
+            guard let seconds = Self.unixSeconds(rfc3339: text) else { throw APIError.invalidRequest("since must be an RFC 3339 time") }
+            since = seconds
+        }
+        let (instance, host) = try await context.environment.database.transaction { db in
+            let instance = try await self.existing(context, db)
+            let host = try await instance.host.asyncMap { name in
+                try await db.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts WHERE name = $1", [.text(name)]).first.map(ComputeSchema.host)
+            }
+            return (instance, host ?? nil)
+        }
+        guard let host else { return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: []))) }
+        var lines: [LogFrames.Line]
+        do {
+            lines = try await DockerEngine(socket: host.dockerSocket).logs(instance.containerName, tail: tail, since: since)
+        } catch let error as DockerError where error.isNotFound {
+            lines = []
+        } catch let error as DockerError {
+            throw ComputeError.engine(error.description)
+        }
+        // The engine's `since` is inclusive at its precision: drop what the caller has already seen.
+        if let text = context.request.query["since"] { lines.removeAll { ($0.timestamp ?? "") <= text } }
+        return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: lines)))
+    }
+
+    /// `2026-12-07T10:00:00.123456789Z` → Unix seconds (fractions kept to microseconds).
+    static func unixSeconds(rfc3339 text: String) -> Double? {
+        guard text.count >= 20, text.hasSuffix("Z") else { return nil }
+        let whole = String(text.prefix(19)) + "Z"
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        guard let date = formatter.date(from: whole) else { return nil }
+        var fraction = 0.0
+        let rest = text.dropFirst(19).dropLast()
+        if rest.hasPrefix(".") {
+            guard let value = Double("0" + rest) else { return nil }
+            fraction = value
+        } else if !rest.isEmpty {
+            return nil
+        }
+        return date.timeIntervalSince1970 + fraction
+    }
+}
+
+extension Optional {
+    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}

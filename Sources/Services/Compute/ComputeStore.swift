@@ -1,0 +1,217 @@
+import Database
+import ServiceContract
+import SQLite
+
+/// A machine that runs instances: for now, a Docker Engine the control plane reaches on its Unix
+/// socket. Two engines with their own sockets and data roots on one machine are two hosts.
+struct HostRecord: Sendable, Equatable {
+    var name: String
+    /// `unix:///run/docker.sock`.
+    var dockerSocket: String
+    var state: HostState
+    /// Why the host is not `ready`.
+    var reason: String?
+    /// What the engine reported last.
+    var cpus: Int64
+    var memoryBytes: Int64
+    var engineVersion: String
+    /// Instances' vCPUs it may hold per CPU (containers share CPUs; memory is never overcommitted).
+    var cpuOvercommit: Int64
+    /// When the engine last answered (unix milliseconds; 0: never).
+    var seenAt: Int64
+    var checkedAt: Int64
+    var createdAt: Int64
+}
+
+/// Whether the scheduler may place instances on a host.
+enum HostState: String, Sendable, CaseIterable {
+    /// The engine answers.
+    case ready
+    /// The engine has not answered since ``ComputeService/hostGrace``: its instances are `unknown`.
+    case unknown
+}
+
+/// An image: a root file system tar kept in the object store under its SHA-256, loaded into each
+/// engine on first use.
+struct ImageRecord: Sendable, Equatable {
+    var tenantID: String
+    var name: String
+    /// Hex SHA-256 of the tar.
+    var digest: String
+    var sizeBytes: Int64
+    /// The command an instance runs when it names none (the image's default).
+    var command: [String]
+    var createdAt: Int64
+
+    /// The image's name on an engine: content-addressed, so tenants importing the same tar share it.
+    var engineReference: String { "cloud/image:sha256-\(self.digest)" }
+}
+
+/// Where an instance is. The contract's lifecycle (`pending → provisioning → ready | failed →
+/// deleting`) plus the power states a user moves it between.
+enum InstanceState: String, Sendable, CaseIterable {
+    case pending, provisioning, ready, failed, deleting
+    /// Stopping, stopped, starting or rebooting on the user's request.
+    case stopping, stopped, starting, rebooting
+    /// Its host stopped answering; what runs there is not known.
+    case unknown
+}
+
+/// A compute instance.
+struct InstanceRecord: Sendable, Equatable {
+    var id: String
+    var tenantID: String
+    var name: String
+    var image: String
+    var imageDigest: String
+    var type: String
+    var backend: String
+    var vcpus: Int64
+    var memoryMiB: Int64
+    var command: [String]
+    var environment: [(String, String)]
+    var restart: String
+    var state: InstanceState
+    var reason: String?
+    /// The host it runs on, once scheduled.
+    var host: String?
+    /// The backend's id for it (the container id), once made.
+    var backendID: String?
+    var version: Int64
+    var createdAt: Int64
+    var updatedAt: Int64
+
+    static func == (lhs: Self, rhs: Self) -> Bool { lhs.id == rhs.id && lhs.version == rhs.version }
+
+    /// The container's name on its engine.
+    var containerName: String { "cloud-\(self.id)" }
+}
+
+/// The service's tables (migration 1 of `compute`). Times are unix milliseconds.
+enum ComputeSchema {
+    static let migrations = [
+        Migration(version: 1, name: "hosts, images and instances", sql: """
+            CREATE TABLE compute_hosts (
+                name TEXT PRIMARY KEY,
+                docker_socket TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT,
+                cpus BIGINT NOT NULL,
+                memory_bytes BIGINT NOT NULL,
+                engine_version TEXT NOT NULL,
+                cpu_overcommit BIGINT NOT NULL,
+                seen_at BIGINT NOT NULL,
+                checked_at BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE compute_images (
+                tenant_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                command TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, name)
+            );
+            CREATE INDEX compute_images_digest ON compute_images (digest);
+            CREATE TABLE compute_instances (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                image TEXT NOT NULL,
+                image_digest TEXT NOT NULL,
+                type TEXT NOT NULL,
+                backend TEXT NOT NULL,
+                vcpus BIGINT NOT NULL,
+                memory_mib BIGINT NOT NULL,
+                command TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                restart TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT,
+                host TEXT,
+                backend_id TEXT,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                UNIQUE (tenant_id, name)
+            );
+            CREATE INDEX compute_instances_host ON compute_instances (host);
+            """)
+    ]
+
+    static let hostColumns =
+        "name, docker_socket, state, reason, cpus, memory_bytes, engine_version, cpu_overcommit, seen_at, checked_at, created_at"
+
+    static func host(_ row: SQLRow) -> HostRecord {
+        HostRecord(
+            name: row.text(0), dockerSocket: row.text(1), state: HostState(rawValue: row.text(2)) ?? .unknown, reason: row.optionalText(3),
+            cpus: row.int(4), memoryBytes: row.int(5), engineVersion: row.text(6), cpuOvercommit: row.int(7), seenAt: row.int(8),
+            checkedAt: row.int(9), createdAt: row.int(10))
+    }
+
+    static let imageColumns = "tenant_id, name, digest, size_bytes, command, created_at"
+
+    static func image(_ row: SQLRow) -> ImageRecord {
+        ImageRecord(
+            tenantID: row.text(0), name: row.text(1), digest: row.text(2), sizeBytes: row.int(3), command: Self.strings(row.text(4)),
+            createdAt: row.int(5))
+    }
+
+    static let instanceColumns = """
+        id, tenant_id, name, image, image_digest, type, backend, vcpus, memory_mib, command, environment, restart, state, reason, host, \
+        backend_id, version, created_at, updated_at
+        """
+
+    static func instance(_ row: SQLRow) -> InstanceRecord {
+        InstanceRecord(
+            id: row.text(0), tenantID: row.text(1), name: row.text(2), image: row.text(3), imageDigest: row.text(4), type: row.text(5),
+            backend: row.text(6), vcpus: row.int(7), memoryMiB: row.int(8), command: Self.strings(row.text(9)),
+            environment: Self.pairs(row.text(10)), restart: row.text(11), state: InstanceState(rawValue: row.text(12)) ?? .unknown,
+            reason: row.optionalText(13), host: row.optionalText(14), backendID: row.optionalText(15), version: row.int(16),
+            createdAt: row.int(17), updatedAt: row.int(18))
+    }
+
+    static func instance(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws
+        -> InstanceRecord?
+    {
+        let lock = forUpdate && dialect == .postgres ? " FOR UPDATE" : ""
+        return try await db.query(
+            "SELECT \(Self.instanceColumns) FROM compute_instances WHERE tenant_id = $1 AND name = $2\(lock)", [.text(tenantID), .text(name)]
+        ).first.map(Self.instance)
+    }
+
+    static func instance(_ db: any SQLSession, id: String) async throws -> InstanceRecord? {
+        try await db.query("SELECT \(Self.instanceColumns) FROM compute_instances WHERE id = $1", [.text(id)]).first.map(Self.instance)
+    }
+
+    /// Sets an instance's state (and reason, host, backend id) and raises its version.
+    static func update(
+        _ db: any SQLSession, id: String, state: InstanceState, reason: String?, host: String? = nil, backendID: String? = nil, now: Int64
+    ) async throws {
+        try await db.query(
+            """
+            UPDATE compute_instances SET state = $2, reason = $3, host = COALESCE($4, host), backend_id = COALESCE($5, backend_id),
+            version = version + 1, updated_at = $6 WHERE id = $1
+            """, [.text(id), .text(state.rawValue), reason.map(SQLValue.text) ?? .null, host.map(SQLValue.text) ?? .null,
+                backendID.map(SQLValue.text) ?? .null, .integer(now)])
+    }
+
+    // MARK: - Lists in a column
+
+    /// A list of strings kept in one column: a JSON array.
+    static func encode(_ strings: [String]) -> String { JSONValue.array(strings.map(JSONValue.string)).serialized() }
+
+    static func strings(_ text: String) -> [String] {
+        guard case .array(let items) = JSONValue.parse(Array(text.utf8)) else { return [] }
+        return items.compactMap { if case .string(let value) = $0 { value } else { nil } }
+    }
+
+    /// Pairs (environment variables) as a JSON object, in order.
+    static func encode(pairs: [(String, String)]) -> String { JSONValue.object(pairs.map { ($0.0, .string($0.1)) }).serialized() }
+
+    static func pairs(_ text: String) -> [(String, String)] {
+        guard case .object(let members) = JSONValue.parse(Array(text.utf8)) else { return [] }
+        return members.compactMap { if case .string(let value) = $0.1 { ($0.0, value) } else { nil } }
+    }
+}

@@ -1,0 +1,251 @@
+import Database
+import DockerEngine
+import Hashing
+import Logging
+import ServiceContract
+import SQLite
+
+extension ComputeService {
+    /// The instance a task is about, or nil when it is gone.
+    private func instance(_ context: TaskContext) async throws -> InstanceRecord? {
+        guard case .string(let id)? = context.task.payload["instance"] else { throw TaskFailure.permanent("the task names no instance") }
+        return try await context.queue.database.transaction { db in try await ComputeSchema.instance(db, id: id) }
+    }
+
+    private static func host(_ context: TaskContext, _ name: String) async throws -> HostRecord? {
+        try await context.queue.database.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts WHERE name = $1", [.text(name)]).first
+            .map(ComputeSchema.host)
+    }
+
+    /// A write that lands only while the instance is still in one of `states` (a delete requested
+    /// meanwhile wins) and this attempt still holds its task.
+    private func settle(
+        _ instance: InstanceRecord, from states: [InstanceState], to state: InstanceState, reason: String?, backendID: String? = nil,
+        result: JSONValue = .null, _ context: TaskContext
+    ) -> TaskCompletion {
+        let now = context.queue.now()
+        return TaskCompletion(result: result) { db in
+            guard let current = try await ComputeSchema.instance(db, id: instance.id), states.contains(current.state) else { return }
+            try await ComputeSchema.update(db, id: instance.id, state: state, reason: reason, backendID: backendID, now: now)
+        }
+    }
+
+    /// Places the instance, loads its image into the host's engine when it lacks it, creates and
+    /// starts the container. Engine failures make the instance `failed` with the engine's message,
+    /// after removing a container this made; an engine that does not answer is retried twice first.
+    func provision(_ context: TaskContext) async throws -> TaskCompletion {
+        guard var instance = try await self.instance(context), [.pending, .provisioning].contains(instance.state) else {
+            return TaskCompletion(result: .string("nothing to do"))
+        }
+        let logger = context.logger
+        if instance.host == nil {
+            let now = context.queue.now()
+            let chosen = instance
+            let decision = try await context.fenced { db -> Placement.Decision in
+                let decision = Placement.choose(
+                    vcpus: chosen.vcpus, memoryMiB: chosen.memoryMiB, among: try await Self.candidates(db).map(\.1))
+                switch decision {
+                case .place(let host):
+                    try await ComputeSchema.update(db, id: chosen.id, state: .provisioning, reason: nil, host: host, now: now)
+                case .refuse(let reason):
+                    try await ComputeSchema.update(db, id: chosen.id, state: .failed, reason: reason, now: now)
+                }
+                return decision
+            }
+            guard case .place(let host) = decision else { return TaskCompletion(result: .string("refused")) }
+            instance.host = host
+        }
+        guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
+            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host was removed", context)
+        }
+        let engine = DockerEngine(socket: host.dockerSocket)
+        do {
+            try await self.ensureImage(instance, on: engine, logger: logger)
+            var container = try await engine.inspect(instance.containerName)?.id
+            if container == nil {
+                let image = instance
+                let imageCommand = try await context.queue.database.transaction { db in
+                    try await Self.image(db, tenantID: image.tenantID, name: image.image)?.command
+                }
+                do {
+                    container = try await engine.createContainer(Self.spec(instance, imageCommand: imageCommand ?? ["sh"]))
+                } catch let error as DockerError where error.isConflict {
+                    // An earlier attempt made it between our inspect and create.
+                    container = try await engine.inspect(instance.containerName)?.id
+                }
+            }
+            guard let container else { throw TaskFailure.retryable("the container \(instance.containerName) vanished while being made") }
+            try await engine.start(container)
+            logger.info("instance running", metadata: ["instance": "\(instance.id)", "host": "\(hostName)"])
+            return self.settle(instance, from: [.pending, .provisioning], to: .ready, reason: nil, backendID: container, context)
+        } catch let error as DockerError {
+            if error.isUnavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+            if !error.isUnavailable {
+                // Leave nothing half made behind.
+                do { try await engine.remove(instance.containerName) } catch {
+                    logger.warning("container of a failed instance not removed", metadata: ["instance": "\(instance.id)", "error": "\(error)"])
+                }
+            }
+            logger.warning("instance failed", metadata: ["instance": "\(instance.id)", "host": "\(hostName)", "error": "\(error)"])
+            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: error.description, context)
+        } catch let error as ImageStoreError {
+            if context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: error.description, context)
+        }
+    }
+
+    /// Loads the instance's image into the engine unless it has it.
+    private func ensureImage(_ instance: InstanceRecord, on engine: DockerEngine, logger: Logger) async throws {
+        let reference = "cloud/image:sha256-\(instance.imageDigest)"
+        if try await engine.hasImage(reference) { return }
+        guard let images = self.images else { throw ImageStoreError("no object store is configured for images") }
+        let tar = try await images.get(digest: instance.imageDigest)
+        guard Hex.encode(Digests.sha256(tar)) == instance.imageDigest else {
+            throw ImageStoreError("the object store returned a tar whose SHA-256 is not the image's")
+        }
+        try await engine.importImage(tar: tar, repository: "cloud/image", tag: "sha256-\(instance.imageDigest)")
+        logger.info("image loaded into engine", metadata: ["digest": "\(instance.imageDigest)", "socket": "\(engine.socketPath)"])
+    }
+
+    /// The container of an instance: its limits, command, environment and labels.
+    static func spec(_ instance: InstanceRecord, imageCommand: [String]) -> ContainerSpec {
+        var spec = ContainerSpec(name: instance.containerName, image: "cloud/image:sha256-\(instance.imageDigest)")
+        spec.command = instance.command.isEmpty ? imageCommand : instance.command
+        spec.environment = Dictionary(instance.environment, uniquingKeysWith: { _, last in last })
+        spec.labels = ["cloud.instance": instance.id, "cloud.tenant": instance.tenantID, "cloud.name": instance.name]
+        spec.nanoCPUs = instance.vcpus * 1_000_000_000
+        spec.memoryBytes = instance.memoryMiB << 20
+        spec.restartPolicy = instance.restart
+        return spec
+    }
+
+    /// Stop, start or reboot.
+    func power(_ context: TaskContext) async throws -> TaskCompletion {
+        guard case .string(let name)? = context.task.payload["action"], let action = InstanceAction(rawValue: name), action != .delete else {
+            throw TaskFailure.permanent("the task names no power action")
+        }
+        guard let instance = try await self.instance(context), let during = action.transition(from: action == .start ? .stopped : .ready),
+            instance.state == during
+        else { return TaskCompletion(result: .string("nothing to do")) }
+        guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
+            return self.settle(instance, from: [during], to: .failed, reason: "it has no host", context)
+        }
+        let engine = DockerEngine(socket: host.dockerSocket)
+        do {
+            switch action {
+            case .stop: try await engine.stop(instance.containerName)
+            case .start: try await engine.start(instance.containerName)
+            case .reboot: try await engine.restart(instance.containerName)
+            case .delete: break
+            }
+            return self.settle(instance, from: [during], to: action.outcome, reason: action == .stop ? "stopped by request" : nil, context)
+        } catch let error as DockerError {
+            if error.isUnavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+            let state: InstanceState = error.isUnavailable ? .unknown : error.isNotFound ? .failed : .failed
+            return self.settle(instance, from: [during], to: state, reason: error.description, context)
+        }
+    }
+
+    /// Removes the container and then the instance. An engine that does not answer does not keep
+    /// the instance: the host check removes the container once the engine is back (it carries the
+    /// instance's label, and no instance has that id any more).
+    func remove(_ context: TaskContext) async throws -> TaskCompletion {
+        guard let instance = try await self.instance(context) else { return TaskCompletion(result: .string("already gone")) }
+        if let hostName = instance.host, let host = try await Self.host(context, hostName) {
+            do {
+                try await DockerEngine(socket: host.dockerSocket).remove(instance.containerName)
+            } catch let error as DockerError where error.isUnavailable {
+                if context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+                context.logger.warning(
+                    "instance deleted while its engine is unreachable; its container goes when the engine is back",
+                    metadata: ["instance": "\(instance.id)", "host": "\(hostName)"])
+            }
+        }
+        let id = instance.id
+        context.logger.info("instance deleted", metadata: ["instance": "\(id)"])
+        return TaskCompletion(result: .string("deleted")) { db in
+            try await db.query("DELETE FROM compute_instances WHERE id = $1 AND state = $2", [.text(id), .text(InstanceState.deleting.rawValue)])
+        }
+    }
+
+    /// Asks every host's engine how it is and what runs there, and brings the records in line.
+    func checkHosts(_ context: TaskContext) async throws -> TaskCompletion {
+        let database = context.queue.database
+        let hosts = try await database.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts ORDER BY name").map(ComputeSchema.host)
+        var changes = 0
+        for host in hosts {
+            let engine = DockerEngine(socket: host.dockerSocket)
+            let now = context.queue.now()
+            do {
+                let info = try await engine.info()
+                let containers = try await engine.containers(label: "cloud.instance")
+                let placed = try await database.query(
+                    "SELECT \(ComputeSchema.instanceColumns) FROM compute_instances WHERE host = $1", [.text(host.name)]
+                ).map(ComputeSchema.instance)
+                var updates: [(InstanceRecord, InstanceState, String?)] = []
+                for instance in placed {
+                    let container = containers.first { $0.labels["cloud.instance"] == instance.id }
+                    var observation = ContainerObservation.missing
+                    if let container {
+                        if container.state == "running" || container.state == "restarting" {
+                            observation = .running
+                        } else if let state = try await engine.inspect(container.id) {
+                            observation = state.running ? .running : .exited(code: state.exitCode, oomKilled: state.oomKilled)
+                        }
+                    }
+                    if let (state, reason) = observation.reconcile(instance.state, host: host.name) { updates.append((instance, state, reason)) }
+                }
+                // Containers of instances that are gone (deleted while the engine was away).
+                var known: Set<String> = []
+                if !containers.isEmpty {
+                    known = Set(
+                        try await database.query(
+                            "SELECT id FROM compute_instances WHERE id IN (\(containers.indices.map { "$\($0 + 1)" }.joined(separator: ", ")))",
+                            containers.map { .text($0.labels["cloud.instance"] ?? "") }
+                        ).map { $0.text(0) })
+                }
+                for container in containers where !known.contains(container.labels["cloud.instance"] ?? "") {
+                    try await engine.remove(container.id)
+                    context.logger.info("orphaned container removed", metadata: ["host": "\(host.name)", "container": "\(container.id)"])
+                }
+                let applied = try await context.fenced { db -> Int in
+                    try await db.query(
+                        """
+                        UPDATE compute_hosts SET state = 'ready', reason = NULL, cpus = $2, memory_bytes = $3, engine_version = $4,
+                        seen_at = $5, checked_at = $5 WHERE name = $1
+                        """, [.text(host.name), .integer(Int64(info.cpus)), .integer(info.memoryBytes), .text(info.serverVersion), .integer(now)])
+                    var applied = 0
+                    for (instance, state, reason) in updates {
+                        applied += try await db.query(
+                            """
+                            UPDATE compute_instances SET state = $3, reason = $4, version = version + 1, updated_at = $5
+                            WHERE id = $1 AND version = $2 RETURNING id
+                            """, [.text(instance.id), .integer(instance.version), .text(state.rawValue), reason.map(SQLValue.text) ?? .null, .integer(now)]
+                        ).count
+                    }
+                    return applied
+                }
+                changes += applied
+            } catch let error as DockerError where error.isUnavailable {
+                let late = now - host.seenAt >= Self.hostGrace
+                let reason = error.description
+                changes += try await context.fenced { db -> Int in
+                    try await db.query(
+                        "UPDATE compute_hosts SET checked_at = $2, state = $3, reason = $4 WHERE name = $1",
+                        [.text(host.name), .integer(now), .text(late ? HostState.unknown.rawValue : host.state.rawValue),
+                         late ? .text(reason) : (host.reason.map(SQLValue.text) ?? .null)])
+                    guard late else { return 0 }
+                    return try await db.query(
+                        """
+                        UPDATE compute_instances SET state = 'unknown', reason = $2, version = version + 1, updated_at = $3
+                        WHERE host = $1 AND state IN ('ready', 'stopped', 'stopping', 'starting', 'rebooting') RETURNING id
+                        """, [.text(host.name), .text("its host \(host.name) does not answer: \(reason)"), .integer(now)]
+                    ).count
+                }
+            } catch let error as DockerError {
+                context.logger.warning("host check failed", metadata: ["host": "\(host.name)", "error": "\(error)"])
+            }
+        }
+        return TaskCompletion(result: .object([("hosts", .int(Int64(hosts.count))), ("changes", .int(Int64(changes)))]))
+    }
+}
