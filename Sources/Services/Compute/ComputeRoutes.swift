@@ -164,7 +164,8 @@ extension ComputeService {
 
     func listHosts(_ context: RouteContext) async throws -> APIResponse {
         let hosts = try await context.environment.database.transaction { db in try await Self.candidates(db) }
-        return .json(200, Self.hostList.json(hosts.map { HostView(record: $0.0, placed: $0.1) }, nextToken: nil))
+        let (items, next) = try context.page().slice(hosts.map { HostView(record: $0.0, placed: $0.1) }, key: \.record.name)
+        return .json(200, Self.hostList.json(items, nextToken: next))
     }
 
     func removeHost(_ context: RouteContext) async throws -> APIResponse {

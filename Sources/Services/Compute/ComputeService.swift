@@ -212,8 +212,11 @@ public struct ComputeService: CloudService {
             ) { context in try await self.deleteImage(context) },
             Route(
                 method: "GET", path: "/compute/instance-types", operationID: "listInstanceTypes", summary: "The sizes an instance can have.",
-                access: .authenticated, success: 200, response: .shape(Self.typeList.component)
-            ) { _ in .json(200, Self.typeList.json(InstanceType.all, nextToken: nil)) },
+                access: readInstance, success: 200, response: .shape(Self.typeList.component), paginated: true
+            ) { context in
+                let (items, next) = try context.page().slice(InstanceType.all, key: \.name)
+                return .json(200, Self.typeList.json(items, nextToken: next))
+            },
             Route(
                 method: "POST", path: "/compute/hosts", operationID: "addComputeHost",
                 summary: "Register a host by its Docker Engine socket (platform operators); its engine must answer.",
@@ -227,7 +230,7 @@ public struct ComputeService: CloudService {
             Route(
                 method: "GET", path: "/compute/hosts", operationID: "listComputeHosts",
                 summary: "The compute hosts with their capacity and what is placed on them (platform operators).", access: .platformAdmin,
-                success: 200, response: .shape(Self.hostList.component)
+                success: 200, response: .shape(Self.hostList.component), paginated: true
             ) { context in try await self.listHosts(context) },
             Route(
                 method: "DELETE", path: "/compute/hosts/{name}", operationID: "removeComputeHost",

@@ -208,6 +208,7 @@ extension ComputeService {
                     try await engine.remove(container.id)
                     context.logger.info("orphaned container removed", metadata: ["host": "\(host.name)", "container": "\(container.id)"])
                 }
+                let pending = updates
                 let applied = try await context.fenced { db -> Int in
                     try await db.query(
                         """
@@ -215,7 +216,7 @@ extension ComputeService {
                         seen_at = $5, checked_at = $5 WHERE name = $1
                         """, [.text(host.name), .integer(Int64(info.cpus)), .integer(info.memoryBytes), .text(info.serverVersion), .integer(now)])
                     var applied = 0
-                    for (instance, state, reason) in updates {
+                    for (instance, state, reason) in pending {
                         applied += try await db.query(
                             """
                             UPDATE compute_instances SET state = $3, reason = $4, version = version + 1, updated_at = $5
