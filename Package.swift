@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "Membership",
             dependencies: [
-                "Gossip", "Hashing", "HostAddress",
+                "Gossip", "Hashing", "HostAddress", "HTTPServing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,4 +1,5 @@
 import HostAddress
+import HTTPServing
 public import Gossip
 public import Logging
 public import NIOCore
@@ -306,8 +307,8 @@ public final class MembershipService: Service, Sendable {
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
                                 ByteToMessageHandler(PushPullFrameDecoder(maxPayloadBytes: maxPayload)))
-                            return try NIOAsyncChannel<PushPullFrame.Received, ByteBuffer>(
-                                wrappingChannelSynchronously: channel)
+                            // An accepted connection the loop never takes (a listener closing) must not trap.
+                            return try wrapAcceptedConnection(channel) as NIOAsyncChannel<PushPullFrame.Received, ByteBuffer>
                         }
                     }
                 return (udp, tcp)
