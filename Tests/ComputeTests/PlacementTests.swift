@@ -82,6 +82,18 @@ import Testing
         #expect(throws: ComputeError.self) { try ComputeService.checkTar([UInt8](repeating: 0, count: 1024)) }
     }
 
+    @Test func namesAreLowercaseDNSLabels() throws {
+        for good in ["web1", "a", "api-2", String(repeating: "a", count: 63)] { try ComputeService.checkName(good) }
+        for bad in ["", "Web1", "1web", "-a", "web_1", "wéb", String(repeating: "a", count: 64)] {
+            #expect(throws: ComputeError.self, "\(bad)") { try ComputeService.checkName(bad) }
+        }
+    }
+
+    @Test func queryValuesKeepOnlyUnreservedCharacters() {
+        #expect(EngineConnection.encode([("filters", #"{"label":["cloud.instance"]}"#), ("t", "10")]) == "?filters=%7B%22label%22%3A%5B%22cloud.instance%22%5D%7D&t=10")
+        #expect(EngineConnection.percentEncode("a b/é~") == "a%20b%2F%C3%A9~")
+    }
+
     @Test func rfc3339WithNanoseconds() {
         #expect(ComputeService.unixSeconds(rfc3339: "1970-01-01T00:00:01.5Z") == 1.5)
         #expect(ComputeService.unixSeconds(rfc3339: "1970-01-01T00:00:10Z") == 10)

@@ -161,10 +161,10 @@ public struct DockerEngine: Sendable {
 
     @discardableResult
     private func call(
-        _ method: NIOHTTPMethodName, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, expect: Set<Int> = [200],
+        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: [UInt8]? = nil, expect: Set<Int> = [200],
         timeout: Duration? = nil, doing what: String
     ) async throws -> EngineConnection.Answer {
-        let answer = try await self.connection.exchange(method.nio, path, query: query, body: body, timeout: timeout ?? self.timeout)
+        let answer = try await self.connection.exchange(method, path, query: query, body: body, timeout: timeout ?? self.timeout)
         guard expect.contains(answer.status) else { throw DockerError.answer(answer.status, answer.text, doing: what) }
         return answer
     }
@@ -274,19 +274,6 @@ public struct ContainerStats: Sendable, Equatable {
         self.systemNanoseconds = (cpu["system_cpu_usage"] as? NSNumber)?.int64Value ?? 0
         self.onlineCPUs = cpu["online_cpus"] as? Int ?? 0
         self.memoryBytes = (memory["usage"] as? NSNumber)?.int64Value ?? 0
-    }
-}
-
-/// The methods the engine API uses.
-enum NIOHTTPMethodName {
-    case GET, POST, DELETE
-
-    var nio: HTTPMethod {
-        switch self {
-        case .GET: .GET
-        case .POST: .POST
-        case .DELETE: .DELETE
-        }
     }
 }
 

@@ -208,7 +208,7 @@ extension ComputeService {
         }
         let environment = context.environment
         let now = environment.clock.unixMilliseconds()
-        let id = SecureRandom.identifier(prefix: "i-", bytes: 8).lowercased()
+        let id = SecureRandom.identifier(prefix: "i-", bytes: 8)
         let variables = environmentVariables
         return try await context.transaction { db in
             guard let image = try await Self.image(db, tenantID: caller.tenantID, name: imageName) else { throw ComputeError.imageNotFound(imageName) }
@@ -303,10 +303,8 @@ extension ComputeService {
         }
         let (instance, host) = try await context.environment.database.transaction { db in
             let instance = try await self.existing(context, db)
-            let host = try await instance.host.asyncMap { name in
-                try await db.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts WHERE name = $1", [.text(name)]).first.map(ComputeSchema.host)
-            }
-            return (instance, host ?? nil)
+            guard let name = instance.host else { return (instance, HostRecord?.none) }
+            return (instance, try await ComputeSchema.host(db, named: name))
         }
         guard let host else { return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: []))) }
         var lines: [LogFrames.Line]
@@ -338,12 +336,5 @@ extension ComputeService {
             return nil
         }
         return date.timeIntervalSince1970 + fraction
-    }
-}
-
-extension Optional {
-    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
-        guard let value = self else { return nil }
-        return try await transform(value)
     }
 }

@@ -282,8 +282,7 @@ public struct ComputeService: CloudService {
 
     /// DNS-label names: 1 to 63 of lowercase letters, digits and `-`, starting with a letter.
     static func checkName(_ name: String) throws(ComputeError) {
-        guard let first = name.unicodeScalars.first, ("a"..."z").contains(first), name.utf8.count <= 63,
-            name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" })
+        guard name.isName(maxLength: 63, allowing: "-"), name == name.lowercased(), let first = name.unicodeScalars.first, ("a"..."z").contains(first)
         else { throw ComputeError.invalidName(name) }
     }
 

@@ -43,8 +43,14 @@ struct ImageRecord: Sendable, Equatable {
     var command: [String]
     var createdAt: Int64
 
-    /// The image's name on an engine: content-addressed, so tenants importing the same tar share it.
-    var engineReference: String { "cloud/image:sha256-\(self.digest)" }
+    /// The repository of every image on an engine; the tag is the digest (``engineTag(digest:)``).
+    static let engineRepository = "cloud/image"
+
+    /// An image's tag on an engine: content-addressed, so tenants importing the same tar share it.
+    static func engineTag(digest: String) -> String { "sha256-\(digest)" }
+
+    /// `repository:tag` of the image of a digest on an engine.
+    static func engineReference(digest: String) -> String { "\(Self.engineRepository):\(Self.engineTag(digest: digest))" }
 }
 
 /// Where an instance is. The contract's lifecycle (`pending → provisioning → ready | failed →
@@ -58,7 +64,7 @@ enum InstanceState: String, Sendable, CaseIterable {
 }
 
 /// A compute instance.
-struct InstanceRecord: Sendable, Equatable {
+struct InstanceRecord: Sendable {
     var id: String
     var tenantID: String
     var name: String
@@ -80,8 +86,6 @@ struct InstanceRecord: Sendable, Equatable {
     var version: Int64
     var createdAt: Int64
     var updatedAt: Int64
-
-    static func == (lhs: Self, rhs: Self) -> Bool { lhs.id == rhs.id && lhs.version == rhs.version }
 
     /// The container's name on its engine.
     var containerName: String { "cloud-\(self.id)" }
@@ -148,6 +152,10 @@ enum ComputeSchema {
             name: row.text(0), dockerSocket: row.text(1), state: HostState(rawValue: row.text(2)) ?? .unknown, reason: row.optionalText(3),
             cpus: row.int(4), memoryBytes: row.int(5), engineVersion: row.text(6), cpuOvercommit: row.int(7), seenAt: row.int(8),
             checkedAt: row.int(9), createdAt: row.int(10))
+    }
+
+    static func host(_ db: any SQLSession, named name: String) async throws -> HostRecord? {
+        try await db.query("SELECT \(Self.hostColumns) FROM compute_hosts WHERE name = $1", [.text(name)]).first.map(Self.host)
     }
 
     static let imageColumns = "tenant_id, name, digest, size_bytes, command, created_at"

@@ -13,8 +13,7 @@ extension ComputeService {
     }
 
     private static func host(_ context: TaskContext, _ name: String) async throws -> HostRecord? {
-        try await context.queue.database.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts WHERE name = $1", [.text(name)]).first
-            .map(ComputeSchema.host)
+        try await context.queue.database.transaction { db in try await ComputeSchema.host(db, named: name) }
     }
 
     /// A write that lands only while the instance is still in one of `states` (a delete requested
@@ -96,20 +95,19 @@ extension ComputeService {
 
     /// Loads the instance's image into the engine unless it has it.
     private func ensureImage(_ instance: InstanceRecord, on engine: DockerEngine, logger: Logger) async throws {
-        let reference = "cloud/image:sha256-\(instance.imageDigest)"
-        if try await engine.hasImage(reference) { return }
+        if try await engine.hasImage(ImageRecord.engineReference(digest: instance.imageDigest)) { return }
         guard let images = self.images else { throw ImageStoreError("no object store is configured for images") }
         let tar = try await images.get(digest: instance.imageDigest)
         guard Hex.encode(Digests.sha256(tar)) == instance.imageDigest else {
             throw ImageStoreError("the object store returned a tar whose SHA-256 is not the image's")
         }
-        try await engine.importImage(tar: tar, repository: "cloud/image", tag: "sha256-\(instance.imageDigest)")
+        try await engine.importImage(tar: tar, repository: ImageRecord.engineRepository, tag: ImageRecord.engineTag(digest: instance.imageDigest))
         logger.info("image loaded into engine", metadata: ["digest": "\(instance.imageDigest)", "socket": "\(engine.socketPath)"])
     }
 
     /// The container of an instance: its limits, command, environment and labels.
     static func spec(_ instance: InstanceRecord, imageCommand: [String]) -> ContainerSpec {
-        var spec = ContainerSpec(name: instance.containerName, image: "cloud/image:sha256-\(instance.imageDigest)")
+        var spec = ContainerSpec(name: instance.containerName, image: ImageRecord.engineReference(digest: instance.imageDigest))
         spec.command = instance.command.isEmpty ? imageCommand : instance.command
         spec.environment = Dictionary(instance.environment, uniquingKeysWith: { _, last in last })
         spec.labels = ["cloud.instance": instance.id, "cloud.tenant": instance.tenantID, "cloud.name": instance.name]
@@ -141,8 +139,7 @@ extension ComputeService {
             return self.settle(instance, from: [during], to: action.outcome, reason: action == .stop ? "stopped by request" : nil, context)
         } catch let error as DockerError {
             if error.isUnavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
-            let state: InstanceState = error.isUnavailable ? .unknown : error.isNotFound ? .failed : .failed
-            return self.settle(instance, from: [during], to: state, reason: error.description, context)
+            return self.settle(instance, from: [during], to: error.isUnavailable ? .unknown : .failed, reason: error.description, context)
         }
     }
 
