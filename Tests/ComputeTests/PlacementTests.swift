@@ -95,8 +95,20 @@ import Testing
     }
 
     @Test func rfc3339WithNanoseconds() {
-        #expect(ComputeService.unixSeconds(rfc3339: "1970-01-01T00:00:01.5Z") == 1.5)
-        #expect(ComputeService.unixSeconds(rfc3339: "1970-01-01T00:00:10Z") == 10)
-        #expect(ComputeService.unixSeconds(rfc3339: "yesterday") == nil)
+        #expect(LogFrames.Instant(rfc3339: "1970-01-01T00:00:01.5Z").map { [$0.seconds, $0.nanoseconds] } == [1, 500_000_000])
+        #expect(LogFrames.Instant(rfc3339: "1970-01-01T00:00:10Z").map { [$0.seconds, $0.nanoseconds] } == [10, 0])
+        #expect(LogFrames.Instant(rfc3339: "1970-01-01T00:00:10.000000001Z")?.engineText == "10.000000001")
+        for bad in ["yesterday", "1970-01-01T00:00:10.Z", "1970-01-01T00:00:10.1234567890Z", "1970-01-01T00:00:10+01:00"] {
+            #expect(LogFrames.Instant(rfc3339: bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func linesAfterAnInstantCompareTimesNotText() throws {
+        let lines = ["2026-12-07T10:00:10.000000001Z", "2026-12-07T10:00:10.150000000Z", "2026-12-07T10:00:10.100000000Z"].map {
+            LogFrames.Line(stream: .stdout, timestamp: $0, text: $0)
+        }
+        // As text, "…10Z" sorts after "…10.000000001Z" and "…10.1Z" after "…10.15…": both would drop newer lines.
+        #expect(LogFrames.lines(lines, after: try #require(LogFrames.Instant(rfc3339: "2026-12-07T10:00:10Z"))).count == 3)
+        #expect(LogFrames.lines(lines, after: try #require(LogFrames.Instant(rfc3339: "2026-12-07T10:00:10.1Z"))).map(\.text) == [lines[1].text])
     }
 }

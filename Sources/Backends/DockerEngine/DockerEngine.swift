@@ -143,10 +143,10 @@ public struct DockerEngine: Sendable {
     /// A container's output.
     /// - Parameters:
     ///   - tail: At most this many of the last lines (nil: all).
-    ///   - since: Only lines after this Unix time (seconds, fractions allowed).
-    public func logs(_ container: String, tail: Int? = nil, since: Double? = nil) async throws -> [LogFrames.Line] {
+    ///   - since: Only lines from this time on (the engine includes the instant itself).
+    public func logs(_ container: String, tail: Int? = nil, since: LogFrames.Instant? = nil) async throws -> [LogFrames.Line] {
         var query = [("stdout", "1"), ("stderr", "1"), ("timestamps", "1"), ("tail", tail.map(String.init) ?? "all")]
-        if let since { query.append(("since", String(format: "%.9f", since))) }
+        if let since { query.append(("since", since.engineText)) }
         let answer = try await self.call(.GET, "/containers/\(container)/logs", query: query, doing: "reading the logs of \(container)")
         return LogFrames.lines(answer.body, timestamps: true)
     }

@@ -296,10 +296,10 @@ extension ComputeService {
             guard let value = Int(text), (1...10_000).contains(value) else { throw APIError.invalidRequest("tail must be 1 to 10000") }
             tail = value
         }
-        var since: Double?
+        var since: LogFrames.Instant?
         if let text = context.request.query["since"] {
-            guard let seconds = Self.unixSeconds(rfc3339: text) else { throw APIError.invalidRequest("since must be an RFC 3339 time") }
-            since = seconds
+            guard let instant = LogFrames.Instant(rfc3339: text) else { throw APIError.invalidRequest("since must be an RFC 3339 time in UTC (…Z)") }
+            since = instant
         }
         let (instance, host) = try await context.environment.database.transaction { db in
             let instance = try await self.existing(context, db)
@@ -315,26 +315,9 @@ extension ComputeService {
         } catch let error as DockerError {
             throw ComputeError.engine(error.description)
         }
-        // The engine's `since` is inclusive at its precision: drop what the caller has already seen.
-        if let text = context.request.query["since"] { lines.removeAll { ($0.timestamp ?? "") <= text } }
+        // The engine's `since` is inclusive: drop what the caller has already seen. Times are compared
+        // as instants, not as text (`10Z` is before `10.5Z`, which sorts the other way as a string).
+        if let since { lines = LogFrames.lines(lines, after: since) }
         return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: lines)))
-    }
-
-    /// `2026-12-07T10:00:00.123456789Z` → Unix seconds (fractions kept to microseconds).
-    static func unixSeconds(rfc3339 text: String) -> Double? {
-        guard text.count >= 20, text.hasSuffix("Z") else { return nil }
-        let whole = String(text.prefix(19)) + "Z"
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        guard let date = formatter.date(from: whole) else { return nil }
-        var fraction = 0.0
-        let rest = text.dropFirst(19).dropLast()
-        if rest.hasPrefix(".") {
-            guard let value = Double("0" + rest) else { return nil }
-            fraction = value
-        } else if !rest.isEmpty {
-            return nil
-        }
-        return date.timeIntervalSince1970 + fraction
     }
 }
