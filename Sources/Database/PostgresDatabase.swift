@@ -83,6 +83,8 @@ public final class PostgresDatabase: SQLDatabase {
             }
         } catch let error as PSQLError {
             throw Self.map(error)
+        } catch is CancellationError where Task.isCancelled {
+            throw CancellationError()  // the caller was cancelled: not the server's fault
         } catch is CancellationError {
             throw DatabaseError(.unavailable, "PostgreSQL did not answer within \(timeout)")
         }

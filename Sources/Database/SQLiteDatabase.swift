@@ -44,15 +44,35 @@ public final class SQLiteDatabase: SQLDatabase {
         if self.ownsThreadPool { self.threadPool.shutdownGracefully { _ in } }
     }
 
+    /// Runs `body` on the database's thread. A cancelled caller's statement is skipped (it throws
+    /// `CancellationError`), so a cancelled transaction stops at its next statement.
     private func run<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> T) async throws -> T {
-        try await self.threadPool.runIfActive {
-            try self.connection.withLock { connection in
-                guard let connection else { throw DatabaseError(.unavailable, "the database is closed") }
-                do {
-                    return try body(connection)
-                } catch let error as SQLiteError {
-                    throw Self.map(error)
+        try await self.threadPool.runIfActive { try self.withConnection(body) }
+    }
+
+    /// Runs `body` on the database's thread even when the caller is cancelled: for `COMMIT` and
+    /// `ROLLBACK`, which must not be skipped. A skipped `ROLLBACK` would leave the connection inside
+    /// the cancelled transaction, and every later `BEGIN` would fail ("cannot start a transaction
+    /// within a transaction") while other statements joined the abandoned transaction.
+    private func runToCompletion(_ body: @escaping @Sendable (SQLiteConnection) throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            self.threadPool.submit { state in
+                guard case .active = state else {
+                    continuation.resume(throwing: DatabaseError(.unavailable, "the database is closed"))
+                    return
                 }
+                continuation.resume(with: Result { try self.withConnection(body) })
+            }
+        }
+    }
+
+    private func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        try self.connection.withLock { connection in
+            guard let connection else { throw DatabaseError(.unavailable, "the database is closed") }
+            do {
+                return try body(connection)
+            } catch let error as SQLiteError {
+                throw Self.map(error)
             }
         }
     }
@@ -86,10 +106,11 @@ public final class SQLiteDatabase: SQLDatabase {
             try await self.run { db in try db.execute("BEGIN IMMEDIATE") }
             do {
                 let result = try await body(Session(database: self))
-                try await self.run { db in try db.execute("COMMIT") }
+                try await self.runToCompletion { db in try db.execute("COMMIT") }
                 return result
             } catch {
-                try? await self.run { db in try db.execute("ROLLBACK") }
+                // After a failed COMMIT SQLite may have rolled back already; the transaction is then gone.
+                try? await self.runToCompletion { db in if !db.isAutocommit { try db.execute("ROLLBACK") } }
                 throw error
             }
         }

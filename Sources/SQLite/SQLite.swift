@@ -106,6 +106,9 @@ public final class SQLiteConnection: @unchecked Sendable {
     /// The number of rows the last statement changed.
     public var changes: Int { Int(sqlite3_changes(self.handle)) }
 
+    /// Whether no transaction is open (SQLite's autocommit mode).
+    public var isAutocommit: Bool { sqlite3_get_autocommit(self.handle) != 0 }
+
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
         try self.execute("BEGIN IMMEDIATE")

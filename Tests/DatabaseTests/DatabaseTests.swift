@@ -97,6 +97,32 @@ enum TestDatabases {
         #expect(try await db.query("SELECT n FROM counter")[0].int(0) == 40)
     }
 
+    /// A task cancelled inside a transaction (a task runner stopping, a client going away) rolls it
+    /// back: its writes vanish and the next transaction starts. A ROLLBACK skipped because its task
+    /// was cancelled left SQLite inside the abandoned transaction ("cannot start a transaction within a
+    /// transaction" for every later BEGIN).
+    @Test(arguments: TestDatabases.kinds)
+    func aCancelledTransactionIsRolledBackAndTheNextOneRuns(dialect: SQLDialect) async throws {
+        let (db, _) = try await TestDatabases.open(dialect)
+        defer { Task { await db.close() } }
+        try await db.query("CREATE TABLE c (id TEXT PRIMARY KEY)")
+        let (written, signal) = AsyncStream.makeStream(of: Void.self)
+        let cancelled = Task {
+            try await db.transaction { session in
+                try await session.query("INSERT INTO c (id) VALUES ($1)", [.text("abandoned")])
+                signal.yield()
+                try await Task.sleep(for: .seconds(600))
+            }
+        }
+        for await _ in written { break }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        try await db.transaction { session in
+            try await session.query("INSERT INTO c (id) VALUES ($1)", [.text("next")])
+        }
+        #expect(try await db.query("SELECT id FROM c ORDER BY id").map { $0.text(0) } == ["next"])
+    }
+
     @Test(arguments: TestDatabases.kinds)
     func migrationsApplyOnceUnderConcurrency(dialect: SQLDialect) async throws {
         let (first, location) = try await TestDatabases.open(dialect)
