@@ -87,11 +87,18 @@ struct APIClientOptions: ParsableArguments {
                 + (self.profileOption.profile == nil ? "" : " --profile \(settings.profile)") + ", or set CLOUD_API_KEY")
     }
 
+    /// A request body that is not JSON (an image's tar).
+    struct Upload {
+        var data: Data
+        var contentType: String
+    }
+
     /// Sends a request; returns the parsed JSON answer (nil for 204). Failures become messages that
-    /// say what failed and what to do.
+    /// say what failed and what to do. `upload` sends raw bytes instead of `body`, with a longer timeout.
     @discardableResult
     func call(
-        _ method: String, _ path: String, body: JSONValue? = nil, authenticated: Bool = true, headers: [(String, String)] = []
+        _ method: String, _ path: String, body: JSONValue? = nil, upload: Upload? = nil, authenticated: Bool = true,
+        headers: [(String, String)] = []
     ) async throws -> JSONValue? {
         let settings = try self.settings()
         if OutputFormat(rawValue: settings.output) == nil {
@@ -108,6 +115,10 @@ struct APIClientOptions: ParsableArguments {
         if let body {
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
             request.httpBody = Data(body.serialized().utf8)
+        } else if let upload {
+            request.setValue(upload.contentType, forHTTPHeaderField: "Content-Type")
+            request.httpBody = upload.data
+            request.timeoutInterval = 600
         }
         let data: Data
         let response: URLResponse

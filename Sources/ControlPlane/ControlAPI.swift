@@ -266,13 +266,19 @@ public final class ControlAPI: Sendable {
         } catch {
             return .error(APIError(status: 503, code: "not_ready", message: "the database does not answer: \(error)"))
         }
+        var degraded = false
         for dependency in self.configuration.readinessChecks + self.store.catalog.services.flatMap(\.readinessChecks) {
-            if let problem = await dependency.check() {
+            guard let problem = await dependency.check(self.store.database) else {
+                checks.append((dependency.name, .string("ok")))
+                continue
+            }
+            if dependency.required {
                 return .error(APIError(status: 503, code: "not_ready", message: "\(dependency.name): \(problem)"))
             }
-            checks.append((dependency.name, .string("ok")))
+            degraded = true
+            checks.append((dependency.name, .string(problem)))
         }
-        return .json(200, .object([("status", .string("ready")), ("checks", .object(checks))]))
+        return .json(200, .object([("status", .string(degraded ? "degraded" : "ready")), ("checks", .object(checks))]))
     }
 
     // MARK: - Identity

@@ -12,7 +12,7 @@ extension ControlAPI {
             handler: { api, _ in .json(200, .object([("status", .string("live"))])) }),
         HostRoute(
             method: "GET", path: "/health/ready", operationID: "healthReady",
-            summary: "The database and the storage node answer (503 with the reason when one does not).",
+            summary: "The database and the storage node answer (503 with the reason when one does not); status degraded names an optional backend that does not (a compute host).",
             access: .anonymous, body: nil, success: 200, responseSchema: "Health",
             handler: { api, _ in try await api.ready() }),
         HostRoute(

@@ -76,11 +76,22 @@ public struct PermissionSpec: Sendable, Equatable {
 public struct ReadinessCheck: Sendable {
     /// Shown in the answer (`storage`).
     public var name: String
-    /// Nil when the dependency answers, else why not.
-    public var check: @Sendable () async -> String?
+    /// Whether the control plane cannot serve without it: a required check's problem makes
+    /// `/health/ready` answer 503; any other check's problem is named in a 200 answer whose status
+    /// is `degraded` (a compute host down does not take the API out of a load balancer).
+    public var required: Bool
+    /// Nil when the dependency answers, else why not; it may read the control plane's database.
+    public var check: @Sendable (any SQLDatabase) async -> String?
 
-    public init(name: String, check: @escaping @Sendable () async -> String?) {
+    /// A check of something outside the database.
+    public init(name: String, required: Bool = true, check: @escaping @Sendable () async -> String?) {
+        self.init(name: name, required: required, reading: { _ in await check() })
+    }
+
+    /// A check that reads the control plane's database (a service's hosts and their states).
+    public init(name: String, required: Bool = true, reading check: @escaping @Sendable (any SQLDatabase) async -> String?) {
         self.name = name
+        self.required = required
         self.check = check
     }
 }

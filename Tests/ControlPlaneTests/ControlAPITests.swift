@@ -29,6 +29,7 @@ struct Harness {
     let clock = TestClock()
     /// Makes the readiness check of the (pretend) storage node fail.
     let storageDown = Flag()
+    let hostsDown = Flag()
     /// The storage cluster behind `/storage/…`.
     let storage = FakeStorage()
 
@@ -46,7 +47,11 @@ struct Harness {
         configuration.lockout.maximumFailures = 3
         let storageDown = self.storageDown
         // The storage service adds the cluster's own check (FakeStorage.check) after this one.
-        configuration.readinessChecks = [ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil }]
+        let hostsDown = self.hostsDown
+        configuration.readinessChecks = [
+            ReadinessCheck(name: "storage") { storageDown.isSet ? "down" : nil },
+            ReadinessCheck(name: "hosts", required: false) { hostsDown.isSet ? "host h2 unknown" : nil },
+        ]
         configure(&configuration)
         let clock = self.clock
         self.api = try ControlAPI(store: self.store, configuration: configuration, logger: Logger(label: "test"), now: { clock.now })
@@ -110,7 +115,11 @@ func errorCode(_ body: JSONValue?) -> String? {
         defer { h.cleanUp() }
         let (ready, body, _) = await h.call("GET", "/health/ready")
         #expect(ready == 200)
-        #expect(body?["checks"]?["storage"] == .string("ok"))
+        #expect(body?["status"] == .string("ready") && body?["checks"]?["storage"] == .string("ok") && body?["checks"]?["hosts"] == .string("ok"))
+        h.hostsDown.set()
+        let (degraded, named, _) = await h.call("GET", "/health/ready")
+        #expect(degraded == 200, "an optional backend down does not take the API out of service")
+        #expect(named?["status"] == .string("degraded") && named?["checks"]?["hosts"] == .string("host h2 unknown"))
         h.storageDown.set()
         let (notReady, reason, _) = await h.call("GET", "/health/ready")
         #expect(notReady == 503)

@@ -1,6 +1,8 @@
 """Compute on real Docker Engines: two private dockerd processes (own sockets and data roots) are two
 hosts of a `cloud dev` started with a platform operator. Images are tars built here from
 busybox-static and imported through the REST API; nothing is pulled."""
+import io
+import json
 import os
 import shutil
 import signal
@@ -48,7 +50,6 @@ class Dockerd:
     def containers(self):
         r = subprocess.run(["curl", "-s", "--unix-socket", self.socket, "http://docker/v1.41/containers/json?all=1"],
                            capture_output=True, text=True, check=True)
-        import json
         return json.loads(r.stdout)
 
     def kill_container(self, container_id):
@@ -81,26 +82,53 @@ def engines(tmp_path_factory):
             engine.stop()
 
 
+class Dev:
+    """A `cloud dev` with a platform operator; kill() and start() restart it on the same data and ports."""
+
+    def __init__(self, root):
+        self.root = root
+        self.operator = new_email("ops")
+        self.api_port, self.s3_port = free_port(), free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.proc = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        self.log = open(self.root / f"cloud-{self.starts}.log", "w")
+        self.proc = subprocess.Popen(
+            [CLOUD_BIN, "dev", "--data-dir", str(self.root / "data"), "--platform-admin", self.operator,
+             "--api-address", f"127.0.0.1:{self.api_port}", "--s3-address", f"127.0.0.1:{self.s3_port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for("cloud dev", lambda: _ready(self.api), timeout=90)
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.log.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.log.close()
+
+
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory, engines):
-    root = tmp_path_factory.mktemp("compute-dev")
-    operator = new_email("ops")
-    api_port, s3_port = free_port(), free_port()
-    log = open(root / "cloud.log", "w")
-    proc = subprocess.Popen(
-        [CLOUD_BIN, "dev", "--data-dir", str(root / "data"), "--platform-admin", operator,
-         "--api-address", f"127.0.0.1:{api_port}", "--s3-address", f"127.0.0.1:{s3_port}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    api = f"http://127.0.0.1:{api_port}"
+def dev(tmp_path_factory, engines):
+    d = Dev(tmp_path_factory.mktemp("compute-dev"))
+    d.start()
     try:
-        wait_for("cloud dev", lambda: _ready(api), timeout=90)
-        requests.post(f"{api}/auth/register", json={"email": operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
-        key = requests.post(f"{api}/auth/login", json={"email": operator, "password": PASSWORD}).json()["api_key"]
-        yield api, {"X-API-Key": key}
+        requests.post(f"{d.api}/auth/register", json={"email": d.operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
+        d.key = requests.post(f"{d.api}/auth/login", json={"email": d.operator, "password": PASSWORD}).json()["api_key"]
+        yield d
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(dev):
+    return dev.api, {"X-API-Key": dev.key}
 
 
 def _ready(api):
@@ -210,3 +238,148 @@ def test_instances_on_two_hosts(cloud, engines, busybox_tar):
         assert not [c for c in e.containers() if "cloud.instance" in c["Labels"]]
     assert requests.delete(f"{api}/compute/images/busybox", headers=h).status_code == 204
     assert requests.delete(f"{api}/compute/hosts/h2", headers=h).status_code == 204
+
+
+def cli(args, env, check=True, timeout=120):
+    r = subprocess.run([CLOUD_BIN] + args, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"{args}: {r.stdout}\n{r.stderr}"
+    return r
+
+
+def ensure_hosts(api, h, engines):
+    have = {host["name"] for host in requests.get(f"{api}/compute/hosts", headers=h).json()["hosts"]}
+    for name, engine in zip(["h1", "h2"], engines):
+        if name not in have:
+            r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": name, "docker_socket": "unix://" + engine.socket})
+            assert r.status_code == 201, r.text
+
+
+def test_cli(dev, engines, busybox_tar, tmp_path):
+    api, h = dev.api, {"X-API-Key": dev.key}
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=dev.key)
+    have = {host["name"] for host in json.loads(cli(["hosts", "list", "-o", "json"], env).stdout)["hosts"]}
+    for name, engine in zip(["h1", "h2"], engines):
+        if name not in have:
+            assert f"Host {name} added" in cli(["hosts", "add", name, "--docker-socket", "unix://" + engine.socket], env).stdout
+    assert {host["name"] for host in json.loads(cli(["hosts", "list", "-o", "json"], env).stdout)["hosts"]} == {"h1", "h2"}
+    bad = cli(["hosts", "add", "gone", "--docker-socket", "unix:///nonexistent/docker.sock"], env, check=False)
+    assert bad.returncode != 0 and "host_unreachable" in bad.stderr, bad.stderr
+
+    tar = tmp_path / "busybox.tar"
+    tar.write_bytes(busybox_tar)
+    imported = json.loads(cli(["images", "import", "bb", str(tar), "--cmd", "sleep 3600", "-o", "json"], env).stdout)
+    assert imported["command"] == ["sleep", "3600"] and imported["size_bytes"] == len(busybox_tar)
+    rootfs = tmp_path / "rootfs"
+    with tarfile.open(tar) as t:
+        t.extractall(rootfs)
+    assert "Image bb2 imported" in cli(["images", "import", "bb2", "--from-dir", str(rootfs)], env).stdout
+    assert {i["name"] for i in json.loads(cli(["images", "list", "-o", "json"], env).stdout)["images"]} >= {"bb", "bb2"}
+    types = json.loads(cli(["instance-types", "list", "-o", "json"], env).stdout)["instance_types"]
+    assert [(t["name"], t["vcpus"], t["memory_mib"]) for t in types] == [
+        ("nano", 1, 64), ("micro", 1, 256), ("small", 1, 512), ("medium", 2, 2048), ("large", 4, 8192)]
+
+    # --wait returns once the instance runs; logs split stdout and stderr; --follow prints new lines.
+    script = "echo out; echo err >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+    made = json.loads(cli(["instances", "create", "c1", "--image", "bb", "--type", "nano", "--wait", "-o", "json",
+                           "--", "sh", "-c", script], env).stdout)
+    assert made["status"] == "ready" and made["host"] in ("h1", "h2"), made
+    logs = wait_for("c1's ticks", lambda: (lambda r: r if "tick 2" in r.stdout else None)(cli(["instances", "logs", "c1"], env)))
+    assert logs.stdout.startswith("out\ntick 1\n") and logs.stderr == "err\n", (logs.stdout, logs.stderr)
+    follow = subprocess.Popen([CLOUD_BIN, "instances", "logs", "c1", "--tail", "1", "--follow"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = int(follow.stdout.readline().split()[1])
+    seen = [first]
+    while len(seen) < 10:
+        seen.append(int(follow.stdout.readline().split()[1]))
+    assert seen == list(range(first, first + 10)), "--follow prints every new line once, in order"
+    assert "Instance c1 deleted." in cli(["instances", "delete", "c1", "--wait"], env).stdout
+    assert follow.wait(30) == 0, "--follow ends when the instance is deleted"
+
+    made = json.loads(cli(["instances", "create", "c2", "--image", "bb2", "--cmd", "sleep 3600", "--env", "MODE=test",
+                           "--wait", "-o", "json"], env).stdout)
+    assert made["command"] == ["sleep", "3600"] and made["environment"] == {"MODE": "test"}
+    assert "Instance c2 stopped." in cli(["instances", "stop", "c2", "--wait"], env).stdout
+    assert json.loads(cli(["instances", "show", "c2", "-o", "json"], env).stdout)["status"] == "stopped"
+    assert "Instance c2 started." in cli(["instances", "start", "c2", "--wait"], env).stdout
+    assert "Instance c2 rebooted." in cli(["instances", "reboot", "c2", "--wait"], env).stdout
+    table = cli(["instances", "list"], env).stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "STATUS", "TYPE"] and table[1].split()[:3] == ["c2", "ready", "small"], table
+    assert "c2" in cli(["instances", "show", "c2"], env).stdout
+
+    failed = cli(["instances", "create", "bad", "--image", "bb", "--wait", "--", "/no/such/binary"], env, check=False)
+    assert failed.returncode != 0 and "the resource failed: docker:" in failed.stderr, failed.stderr
+    missing = cli(["instances", "create", "x", "--image", "nope"], env, check=False)
+    assert missing.returncode != 0 and "image_not_found" in missing.stderr
+    both = cli(["instances", "create", "y", "--image", "bb", "--cmd", "sleep 1", "--", "sleep", "2"], env, check=False)
+    assert both.returncode != 0 and "not both" in both.stderr
+    assert cli(["hosts", "remove", made["host"]], env, check=False).returncode != 0, "a host with an instance stays"
+
+    for name in ["c2", "bad"]:
+        cli(["instances", "delete", name, "--wait"], env)
+    assert json.loads(cli(["instances", "list", "-o", "json"], env).stdout)["instances"] == []
+    for name in ["bb", "bb2"]:
+        assert f"Image {name} deleted." in cli(["images", "delete", name], env).stdout
+    for e in engines:
+        assert not [c for c in e.containers() if "cloud.instance" in c["Labels"]]
+
+
+def test_control_plane_killed_mid_create(dev, engines, busybox_tar):
+    """SIGKILL of the control plane while instances are being made: after a restart each instance
+    runs exactly once (one container on one engine), none is lost and none is made twice."""
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    # A tar with a new digest: each engine loads it on the first instance, so provisioning takes a while.
+    extra = tarfile.TarInfo("etc/restart-test")
+    extra.size = 0
+    buf = io.BytesIO(busybox_tar)
+    with tarfile.open(fileobj=buf, mode="a", format=tarfile.USTAR_FORMAT) as t:
+        t.addfile(extra, io.BytesIO(b""))
+    r = requests.put(f"{api}/compute/images/rs", headers={**h, "Content-Type": "application/x-tar"}, data=buf.getvalue())
+    assert r.status_code == 201, r.text
+    names = [f"rs{n}" for n in range(6)]
+    for name in names:
+        r = requests.post(f"{api}/compute/instances", headers=h, json={"name": name, "image": "rs", "type": "nano", "command": ["sleep", "3600"]})
+        assert r.status_code == 201, r.text
+    before = {i["name"]: i["status"] for i in requests.get(f"{api}/compute/instances", headers=h).json()["instances"]}
+    dev.kill()
+    assert any(before[n] != "ready" for n in names), f"the kill came after every instance was made: {before}"
+    dev.start()
+    # The dead process's tasks are taken over when their leases (30 s) end.
+    for name in names:
+        s = wait_for(f"{name} to run", lambda: (lambda s: s if s["status"] not in ("pending", "provisioning") else None)(instance(api, h, name)),
+                     timeout=120)
+        assert s["status"] == "ready", s
+    listed = requests.get(f"{api}/compute/instances", headers=h).json()["instances"]
+    assert sorted(i["name"] for i in listed if i["name"].startswith("rs")) == names
+    ids = {i["id"]: i for i in listed if i["name"].startswith("rs")}
+    containers = [c for e in engines for c in e.containers() if c["Labels"].get("cloud.instance") in ids]
+    assert sorted(c["Labels"]["cloud.instance"] for c in containers) == sorted(ids), "one container per instance"
+    for c in containers:
+        assert c["State"] == "running" and c["Id"] == ids[c["Labels"]["cloud.instance"]]["container_id"]
+    for name in names:
+        assert requests.delete(f"{api}/compute/instances/{name}", headers=h).status_code == 202
+    for name in names:
+        wait_for(f"{name} gone", lambda: requests.get(f"{api}/compute/instances/{name}", headers=h).status_code == 404)
+    assert requests.delete(f"{api}/compute/images/rs", headers=h).status_code == 204
+
+
+def test_readiness_names_a_host_that_stops_answering(dev, engines, tmp_path):
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    third = Dockerd(tmp_path / "h3")
+    try:
+        r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": "h3", "docker_socket": "unix://" + third.socket})
+        assert r.status_code == 201, r.text
+        ready = requests.get(f"{api}/health/ready").json()
+        assert ready["status"] == "ready" and ready["checks"]["compute"] == "ok", ready
+        third.stop()
+        # After the host grace (15 s) the host check marks it unknown; the API keeps serving.
+        degraded = wait_for("h3 named in /health/ready", lambda: (lambda r: r.json() if r.status_code == 200 and r.json()["status"] == "degraded" else None)(
+            requests.get(f"{api}/health/ready")), timeout=60)
+        assert degraded["checks"]["compute"].startswith("host h3 unknown: docker:"), degraded
+        assert third.socket in degraded["checks"]["compute"], degraded
+        assert requests.delete(f"{api}/compute/hosts/h3", headers=h).status_code == 204
+        assert requests.get(f"{api}/health/ready").json()["checks"]["compute"] == "ok"
+    finally:
+        third.stop()

@@ -62,7 +62,10 @@ def test_health_and_openapi(api):
     assert requests.get(f"{api}/health/live").status_code == 200
     r = requests.get(f"{api}/health/ready")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok", "secrets": "ok"}}
+    # No compute host is registered on a fresh cloud dev: compute names it, and the API still serves.
+    assert r.json() == {"status": "degraded", "checks": {
+        "database": "ok", "storage": "ok", "secrets": "ok",
+        "compute": "no host is registered: instances fail until an operator adds one (cloud hosts add)"}}
     doc = requests.get(f"{api}/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert doc["paths"]["/auth/login"]["post"]["x-permission"] == "anonymous"

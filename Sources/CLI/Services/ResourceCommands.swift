@@ -23,11 +23,11 @@ struct ResourceClient {
         }
     }
 
-    /// `--attribute NAME=VALUE` options as a JSON object's members (string values).
-    static func attributes(_ pairs: [String]) throws -> [(String, JSONValue)] {
+    /// `--attribute NAME=VALUE` options (or another `option`'s) as a JSON object's members (string values).
+    static func attributes(_ pairs: [String], option: String = "--attribute") throws -> [(String, JSONValue)] {
         try pairs.map { pair in
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
-                throw ValidationError("--attribute takes NAME=VALUE, not \(pair)")
+                throw ValidationError("\(option) takes NAME=VALUE, not \(pair)")
             }
             return (String(pair[..<equals]), .string(String(pair[pair.index(after: equals)...])))
         }
@@ -47,9 +47,9 @@ struct ResourceClient {
         return items
     }
 
-    /// Polls `path` until the resource's `status` is `ready` (returns it) or `failed` (throws with
-    /// `status_reason`), printing a progress line on a terminal; gives up after `timeout`.
-    func wait(_ path: String, timeout: Duration = .seconds(600)) async throws -> JSONValue? {
+    /// Polls `path` until the resource's `status` is one of `targets` (returns it) or `failed` (throws
+    /// with `status_reason`), printing a progress line on a terminal; gives up after `timeout`.
+    func wait(_ path: String, until targets: Set<String> = [ResourceStatus.ready.rawValue], timeout: Duration = .seconds(600)) async throws -> JSONValue? {
         let start = ContinuousClock.now
         let terminal = isatty(STDERR_FILENO) == 1
         while true {
@@ -60,7 +60,7 @@ struct ResourceClient {
                 FileHandle.standardError.write(Data("\r\u{1B}[K\(status)… \(seconds)s".utf8))
             }
             switch status {
-            case ResourceStatus.ready.rawValue:
+            case _ where targets.contains(status):
                 if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
                 return resource
             case ResourceStatus.failed.rawValue:
@@ -73,6 +73,22 @@ struct ResourceClient {
                 }
                 try await Task.sleep(for: .milliseconds(500))
             }
+        }
+    }
+
+    /// Polls `path` until it answers 404: a deleted resource is gone.
+    func waitUntilGone(_ path: String, timeout: Duration = .seconds(600)) async throws {
+        let start = ContinuousClock.now
+        while true {
+            do {
+                _ = try await self.options.call("GET", path)
+            } catch let error as CLIError where error.description.contains("[404 ") {
+                return
+            }
+            guard ContinuousClock.now - start < timeout else {
+                throw CLIError("still there after \(timeout.components.seconds) seconds; `--wait` gave up (the delete goes on in the background)")
+            }
+            try await Task.sleep(for: .milliseconds(500))
         }
     }
 

@@ -91,6 +91,27 @@ public struct ComputeService: CloudService {
 
     public var schedules: [TaskSchedule] { [TaskSchedule(kind: Self.checkKind, every: Self.checkPeriod)] }
 
+    /// Optional (a 200 `degraded` answer names the problem): no object store for images, no host
+    /// registered, or a host whose engine stopped answering, with the engine's error.
+    public var readinessChecks: [ReadinessCheck] {
+        let hasImageStore = self.images != nil
+        return [
+            ReadinessCheck(name: self.name, required: false, reading: { db in
+                guard hasImageStore else { return "no object store is configured for images" }
+                let hosts: [HostRecord]
+                do {
+                    hosts = try await db.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts ORDER BY name").map(ComputeSchema.host)
+                } catch {
+                    return "cannot read the hosts: \(error)"
+                }
+                guard !hosts.isEmpty else { return "no host is registered: instances fail until an operator adds one (cloud hosts add)" }
+                let down = hosts.filter { $0.state != .ready }
+                guard !down.isEmpty else { return nil }
+                return down.map { "host \($0.name) \($0.state.rawValue): \($0.reason ?? "no reason recorded")" }.joined(separator: "; ")
+            })
+        ]
+    }
+
     // MARK: - Shapes
 
     static let instanceShape = ResponseShape<InstanceRecord>("Instance") {

@@ -1,0 +1,357 @@
+import ArgumentParser
+import Foundation
+import ServiceContract
+
+/// `cloud images`: the root file systems instances start from (docs/services/compute.md).
+struct Images: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Images: root file systems (tars) that instances of the tenant of your API key start from.",
+        discussion: "An image is imported from a tar of a root file system, or from a directory; nothing is pulled from a registry.",
+        subcommands: [Import.self, List.self, Show.self, Delete.self],
+        defaultSubcommand: List.self)
+
+    static let columns = [("NAME", "name"), ("SIZE", "size_bytes"), ("COMMAND", "command"), ("DIGEST", "digest"), ("CREATED", "created_at")]
+
+    static func path(_ name: String) -> String { "/compute/images/" + name.addingPercentEncodingForQuery() }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import an image from a tar of a root file system (or from a directory with --from-dir).",
+            discussion: "cloud images import busybox ./busybox-rootfs.tar\ncloud images import tools --from-dir ./rootfs --cmd \"sh -l\"")
+        @Argument(help: "The image's name (lowercase letters, digits and -).") var name: String
+        @Argument(help: "The tar file, or '-' for standard input.") var tar: String?
+        @Option(help: "Make the tar from this directory (with the system's tar).") var fromDir: String?
+        @Option(help: "What an instance runs when it names nothing, as words split at spaces (default sh).") var cmd: String?
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            guard (self.tar == nil) != (self.fromDir == nil) else { throw ValidationError("give exactly one of a tar file or --from-dir") }
+        }
+
+        func run() async throws {
+            let data: Data
+            if let directory = self.fromDir {
+                data = try Self.tarOf(directory: directory)
+            } else if self.tar == "-" {
+                data = FileHandle.standardInput.readDataToEndOfFile()
+            } else {
+                let path = self.tar!
+                guard let read = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+                data = read
+            }
+            var path = Images.path(self.name)
+            if let cmd {
+                let words = JSONValue.array(Instances.words(cmd).map(JSONValue.string)).serialized()
+                path += "?command=" + words.addingPercentEncodingForQuery()
+            }
+            let answer = try await self.client.call("PUT", path, upload: .init(data: data, contentType: "application/x-tar"))
+            self.client.emit(answer) {
+                print("Image \(self.name) imported (\(APIClientOptions.text(answer?["size_bytes"])) bytes, \(APIClientOptions.text(answer?["digest"]))).")
+            }
+        }
+
+        /// The directory's contents as a tar, numeric owners, made by the system's `tar`.
+        static func tarOf(directory: String) throws -> Data {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw CLIError("\(directory) is not a directory")
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["tar", "--numeric-owner", "-C", directory, "-cf", "-", "."]
+            let output = Pipe()
+            let errors = Pipe()
+            process.standardOutput = output
+            process.standardError = errors
+            do { try process.run() } catch { throw CLIError("cannot run tar to pack \(directory): \(error)") }
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw CLIError("tar could not pack \(directory): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            return data
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tenant's images.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            resources.show(try await resources.listAll("/compute/images", itemsKey: "images"), itemsKey: "images", columns: Images.columns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One image.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws { ResourceClient(self.client).showOne(try await self.client.call("GET", Images.path(self.name))) }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an image no instance uses.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            try await self.client.call("DELETE", Images.path(self.name))
+            self.client.emit(.object([("deleted", .string(self.name))])) { print("Image \(self.name) deleted.") }
+        }
+    }
+}
+
+/// `cloud instance-types`: the sizes an instance can have.
+struct InstanceTypes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "instance-types", abstract: "The sizes an instance can have (vCPUs and memory).", subcommands: [List.self],
+        defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every instance type.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            let items = try await resources.listAll("/compute/instance-types", itemsKey: "instance_types")
+            resources.show(items, itemsKey: "instance_types", columns: [("NAME", "name"), ("VCPUS", "vcpus"), ("MEMORY_MIB", "memory_mib")])
+        }
+    }
+}
+
+/// `cloud hosts`: the machines instances run on (platform operators).
+struct Hosts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compute hosts: the Docker Engines instances run on (platform operators only).",
+        subcommands: [Add.self, List.self, Remove.self], defaultSubcommand: List.self)
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Register a host by its Docker Engine socket; the engine must answer.",
+            discussion: "cloud hosts add h1 --docker-socket unix:///run/docker.sock")
+        @Argument(help: "The host's name (lowercase letters, digits and -).") var name: String
+        @Option(help: "The engine's socket, unix:///path/to/docker.sock.") var dockerSocket: String
+        @Option(help: "Instance vCPUs per CPU of the host (1 to 64; default 8).") var cpuOvercommit: Int?
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            var body: [(String, JSONValue)] = [("name", .string(self.name)), ("docker_socket", .string(self.dockerSocket))]
+            if let cpuOvercommit { body.append(("cpu_overcommit", .int(Int64(cpuOvercommit)))) }
+            let answer = try await self.client.call("POST", "/compute/hosts", body: .object(body))
+            self.client.emit(answer) {
+                print("Host \(self.name) added: \(APIClientOptions.text(answer?["cpus"])) CPUs, Docker \(APIClientOptions.text(answer?["engine_version"])).")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The hosts, their capacity and what is placed on them.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            let columns = [
+                ("NAME", "name"), ("STATUS", "status"), ("CPUS", "cpus"), ("MEMORY", "memory_bytes"), ("INSTANCES", "instances"),
+                ("VCPUS_USED", "vcpus_allocated"), ("MIB_USED", "memory_mib_allocated"), ("SOCKET", "docker_socket"), ("REASON", "status_reason"),
+            ]
+            resources.show(try await resources.listAll("/compute/hosts", itemsKey: "hosts"), itemsKey: "hosts", columns: columns)
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Forget a host that runs no instances.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            try await self.client.call("DELETE", "/compute/hosts/" + self.name.addingPercentEncodingForQuery())
+            self.client.emit(.object([("removed", .string(self.name))])) { print("Host \(self.name) removed.") }
+        }
+    }
+}
+
+/// `cloud instances`: containers (and later VMs) of the tenant of your key.
+struct Instances: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Instances: processes from an image, placed on a compute host, in the tenant of your API key.",
+        discussion: "Creating, stopping, starting, rebooting and deleting are asynchronous; --wait waits for the outcome.",
+        subcommands: [Create.self, List.self, Show.self, Logs.self, Stop.self, Start.self, Reboot.self, Delete.self],
+        defaultSubcommand: List.self)
+
+    static let columns = [
+        ("NAME", "name"), ("STATUS", "status"), ("TYPE", "type"), ("IMAGE", "image"), ("HOST", "host"), ("CREATED", "created_at"),
+        ("REASON", "status_reason"),
+    ]
+
+    static func path(_ name: String) -> String { "/compute/instances/" + name.addingPercentEncodingForQuery() }
+
+    /// `--cmd` text as words split at spaces (no quoting: use `--` and separate arguments for that).
+    static func words(_ text: String) -> [String] { text.split(whereSeparator: \.isWhitespace).map(String.init) }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an instance; it is pending until a host runs it.",
+            discussion: """
+                cloud instances create web1 --image busybox --type small --wait
+                cloud instances create job --image busybox -- sh -c 'echo hello; sleep 60'
+                """)
+        @Argument(help: "The name (lowercase letters, digits and -).") var name: String
+        @Option(help: "The image.") var image: String
+        @Option(help: "The instance type (`cloud instance-types list`; default small).") var type: String?
+        @Option(help: "docker (the default).") var backend: String?
+        @Option(help: "What it runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
+        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
+        @Option(help: "no (default), on-failure, always or unless-stopped.") var restart: String?
+        @Flag(help: "Wait until it is ready (or failed, with the reason).") var wait = false
+        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
+        }
+
+        func run() async throws {
+            var body: [(String, JSONValue)] = [("name", .string(self.name)), ("image", .string(self.image))]
+            if let type { body.append(("type", .string(type))) }
+            if let backend { body.append(("backend", .string(backend))) }
+            let command = self.cmd.map(Instances.words) ?? self.command
+            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
+            if !self.environment.isEmpty {
+                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
+            }
+            if let restart { body.append(("restart", .string(restart))) }
+            let resources = ResourceClient(self.client)
+            var answer = try await resources.create("/compute/instances", body: .object(body))
+            if self.wait { answer = try await resources.wait(Instances.path(self.name)) }
+            self.client.emit(answer) {
+                let host = answer?["host"].map { " on \(APIClientOptions.text($0))" } ?? ""
+                print("Instance \(self.name) \(APIClientOptions.text(answer?["status"]))\(host).")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tenant's instances.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            resources.show(try await resources.listAll("/compute/instances", itemsKey: "instances"), itemsKey: "instances", columns: Instances.columns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One instance.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws { ResourceClient(self.client).showOne(try await self.client.call("GET", Instances.path(self.name))) }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "What an instance wrote to stdout and stderr; --follow keeps printing new lines.",
+            discussion: "stderr lines go to the command's stderr. --follow ends when the instance is deleted, or with Ctrl-C.")
+        @Argument(help: "The name.") var name: String
+        @Option(help: "At most this many of the last lines (1 to 10000).") var tail: Int = 1000
+        @Option(help: "Only lines after this RFC 3339 time.") var since: String?
+        @Flag(help: "Keep printing lines as they are written (polls every second).") var follow = false
+        @Flag(help: "Print each line's time before it.") var timestamps = false
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            guard (1...10_000).contains(self.tail) else { throw ValidationError("--tail must be 1 to 10000") }
+        }
+
+        func run() async throws {
+            var since = self.since
+            var tail = self.tail
+            repeat {
+                var query = ["tail=\(tail)"]
+                if let since { query.append("since=" + since.addingPercentEncodingForQuery()) }
+                let answer: JSONValue?
+                do {
+                    answer = try await self.client.call("GET", Instances.path(self.name) + "/logs?" + query.joined(separator: "&"))
+                } catch let error as CLIError where self.follow && since != nil && error.description.contains("[404 ") {
+                    return  // deleted while followed
+                }
+                let lines: [JSONValue] = if case .array(let lines) = answer?["lines"] { lines } else { [] }
+                if self.client.format != .table {
+                    self.client.emit(answer) {}
+                } else {
+                    for line in lines { self.print(line) }
+                }
+                if case .string(let last) = lines.last?["time"], !last.isEmpty { since = last }
+                if self.follow {
+                    // --tail bounds the first answer only: later ones carry every line since the last.
+                    tail = 10_000
+                    if since == nil { since = Self.now() }
+                    try await Task.sleep(for: .seconds(1))
+                }
+            } while self.follow
+        }
+
+        func print(_ line: JSONValue) {
+            var text = APIClientOptions.text(line["text"])
+            if self.timestamps { text = APIClientOptions.text(line["time"]) + " " + text }
+            let handle = line["stream"] == .string("stderr") ? FileHandle.standardError : FileHandle.standardOutput
+            handle.write(Data((text + "\n").utf8))
+        }
+
+        /// Now in RFC 3339: where following starts when the instance has written nothing yet.
+        static func now() -> String {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return formatter.string(from: Date())
+        }
+    }
+
+    /// `stop`, `start` and `reboot`: a request, then with --wait the state it ends in.
+    struct PowerOptions: ParsableArguments {
+        @Argument(help: "The name.") var name: String
+        @Flag(help: "Wait until it has happened.") var wait = false
+        @OptionGroup var client: APIClientOptions
+
+        func request(_ action: String, until target: String, done: String) async throws {
+            var answer = try await self.client.call("POST", Instances.path(self.name) + "/" + action)
+            if self.wait { answer = try await ResourceClient(self.client).wait(Instances.path(self.name), until: [target]) }
+            self.client.emit(answer) {
+                print(self.wait ? "Instance \(self.name) \(done)." : "Instance \(self.name) \(APIClientOptions.text(answer?["status"])).")
+            }
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop an instance (its process gets SIGTERM, then SIGKILL after 10 s).")
+        @OptionGroup var options: PowerOptions
+        func run() async throws { try await self.options.request("stop", until: "stopped", done: "stopped") }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start a stopped instance.")
+        @OptionGroup var options: PowerOptions
+        func run() async throws { try await self.options.request("start", until: "ready", done: "started") }
+    }
+
+    struct Reboot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Restart a running instance's process.")
+        @OptionGroup var options: PowerOptions
+        func run() async throws { try await self.options.request("reboot", until: "ready", done: "rebooted") }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an instance and its container.")
+        @Argument(help: "The name.") var name: String
+        @Flag(help: "Wait until it is gone.") var wait = false
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let answer = try await self.client.call("DELETE", Instances.path(self.name))
+            if self.wait { try await ResourceClient(self.client).waitUntilGone(Instances.path(self.name)) }
+            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) { print(self.wait ? "Instance \(self.name) deleted." : "Instance \(self.name) deleting.") }
+        }
+    }
+}
