@@ -383,3 +383,64 @@ def test_readiness_names_a_host_that_stops_answering(dev, engines, tmp_path):
         assert requests.get(f"{api}/health/ready").json()["checks"]["compute"] == "ok"
     finally:
         third.stop()
+
+
+def test_deployments_replace_what_fails_and_what_a_lost_host_ran(dev, engines, busybox_tar, tmp_path):
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=dev.key)
+    r = requests.put(f"{api}/compute/images/dep", headers={**h, "Content-Type": "application/x-tar"}, data=busybox_tar)
+    assert r.status_code == 201, r.text
+
+    def deployment():
+        return requests.get(f"{api}/compute/deployments/api", headers=h).json()
+
+    def containers_of(names):
+        ids = {instance(api, h, n)["id"] for n in names}
+        return [c for e in engines for c in e.containers() if c["Labels"].get("cloud.instance") in ids and c["State"] == "running"]
+
+    for body, status, code in [({"name": "big", "image": "dep", "replicas": 100}, 409, "quota_exceeded"),
+                               ({"name": "neg", "image": "dep", "replicas": -1}, 400, "invalid_request"),
+                               ({"name": "none", "image": "nope", "replicas": 1}, 404, "image_not_found")]:
+        r = requests.post(f"{api}/compute/deployments", headers=h, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+
+    made = json.loads(cli(["deployments", "create", "api", "--image", "dep", "--replicas", "3", "--type", "nano", "--wait", "-o", "json",
+                           "--", "sh", "-c", "exec sleep 3600"], env).stdout)
+    assert made["status"] == "ready" and made["ready_replicas"] == 3 and len(made["instances"]) == 3, made
+    assert all(n.startswith("api-") for n in made["instances"])
+    assert len(containers_of(made["instances"])) == 3
+
+    # A replica whose process dies is replaced by a new one.
+    victim = instance(api, h, made["instances"][0])
+    engines[["h1", "h2"].index(victim["host"])].kill_container(victim["container_id"])
+    healed = wait_for("a replacement", lambda: (lambda d: d if d["status"] == "ready" and victim["name"] not in d["instances"] else None)(
+        deployment()), timeout=60)
+    assert len(healed["instances"]) == 3 and len(containers_of(healed["instances"])) == 3, healed
+    wait_for("the dead replica's row to go", lambda: requests.get(f"{api}/compute/instances/{victim['name']}", headers=h).status_code == 404)
+
+    assert "scaled to 1" in cli(["deployments", "scale", "api", "--replicas", "1", "--wait"], env).stdout
+    one = deployment()
+    assert one["ready_replicas"] == 1 and len(one["instances"]) == 1, one
+    wait_for("surplus containers gone", lambda: len([c for e in engines for c in e.containers()
+                                                     if c["Labels"].get("cloud.name", "").startswith("api-")]) == 1)
+
+    # A host that stops answering: its replica is replaced on the hosts that do.
+    third = Dockerd(tmp_path / "h3")
+    try:
+        r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": "h3", "docker_socket": "unix://" + third.socket})
+        assert r.status_code == 201, r.text
+        three = json.loads(cli(["deployments", "scale", "api", "--replicas", "3", "--wait", "-o", "json"], env).stdout)
+        hosts = sorted(instance(api, h, n)["host"] for n in three["instances"])
+        assert hosts == ["h1", "h2", "h3"], f"spread puts one replica on each host: {hosts}"
+        lost = next(n for n in three["instances"] if instance(api, h, n)["host"] == "h3")
+        third.stop()
+        moved = wait_for("the lost replica replaced", lambda: (lambda d: d if d["status"] == "ready" and lost not in d["instances"] else None)(
+            deployment()), timeout=120)
+        assert sorted(instance(api, h, n)["host"] for n in moved["instances"]) in (["h1", "h1", "h2"], ["h1", "h2", "h2"]), moved
+        assert "Deployment api deleted." in cli(["deployments", "delete", "api", "--wait"], env).stdout
+        assert [c for e in engines for c in e.containers() if c["Labels"].get("cloud.name", "").startswith("api-")] == []
+        wait_for("h3 removable", lambda: requests.delete(f"{api}/compute/hosts/h3", headers=h).status_code == 204, timeout=120)
+    finally:
+        third.stop()
+    assert requests.delete(f"{api}/compute/images/dep", headers=h).status_code == 204

@@ -355,3 +355,119 @@ struct Instances: AsyncParsableCommand {
         }
     }
 }
+
+/// `cloud deployments`: replicas of one instance that are replaced when they fail.
+struct Deployments: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deployments: a number of identical instances, replaced when they fail, exit or lose their host.",
+        subcommands: [Create.self, List.self, Show.self, Scale.self, Delete.self], defaultSubcommand: List.self)
+
+    static let columns = [
+        ("NAME", "name"), ("STATUS", "status"), ("READY", "ready_replicas"), ("REPLICAS", "replicas"), ("IMAGE", "image"), ("TYPE", "type"),
+        ("REASON", "status_reason"),
+    ]
+
+    static func path(_ name: String) -> String { "/compute/deployments/" + name.addingPercentEncodingForQuery() }
+
+    /// Polls until the deployment runs all its replicas.
+    static func waitReady(_ resources: ResourceClient, _ name: String, timeout: Duration = .seconds(600)) async throws -> JSONValue? {
+        let start = ContinuousClock.now
+        while true {
+            let answer = try await resources.options.call("GET", Deployments.path(name))
+            if answer?["status"] == .string("ready") { return answer }
+            guard ContinuousClock.now - start < timeout else {
+                throw CLIError(
+                    "\(APIClientOptions.text(answer?["ready_replicas"])) of \(APIClientOptions.text(answer?["replicas"])) replicas run after "
+                        + "\(timeout.components.seconds) seconds (\(APIClientOptions.text(answer?["status_reason"]))); `--wait` gave up")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a deployment of --replicas instances.",
+            discussion: "cloud deployments create api --image busybox --replicas 3 --cmd \"httpd -f -p 8080\" --wait")
+        @Argument(help: "The name (1 to 50 of lowercase letters, digits and -); its instances are NAME-xxxxx.") var name: String
+        @Option(help: "The image.") var image: String
+        @Option(help: "How many instances (0 to 100).") var replicas: Int
+        @Option(help: "The instance type of each (default small).") var type: String?
+        @Option(help: "What each runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
+        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
+        @Flag(help: "Wait until every replica runs.") var wait = false
+        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
+        }
+
+        func run() async throws {
+            var body: [(String, JSONValue)] = [
+                ("name", .string(self.name)), ("image", .string(self.image)), ("replicas", .int(Int64(self.replicas))),
+            ]
+            if let type { body.append(("type", .string(type))) }
+            let command = self.cmd.map(Instances.words) ?? self.command
+            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
+            if !self.environment.isEmpty {
+                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
+            }
+            let resources = ResourceClient(self.client)
+            var answer = try await resources.create("/compute/deployments", body: .object(body))
+            if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
+            self.client.emit(answer) {
+                print("Deployment \(self.name): \(APIClientOptions.text(answer?["ready_replicas"])) of \(self.replicas) replicas running.")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tenant's deployments.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            let items = try await resources.listAll("/compute/deployments", itemsKey: "deployments")
+            resources.show(items, itemsKey: "deployments", columns: Deployments.columns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One deployment and its instances.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws { ResourceClient(self.client).showOne(try await self.client.call("GET", Deployments.path(self.name))) }
+    }
+
+    struct Scale: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change how many replicas a deployment keeps.")
+        @Argument(help: "The name.") var name: String
+        @Option(help: "How many instances (0 to 100).") var replicas: Int
+        @Flag(help: "Wait until that many run.") var wait = false
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            var answer = try await self.client.call(
+                "PATCH", Deployments.path(self.name), body: .object([("replicas", .int(Int64(self.replicas)))]))
+            if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
+            self.client.emit(answer) { print("Deployment \(self.name) scaled to \(self.replicas) replicas.") }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a deployment and its instances.")
+        @Argument(help: "The name.") var name: String
+        @Flag(help: "Wait until it and its instances are gone.") var wait = false
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let answer = try await self.client.call("DELETE", Deployments.path(self.name))
+            if self.wait { try await ResourceClient(self.client).waitUntilGone(Deployments.path(self.name)) }
+            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
+                print(self.wait ? "Deployment \(self.name) deleted." : "Deployment \(self.name) deleting.")
+            }
+        }
+    }
+}

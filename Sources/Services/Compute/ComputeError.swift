@@ -16,6 +16,9 @@ enum ComputeError: Error, APIErrorConvertible {
     case hostInUse(String, instances: Int64)
     case invalidState(name: String, state: InstanceState, action: String)
     case imagesUnavailable
+    case deploymentExists(String)
+    case deploymentNotFound(String)
+    case deploymentDeleting(String)
     case engine(String)
 
     var apiError: APIError {
@@ -40,6 +43,9 @@ enum ComputeError: Error, APIErrorConvertible {
             .conflict("host_in_use", "compute host '\(name)' has \(count) instance(s); delete them first")
         case .invalidState(let name, let state, let action):
             .conflict("invalid_state", "instance '\(name)' is \(state.rawValue) and cannot \(action) now")
+        case .deploymentExists(let name): .conflict("deployment_exists", "a deployment '\(name)' exists")
+        case .deploymentNotFound(let name): APIError(status: 404, code: "deployment_not_found", message: "no deployment '\(name)'")
+        case .deploymentDeleting(let name): .conflict("invalid_state", "deployment '\(name)' is being deleted")
         case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
         case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
         }

@@ -198,18 +198,10 @@ extension ComputeService {
             throw APIError.invalidRequest("restart must be one of \(Self.restartPolicies.joined(separator: ", "))")
         }
         let command = context.body.strings("command") ?? []
-        var environmentVariables: [(String, String)] = []
-        for (key, value) in context.body.object("environment") ?? [] {
-            guard case .string(let text) = value else { throw APIError.invalidRequest("environment values must be strings") }
-            guard !key.isEmpty, !key.contains("="), !key.contains("\u{0}"), !text.contains("\u{0}") else {
-                throw APIError.invalidRequest("environment variable '\(key)' is not a valid name")
-            }
-            environmentVariables.append((key, text))
-        }
+        let variables = try Self.environmentVariables(context)
         let environment = context.environment
         let now = environment.clock.unixMilliseconds()
         let id = SecureRandom.identifier(prefix: "i-", bytes: 8)
-        let variables = environmentVariables
         return try await context.transaction { db in
             guard let image = try await Self.image(db, tenantID: caller.tenantID, name: imageName) else { throw ComputeError.imageNotFound(imageName) }
             if try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: name, dialect: environment.database.dialect) != nil {
@@ -222,19 +214,25 @@ extension ComputeService {
                 id: id, tenantID: caller.tenantID, name: name, image: imageName, imageDigest: image.digest, type: type.name, backend: backend,
                 vcpus: type.vcpus, memoryMiB: type.memoryMiB, command: command, environment: variables, restart: restart, state: .pending,
                 reason: nil, host: nil, backendID: nil, version: 1, createdAt: now, updatedAt: now)
-            try await db.query(
-                """
-                INSERT INTO compute_instances (\(ComputeSchema.instanceColumns))
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14)
-                """,
-                [.text(id), .text(caller.tenantID), .text(name), .text(imageName), .text(image.digest), .text(type.name), .text(backend),
-                 .integer(type.vcpus), .integer(type.memoryMiB), .text(ComputeSchema.encode(command)),
-                 .text(ComputeSchema.encode(pairs: variables)), .text(restart), .text(InstanceState.pending.rawValue), .integer(now)])
+            try await ComputeSchema.insert(db, record)
             try await environment.tasks.enqueue(
                 NewTask(kind: Self.provisionKind, tenantID: caller.tenantID, payload: .object([("instance", .string(id))]), maxAttempts: 10), in: db)
             Self.log(context, "instance created", ["tenant-id": "\(caller.tenantID)", "instance": "\(name)", "id": "\(id)"])
             return APIResponse.json(201, Self.instanceShape.json(record)).tagged(version: 1)
         }
+    }
+
+    /// The body's `environment`: names without `=` or NUL, string values.
+    static func environmentVariables(_ context: RouteContext) throws -> [(String, String)] {
+        var variables: [(String, String)] = []
+        for (key, value) in context.body.object("environment") ?? [] {
+            guard case .string(let text) = value else { throw APIError.invalidRequest("environment values must be strings") }
+            guard !key.isEmpty, !key.contains("="), !key.contains("\u{0}"), !text.contains("\u{0}") else {
+                throw APIError.invalidRequest("environment variable '\(key)' is not a valid name")
+            }
+            variables.append((key, text))
+        }
+        return variables
     }
 
     func listInstances(_ context: RouteContext) async throws -> APIResponse {

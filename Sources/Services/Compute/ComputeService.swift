@@ -42,6 +42,7 @@ public struct ComputeService: CloudService {
     static let powerKind = "compute.power"
     static let deleteKind = "compute.delete"
     static let checkKind = "compute.check-hosts"
+    static let reconcileKind = "compute.reconcile-deployments"
 
     static let instancesQuota = QuotaResource(rawValue: "instances")
     static let vcpusQuota = QuotaResource(rawValue: "vcpus")
@@ -57,6 +58,10 @@ public struct ComputeService: CloudService {
             PermissionSpec("image:read", "See images.", grantedTo: [.developer, .viewer]),
             PermissionSpec("image:create", "Import images.", grantedTo: [.developer]),
             PermissionSpec("image:delete", "Delete images no instance uses.", grantedTo: [.developer]),
+            PermissionSpec("deployment:read", "See deployments and their replicas.", grantedTo: [.developer, .viewer]),
+            PermissionSpec("deployment:create", "Create deployments.", grantedTo: [.developer]),
+            PermissionSpec("deployment:update", "Scale deployments.", grantedTo: [.developer]),
+            PermissionSpec("deployment:delete", "Delete deployments and their instances.", grantedTo: [.developer]),
         ]
     }
 
@@ -64,20 +69,32 @@ public struct ComputeService: CloudService {
 
     public var quotas: [QuotaSpec] {
         [
-            QuotaSpec(Self.instancesQuota, defaultLimit: 20, description: "Compute instances.") { tenantID, db in
-                try await db.query("SELECT COUNT(*) FROM compute_instances WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
+            // A deployment counts as its replicas, made or not (its replacements in flight do not count twice).
+            QuotaSpec(Self.instancesQuota, defaultLimit: 20, description: "Compute instances (a deployment's replicas included).") { tenantID, db in
+                try await Self.usage(db, tenantID: tenantID, instances: "1", replicas: "replicas")
             },
             QuotaSpec(Self.vcpusQuota, defaultLimit: 40, description: "vCPUs of the tenant's instances.") { tenantID, db in
-                try await db.query("SELECT COALESCE(SUM(vcpus), 0) FROM compute_instances WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
+                try await Self.usage(db, tenantID: tenantID, instances: "vcpus", replicas: "replicas * vcpus")
             },
             QuotaSpec(Self.memoryQuota, defaultLimit: 65_536, description: "MiB of memory of the tenant's instances.") { tenantID, db in
-                try await db.query("SELECT COALESCE(SUM(memory_mib), 0) FROM compute_instances WHERE tenant_id = $1", [.text(tenantID)])
-                    .first?.int(0) ?? 0
+                try await Self.usage(db, tenantID: tenantID, instances: "memory_mib", replicas: "replicas * memory_mib")
             },
             QuotaSpec(Self.imagesQuota, defaultLimit: 50, description: "Compute images.") { tenantID, db in
                 try await db.query("SELECT COUNT(*) FROM compute_images WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
             },
         ]
+    }
+
+    /// The sum of `instances` over the tenant's instances that no deployment made, plus that of
+    /// `replicas` over its deployments.
+    static func usage(_ db: any SQLSession, tenantID: String, instances: String, replicas: String) async throws -> Int64 {
+        let own = try await db.query(
+            "SELECT COALESCE(SUM(\(instances)), 0) FROM compute_instances WHERE tenant_id = $1 AND deployment_id IS NULL", [.text(tenantID)]
+        ).first?.int(0) ?? 0
+        let deployed = try await db.query(
+            "SELECT COALESCE(SUM(\(replicas)), 0) FROM compute_deployments WHERE tenant_id = $1", [.text(tenantID)]
+        ).first?.int(0) ?? 0
+        return own + deployed
     }
 
     public var tasks: [TaskHandler] {
@@ -86,10 +103,13 @@ public struct ComputeService: CloudService {
             TaskHandler(kind: Self.powerKind) { context in try await self.power(context) },
             TaskHandler(kind: Self.deleteKind) { context in try await self.remove(context) },
             TaskHandler(kind: Self.checkKind) { context in try await self.checkHosts(context) },
+            TaskHandler(kind: Self.reconcileKind) { context in try await self.reconcile(context) },
         ]
     }
 
-    public var schedules: [TaskSchedule] { [TaskSchedule(kind: Self.checkKind, every: Self.checkPeriod)] }
+    public var schedules: [TaskSchedule] {
+        [TaskSchedule(kind: Self.checkKind, every: Self.checkPeriod), TaskSchedule(kind: Self.reconcileKind, every: Self.checkPeriod)]
+    }
 
     /// Optional (a 200 `degraded` answer names the problem): no object store for images, no host
     /// registered, or a host whose engine stopped answering, with the engine's error.
@@ -296,7 +316,7 @@ public struct ComputeService: CloudService {
                     QueryParameter("since", "Only lines after this RFC 3339 time (the `time` of the last line seen)."),
                 ]
             ) { context in try await self.logs(context) },
-        ] + power
+        ] + power + self.deploymentRoutes
     }
 
     // MARK: - Names

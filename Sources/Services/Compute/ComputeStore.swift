@@ -86,6 +86,8 @@ struct InstanceRecord: Sendable {
     var version: Int64
     var createdAt: Int64
     var updatedAt: Int64
+    /// The deployment that made it and replaces it (nil: made by a user).
+    var deploymentID: String? = nil
 
     /// The container's name on its engine.
     var containerName: String { "cloud-\(self.id)" }
@@ -141,7 +143,31 @@ enum ComputeSchema {
                 UNIQUE (tenant_id, name)
             );
             CREATE INDEX compute_instances_host ON compute_instances (host);
-            """)
+            """),
+        Migration(version: 2, name: "deployments", sql: """
+            CREATE TABLE compute_deployments (
+                id TEXT PRIMARY KEY,
+                tenant_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                image TEXT NOT NULL,
+                type TEXT NOT NULL,
+                vcpus BIGINT NOT NULL,
+                memory_mib BIGINT NOT NULL,
+                command TEXT NOT NULL,
+                environment TEXT NOT NULL,
+                replicas BIGINT NOT NULL,
+                deleting BIGINT NOT NULL,
+                reason TEXT,
+                failures BIGINT NOT NULL,
+                retry_at BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                UNIQUE (tenant_id, name)
+            );
+            ALTER TABLE compute_instances ADD COLUMN deployment_id TEXT;
+            CREATE INDEX compute_instances_deployment ON compute_instances (deployment_id);
+            """),
     ]
 
     static let hostColumns =
@@ -168,7 +194,7 @@ enum ComputeSchema {
 
     static let instanceColumns = """
         id, tenant_id, name, image, image_digest, type, backend, vcpus, memory_mib, command, environment, restart, state, reason, host, \
-        backend_id, version, created_at, updated_at
+        backend_id, version, created_at, updated_at, deployment_id
         """
 
     static func instance(_ row: SQLRow) -> InstanceRecord {
@@ -177,7 +203,51 @@ enum ComputeSchema {
             backend: row.text(6), vcpus: row.int(7), memoryMiB: row.int(8), command: Self.strings(row.text(9)),
             environment: Self.pairs(row.text(10)), restart: row.text(11), state: InstanceState(rawValue: row.text(12)) ?? .unknown,
             reason: row.optionalText(13), host: row.optionalText(14), backendID: row.optionalText(15), version: row.int(16),
-            createdAt: row.int(17), updatedAt: row.int(18))
+            createdAt: row.int(17), updatedAt: row.int(18), deploymentID: row.optionalText(19))
+    }
+
+    /// Writes a new instance (its provisioning task is the caller's to enqueue, in the same transaction).
+    static func insert(_ db: any SQLSession, _ instance: InstanceRecord) async throws {
+        try await db.query(
+            """
+            INSERT INTO compute_instances (\(Self.instanceColumns))
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14, $15)
+            """,
+            [.text(instance.id), .text(instance.tenantID), .text(instance.name), .text(instance.image), .text(instance.imageDigest),
+             .text(instance.type), .text(instance.backend), .integer(instance.vcpus), .integer(instance.memoryMiB),
+             .text(Self.encode(instance.command)), .text(Self.encode(pairs: instance.environment)), .text(instance.restart),
+             .text(instance.state.rawValue), .integer(instance.createdAt), instance.deploymentID.map(SQLValue.text) ?? .null])
+    }
+
+    static let deploymentColumns = """
+        id, tenant_id, name, image, type, vcpus, memory_mib, command, environment, replicas, deleting, reason, failures, retry_at, version, \
+        created_at, updated_at
+        """
+
+    static func deployment(_ row: SQLRow) -> DeploymentRecord {
+        DeploymentRecord(
+            id: row.text(0), tenantID: row.text(1), name: row.text(2), image: row.text(3), type: row.text(4), vcpus: row.int(5),
+            memoryMiB: row.int(6), command: Self.strings(row.text(7)), environment: Self.pairs(row.text(8)), replicas: row.int(9),
+            deleting: row.int(10) != 0, reason: row.optionalText(11), failures: row.int(12), retryAt: row.int(13), version: row.int(14),
+            createdAt: row.int(15), updatedAt: row.int(16))
+    }
+
+    static func deployment(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws
+        -> DeploymentRecord?
+    {
+        let lock = forUpdate && dialect == .postgres ? " FOR UPDATE" : ""
+        return try await db.query(
+            "SELECT \(Self.deploymentColumns) FROM compute_deployments WHERE tenant_id = $1 AND name = $2\(lock)", [.text(tenantID), .text(name)]
+        ).first.map(Self.deployment)
+    }
+
+    /// The instances of deployments, by deployment id.
+    static func members(_ db: any SQLSession, of deploymentIDs: [String]) async throws -> [String: [InstanceRecord]] {
+        guard !deploymentIDs.isEmpty else { return [:] }
+        let rows = try await db.query(
+            "SELECT \(Self.instanceColumns) FROM compute_instances WHERE deployment_id IN (\(deploymentIDs.indices.map { "$\($0 + 1)" }.joined(separator: ", ")))",
+            deploymentIDs.map(SQLValue.text))
+        return Dictionary(grouping: rows.map(Self.instance), by: { $0.deploymentID ?? "" })
     }
 
     static func instance(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws

@@ -1,0 +1,383 @@
+import Database
+import Logging
+import ServiceContract
+import SQLite
+
+/// A deployment: a number of identical instances that the reconciler keeps running.
+struct DeploymentRecord: Sendable {
+    var id: String
+    var tenantID: String
+    var name: String
+    var image: String
+    var type: String
+    /// Of one replica (its type's), kept so that quotas count replicas not yet made.
+    var vcpus: Int64
+    var memoryMiB: Int64
+    var command: [String]
+    var environment: [(String, String)]
+    var replicas: Int64
+    /// Deleted by its user: the reconciler deletes its instances, then the row.
+    var deleting: Bool
+    /// The last failure of one of its instances, while failures go on.
+    var reason: String?
+    /// Replicas that failed or exited since one last ran; they space out replacements.
+    var failures: Int64
+    /// No replacement is made before this time (unix milliseconds) after failures.
+    var retryAt: Int64
+    var version: Int64
+    var createdAt: Int64
+    var updatedAt: Int64
+}
+
+/// What one pass of a deployment's reconciler does, decided from its instances' states alone.
+enum DeploymentPlanner {
+    struct Plan: Equatable, Sendable {
+        /// Instances to delete: broken ones (failed, exited, on a host that does not answer) and
+        /// surplus ones, the least far along and then the newest first.
+        var delete: [String] = []
+        /// How many new instances to make.
+        var create = 0
+        /// Of `delete`, those that failed or exited (they count towards the backoff).
+        var failed = 0
+    }
+
+    /// States in which an instance counts towards the replicas.
+    static let live: Set<InstanceState> = [.pending, .provisioning, .ready, .starting, .rebooting, .stopping]
+    /// States the reconciler replaces.
+    static let broken: Set<InstanceState> = [.failed, .stopped, .unknown]
+
+    /// - Parameters:
+    ///   - mayCreate: False while failures are being backed off.
+    static func plan(replicas: Int64, deleting: Bool, members: [InstanceRecord], mayCreate: Bool) -> Plan {
+        var plan = Plan()
+        let current = members.filter { $0.state != .deleting }
+        if deleting {
+            plan.delete = current.map(\.id)
+            return plan
+        }
+        for member in current where Self.broken.contains(member.state) {
+            plan.delete.append(member.id)
+            if member.state != .unknown { plan.failed += 1 }
+        }
+        let live = current.filter { Self.live.contains($0.state) }
+        if live.count > replicas {
+            // Not yet running first, then the newest (ids break ties so that the order is total).
+            let order = live.sorted { a, b in
+                let (ra, rb) = (a.state == .ready, b.state == .ready)
+                if ra != rb { return !ra }
+                return a.createdAt != b.createdAt ? a.createdAt > b.createdAt : a.id > b.id
+            }
+            plan.delete += order.prefix(live.count - Int(replicas)).map(\.id)
+        } else if live.count < replicas && mayCreate {
+            plan.create = Int(replicas) - live.count
+        }
+        return plan
+    }
+
+    /// How long to wait before replacing again after `failures` consecutive ones: 5 s doubling to 5 min.
+    static func backoff(failures: Int64) -> Int64 {
+        guard failures > 0 else { return 0 }
+        return min(5_000 << min(failures - 1, 10), 300_000)
+    }
+
+    /// `ready` when as many replicas run as asked for, `deleting`, else `progressing`.
+    static func status(_ deployment: DeploymentRecord, members: [InstanceRecord]) -> String {
+        if deployment.deleting { return "deleting" }
+        let current = members.filter { $0.state != .deleting }
+        return current.count == deployment.replicas && current.allSatisfy({ $0.state == .ready }) ? "ready" : "progressing"
+    }
+}
+
+extension ComputeService {
+    static let maximumReplicas: Int64 = 100
+
+    /// A deployment with its instances, as answered.
+    struct DeploymentView: Sendable {
+        var record: DeploymentRecord
+        var members: [InstanceRecord]
+    }
+
+    static let deploymentShape = ResponseShape<DeploymentView>("Deployment") {
+        $0.string("id") { $0.record.id }
+        $0.string("name") { $0.record.name }
+        $0.string("image") { $0.record.image }
+        $0.string("type") { $0.record.type }
+        $0.strings("command", "What each replica runs (empty: the image's command).") { $0.record.command }
+        $0.stringMap("environment") { $0.record.environment }
+        $0.integer("replicas", "How many instances it keeps running.") { $0.record.replicas }
+        $0.integer("ready_replicas", "How many of them run now.") { view in Int64(view.members.filter { $0.state == .ready }.count) }
+        $0.enumeration("status", ["ready", "progressing", "deleting"]) { DeploymentPlanner.status($0.record, members: $0.members) }
+        $0.optionalString("status_reason", "The last failure of a replica while replicas fail.") { $0.record.reason }
+        $0.strings("instances", "Its instances' names.") { view in view.members.filter { $0.state != .deleting }.map(\.name).sorted() }
+        $0.integer("version", "The ETag.") { $0.record.version }
+        $0.time("created_at") { $0.record.createdAt }
+        $0.time("updated_at") { $0.record.updatedAt }
+    }
+
+    static let deploymentList = ListShape("DeploymentList", itemsKey: "deployments", item: Self.deploymentShape)
+
+    /// A reconcile pass of one deployment, queued when it is created, scaled or deleted.
+    static func reconcileTask(_ deployment: DeploymentRecord) -> NewTask {
+        NewTask(kind: Self.reconcileKind, tenantID: deployment.tenantID, payload: .object([("deployment", .string(deployment.id))]), maxAttempts: 5)
+    }
+
+    // MARK: - Routes
+
+    var deploymentRoutes: [Route] {
+        let read = Access.permission(Permission("deployment:read")!)
+        return [
+            Route(
+                method: "POST", path: "/compute/deployments", operationID: "createDeployment",
+                summary: "Create a deployment: replicas of one instance that are replaced when they fail, exit or lose their host.",
+                access: .permission(Permission("deployment:create")!),
+                body: BodySchema([
+                    .string("name", maxLength: 50, "1 to 50 of lowercase letters, digits and -; its instances are NAME-xxxxx."),
+                    .string("image", maxLength: 63, "An image of the tenant."),
+                    .integer("replicas", "How many instances (0 to 100)."),
+                    .string("type", required: false, maxLength: 32, "An instance type (default small)."),
+                    .strings("command", required: false, "What each replica runs instead of the image's command."),
+                    .stringMap("environment", "Environment variables."),
+                ]), success: 201, response: .shape(Self.deploymentShape.component),
+                errors: [(409, "deployment_exists"), (404, "image_not_found"), (400, "unknown_instance_type")]
+            ) { context in try await self.createDeployment(context) },
+            Route(
+                method: "GET", path: "/compute/deployments", operationID: "listDeployments", summary: "The tenant's deployments by name.",
+                access: read, success: 200, response: .shape(Self.deploymentList.component), paginated: true
+            ) { context in try await self.listDeployments(context) },
+            Route(
+                method: "GET", path: "/compute/deployments/{name}", operationID: "getDeployment", summary: "One deployment and its instances; its ETag.",
+                access: read, success: 200, response: .shape(Self.deploymentShape.component)
+            ) { context in try await self.getDeployment(context) },
+            Route(
+                method: "PATCH", path: "/compute/deployments/{name}", operationID: "scaleDeployment",
+                summary: "Change how many replicas it keeps (If-Match refuses a lost update).",
+                access: .permission(Permission("deployment:update")!),
+                body: BodySchema([.integer("replicas", "How many instances (0 to 100).")]), success: 200,
+                response: .shape(Self.deploymentShape.component), errors: [(409, "invalid_state")]
+            ) { context in try await self.scaleDeployment(context) },
+            Route(
+                method: "DELETE", path: "/compute/deployments/{name}", operationID: "deleteDeployment",
+                summary: "Delete a deployment and its instances (asynchronous: it shows deleting until they are gone).",
+                access: .permission(Permission("deployment:delete")!), success: 202, response: .shape(Self.deploymentShape.component)
+            ) { context in try await self.deleteDeployment(context) },
+        ]
+    }
+
+    static func replicas(_ context: RouteContext) throws -> Int64 {
+        guard let replicas = context.body.integer("replicas"), (0...Self.maximumReplicas).contains(replicas) else {
+            throw APIError.invalidRequest("replicas must be 0 to \(Self.maximumReplicas)")
+        }
+        return replicas
+    }
+
+    func createDeployment(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let name = context.body.string("name") ?? ""
+        try Self.checkName(name)
+        guard name.count <= 50 else { throw ComputeError.invalidName(name) }
+        let imageName = context.body.string("image") ?? ""
+        let replicas = try Self.replicas(context)
+        let typeName = context.body.string("type") ?? "small"
+        guard let type = InstanceType.named(typeName) else { throw ComputeError.unknownType(typeName) }
+        let command = context.body.strings("command") ?? []
+        let variables = try Self.environmentVariables(context)
+        let environment = context.environment
+        let now = environment.clock.unixMilliseconds()
+        let record = DeploymentRecord(
+            id: SecureRandom.identifier(prefix: "dep-", bytes: 8), tenantID: caller.tenantID, name: name, image: imageName, type: type.name,
+            vcpus: type.vcpus, memoryMiB: type.memoryMiB, command: command, environment: variables, replicas: replicas, deleting: false,
+            reason: nil, failures: 0, retryAt: 0, version: 1, createdAt: now, updatedAt: now)
+        return try await context.transaction { db in
+            guard try await Self.image(db, tenantID: caller.tenantID, name: imageName) != nil else { throw ComputeError.imageNotFound(imageName) }
+            if try await ComputeSchema.deployment(db, tenantID: caller.tenantID, name: name, dialect: environment.database.dialect) != nil {
+                throw ComputeError.deploymentExists(name)
+            }
+            try await Self.reserveReplicas(replicas, of: record, environment, db)
+            try await db.query(
+                """
+                INSERT INTO compute_deployments (\(ComputeSchema.deploymentColumns))
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, NULL, 0, 0, 1, $11, $11)
+                """,
+                [.text(record.id), .text(record.tenantID), .text(name), .text(imageName), .text(type.name), .integer(type.vcpus),
+                 .integer(type.memoryMiB), .text(ComputeSchema.encode(command)), .text(ComputeSchema.encode(pairs: variables)),
+                 .integer(replicas), .integer(now)])
+            try await environment.tasks.enqueue(Self.reconcileTask(record), in: db)
+            Self.log(context, "deployment created", ["tenant-id": "\(caller.tenantID)", "deployment": "\(name)", "replicas": "\(replicas)"])
+            return APIResponse.json(201, Self.deploymentShape.json(DeploymentView(record: record, members: []))).tagged(version: 1)
+        }
+    }
+
+    /// Checks that `adding` more replicas of `deployment` fit the tenant's instance, vCPU and memory quotas.
+    static func reserveReplicas(_ adding: Int64, of deployment: DeploymentRecord, _ environment: ServiceEnvironment, _ db: any SQLSession) async throws {
+        guard adding > 0 else { return }
+        try await environment.quotas.reserve(Self.instancesQuota, tenantID: deployment.tenantID, adding: adding, in: db)
+        try await environment.quotas.reserve(Self.vcpusQuota, tenantID: deployment.tenantID, adding: adding * deployment.vcpus, in: db)
+        try await environment.quotas.reserve(Self.memoryQuota, tenantID: deployment.tenantID, adding: adding * deployment.memoryMiB, in: db)
+    }
+
+    func listDeployments(_ context: RouteContext) async throws -> APIResponse {
+        let caller = try context.authenticated
+        let page = try context.page()
+        let (items, next) = try await context.environment.database.transaction { db in
+            let rows = try await db.query(
+                """
+                SELECT \(ComputeSchema.deploymentColumns) FROM compute_deployments WHERE tenant_id = $1 AND name > $2 ORDER BY name \
+                LIMIT \(page.fetchLimit)
+                """, [.text(caller.tenantID), .text(page.after ?? "")])
+            let (records, next) = page.finish(rows.map(ComputeSchema.deployment), key: \.name)
+            let members = try await ComputeSchema.members(db, of: records.map(\.id))
+            return (records.map { DeploymentView(record: $0, members: members[$0.id] ?? []) }, next)
+        }
+        return .json(200, Self.deploymentList.json(items, nextToken: next))
+    }
+
+    private func existingDeployment(_ context: RouteContext, _ db: any SQLSession, forUpdate: Bool = false) async throws -> DeploymentView {
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        guard
+            let record = try await ComputeSchema.deployment(
+                db, tenantID: caller.tenantID, name: name, dialect: context.environment.database.dialect, forUpdate: forUpdate)
+        else { throw ComputeError.deploymentNotFound(name) }
+        return DeploymentView(record: record, members: try await ComputeSchema.members(db, of: [record.id])[record.id] ?? [])
+    }
+
+    func getDeployment(_ context: RouteContext) async throws -> APIResponse {
+        let view = try await context.environment.database.transaction { db in try await self.existingDeployment(context, db) }
+        return APIResponse.json(200, Self.deploymentShape.json(view)).tagged(version: view.record.version)
+    }
+
+    func scaleDeployment(_ context: RouteContext) async throws -> APIResponse {
+        let replicas = try Self.replicas(context)
+        let environment = context.environment
+        let now = environment.clock.unixMilliseconds()
+        return try await context.transaction { db in
+            var view = try await self.existingDeployment(context, db, forUpdate: true)
+            try context.requireMatch(version: view.record.version)
+            guard !view.record.deleting else { throw ComputeError.deploymentDeleting(view.record.name) }
+            try await Self.reserveReplicas(replicas - view.record.replicas, of: view.record, environment, db)
+            try await db.query(
+                "UPDATE compute_deployments SET replicas = $2, version = version + 1, updated_at = $3 WHERE id = $1",
+                [.text(view.record.id), .integer(replicas), .integer(now)])
+            try await environment.tasks.enqueue(Self.reconcileTask(view.record), in: db)
+            Self.log(context, "deployment scaled", ["deployment": "\(view.record.name)", "replicas": "\(replicas)"])
+            view.record.replicas = replicas
+            view.record.version += 1
+            view.record.updatedAt = now
+            return APIResponse.json(200, Self.deploymentShape.json(view)).tagged(version: view.record.version)
+        }
+    }
+
+    func deleteDeployment(_ context: RouteContext) async throws -> APIResponse {
+        let environment = context.environment
+        let now = environment.clock.unixMilliseconds()
+        return try await context.transaction { db in
+            var view = try await self.existingDeployment(context, db, forUpdate: true)
+            try context.requireMatch(version: view.record.version)
+            if !view.record.deleting {
+                try await db.query(
+                    "UPDATE compute_deployments SET deleting = 1, version = version + 1, updated_at = $2 WHERE id = $1",
+                    [.text(view.record.id), .integer(now)])
+                try await environment.tasks.enqueue(Self.reconcileTask(view.record), in: db)
+                Self.log(context, "deployment delete requested", ["deployment": "\(view.record.name)"])
+                view.record.deleting = true
+                view.record.version += 1
+                view.record.updatedAt = now
+            }
+            return APIResponse.json(202, Self.deploymentShape.json(view)).tagged(version: view.record.version)
+        }
+    }
+
+    // MARK: - Reconciler
+
+    /// One pass over one deployment (payload `deployment`) or all of them (the schedule): deletes
+    /// broken and surplus replicas, makes missing ones, deletes the deployment once it is deleting
+    /// and empty. Each deployment in its own fenced transaction: two passes never both make a replica.
+    func reconcile(_ context: TaskContext) async throws -> TaskCompletion {
+        let ids: [String]
+        if case .string(let id)? = context.task.payload["deployment"] {
+            ids = [id]
+        } else {
+            ids = try await context.queue.database.query("SELECT id FROM compute_deployments ORDER BY id").map { $0.text(0) }
+        }
+        var created = 0
+        var deleted = 0
+        for id in ids {
+            let now = context.queue.now()
+            let dialect = context.queue.database.dialect
+            let (made, removed) = try await context.fenced { db -> (Int, Int) in
+                let lock = dialect == .postgres ? " FOR UPDATE" : ""
+                guard
+                    let deployment = try await db.query(
+                        "SELECT \(ComputeSchema.deploymentColumns) FROM compute_deployments WHERE id = $1\(lock)", [.text(id)]
+                    ).first.map(ComputeSchema.deployment)
+                else { return (0, 0) }
+                return try await self.reconcile(deployment, now: now, db, context)
+            }
+            created += made
+            deleted += removed
+        }
+        return TaskCompletion(result: .object([("deployments", .int(Int64(ids.count))), ("created", .int(Int64(created))), ("deleted", .int(Int64(deleted)))]))
+    }
+
+    private func reconcile(_ deployment: DeploymentRecord, now: Int64, _ db: any SQLSession, _ context: TaskContext) async throws -> (Int, Int) {
+        let members = try await ComputeSchema.members(db, of: [deployment.id])[deployment.id] ?? []
+        if deployment.deleting && members.isEmpty {
+            try await db.query("DELETE FROM compute_deployments WHERE id = $1", [.text(deployment.id)])
+            context.logger.info("deployment deleted", metadata: ["deployment": "\(deployment.id)"])
+            return (0, 0)
+        }
+        let plan = DeploymentPlanner.plan(
+            replicas: deployment.replicas, deleting: deployment.deleting, members: members, mayCreate: now >= deployment.retryAt)
+        for id in plan.delete {
+            try await ComputeSchema.update(db, id: id, state: .deleting, reason: nil, now: now)
+            try await context.queue.enqueue(
+                NewTask(kind: Self.deleteKind, tenantID: deployment.tenantID, payload: .object([("instance", .string(id))]), maxAttempts: 20), in: db)
+        }
+        var made = 0
+        var reason = deployment.reason
+        if plan.create > 0 {
+            if let image = try await Self.image(db, tenantID: deployment.tenantID, name: deployment.image) {
+                for _ in 0..<plan.create {
+                    let instance = InstanceRecord(
+                        id: SecureRandom.identifier(prefix: "i-", bytes: 8), tenantID: deployment.tenantID,
+                        name: deployment.name + "-" + SecureRandom.identifier(prefix: "", bytes: 3).prefix(5), image: deployment.image,
+                        imageDigest: image.digest, type: deployment.type, backend: "docker", vcpus: deployment.vcpus, memoryMiB: deployment.memoryMiB,
+                        command: deployment.command, environment: deployment.environment, restart: "no", state: .pending, reason: nil, host: nil,
+                        backendID: nil, version: 1, createdAt: now, updatedAt: now, deploymentID: deployment.id)
+                    // A name another instance of the tenant has: try again on the next pass.
+                    let taken = try await db.query(
+                        "SELECT 1 FROM compute_instances WHERE tenant_id = $1 AND name = $2", [.text(instance.tenantID), .text(instance.name)])
+                    guard taken.isEmpty else { continue }
+                    try await ComputeSchema.insert(db, instance)
+                    try await context.queue.enqueue(
+                        NewTask(kind: Self.provisionKind, tenantID: instance.tenantID, payload: .object([("instance", .string(instance.id))]), maxAttempts: 10),
+                        in: db)
+                    made += 1
+                }
+            } else {
+                reason = "its image \(deployment.image) was deleted"
+            }
+        }
+        // Failures back replacements off; a replica running again ends that.
+        var failures = deployment.failures
+        if plan.failed > 0 {
+            failures += Int64(plan.failed)
+            let failedReasons = members.filter { plan.delete.contains($0.id) && $0.state != .unknown }.compactMap(\.reason)
+            reason = failedReasons.last.map { "a replica \($0)" } ?? reason
+        } else if members.contains(where: { $0.state == .ready }) && failures > 0 {
+            failures = 0
+            reason = nil
+        }
+        let retryAt = plan.failed > 0 ? now + DeploymentPlanner.backoff(failures: failures) : deployment.retryAt
+        if failures != deployment.failures || reason != deployment.reason || retryAt != deployment.retryAt {
+            try await db.query(
+                "UPDATE compute_deployments SET failures = $2, reason = $3, retry_at = $4 WHERE id = $1",
+                [.text(deployment.id), .integer(failures), reason.map(SQLValue.text) ?? .null, .integer(retryAt)])
+        }
+        if made > 0 || !plan.delete.isEmpty {
+            context.logger.info(
+                "deployment reconciled", metadata: ["deployment": "\(deployment.id)", "created": "\(made)", "deleted": "\(plan.delete.count)"])
+        }
+        return (made, plan.delete.count)
+    }
+}
