@@ -295,7 +295,7 @@ let package = Package(
             name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "ServiceContract"], swiftSettings: strictSettings),
+            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],
