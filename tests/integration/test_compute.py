@@ -444,3 +444,35 @@ def test_deployments_replace_what_fails_and_what_a_lost_host_ran(dev, engines, b
     finally:
         third.stop()
     assert requests.delete(f"{api}/compute/images/dep", headers=h).status_code == 204
+
+
+def test_autoscaling_follows_cpu_use(dev, engines, busybox_tar, tmp_path):
+    """A group of replicas that each burn a CPU for 30 s, then idle: the autoscaler takes it from
+    --min to --max while they burn (never beyond), and back to --min once they idle."""
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=dev.key)
+    r = requests.put(f"{api}/compute/images/burn", headers={**h, "Content-Type": "application/x-tar"}, data=busybox_tar)
+    assert r.status_code == 201, r.text
+    out = cli(["autoscaling", "create", "burners", "--image", "burn", "--min", "1", "--max", "3", "--target-cpu", "30", "--type", "nano",
+               "--", "sh", "-c", "yes > /dev/null & p=$!; sleep 30; kill $p; exec sleep 3600"], env).stdout
+    assert "1 to 3 replicas towards 30% CPU" in out, out
+    groups = json.loads(cli(["autoscaling", "list", "-o", "json"], env).stdout)["deployments"]
+    assert [(g["name"], g["min_replicas"], g["max_replicas"], g["target_cpu_percent"]) for g in groups] == [("burners", 1, 3, 30)]
+    r = requests.patch(f"{api}/compute/deployments/burners", headers=h, json={"replicas": 2})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state", r.text
+
+    seen = []
+
+    def group(condition):
+        d = requests.get(f"{api}/compute/deployments/burners", headers=h).json()
+        seen.append(d["replicas"])
+        return d if condition(d) else None
+
+    up = wait_for("scale-up to 3", lambda: group(lambda d: d["replicas"] == 3 and d["ready_replicas"] == 3), timeout=90)
+    assert up["cpu_percent"] is not None and up["cpu_percent"] > 30, up
+    down = wait_for("scale-down to 1", lambda: group(lambda d: d["replicas"] == 1 and d["status"] == "ready"), timeout=150)
+    assert down["cpu_percent"] is not None and down["cpu_percent"] < 30, down
+    assert max(seen) == 3 and seen[0] >= 1, seen
+    assert "deleted" in cli(["autoscaling", "delete", "burners", "--wait"], env).stdout
+    assert requests.delete(f"{api}/compute/images/burn", headers=h).status_code == 204

@@ -151,9 +151,12 @@ public struct DockerEngine: Sendable {
         return LogFrames.lines(answer.body, timestamps: true)
     }
 
-    /// One sample of a container's CPU and memory use (`/stats?stream=false`).
+    /// A sample of a container's CPU and memory use with the one before it (`/stats?stream=false`:
+    /// the engine samples twice, about a second apart, so this takes that long).
     public func stats(_ container: String) async throws -> ContainerStats {
-        let answer = try await self.call(.GET, "/containers/\(container)/stats", query: [("stream", "false")], doing: "reading stats of \(container)")
+        let answer = try await self.call(
+            .GET, "/containers/\(container)/stats", query: [("stream", "false")], timeout: self.timeout + .seconds(5),
+            doing: "reading stats of \(container)")
         return ContainerStats(try DockerJSON.object(answer.body, doing: "reading stats of \(container)"))
     }
 
@@ -265,15 +268,29 @@ public struct ContainerStats: Sendable, Equatable {
     public var systemNanoseconds: Int64
     public var onlineCPUs: Int
     public var memoryBytes: Int64
+    /// The same two totals at the engine's previous sample (0 when it had none).
+    public var previousCPUNanoseconds: Int64
+    public var previousSystemNanoseconds: Int64
 
     init(_ object: [String: Any]) {
         let cpu = object["cpu_stats"] as? [String: Any] ?? [:]
-        let usage = cpu["cpu_usage"] as? [String: Any] ?? [:]
+        let previous = object["precpu_stats"] as? [String: Any] ?? [:]
         let memory = object["memory_stats"] as? [String: Any] ?? [:]
-        self.cpuNanoseconds = (usage["total_usage"] as? NSNumber)?.int64Value ?? 0
+        func total(_ stats: [String: Any]) -> Int64 { ((stats["cpu_usage"] as? [String: Any])?["total_usage"] as? NSNumber)?.int64Value ?? 0 }
+        self.cpuNanoseconds = total(cpu)
         self.systemNanoseconds = (cpu["system_cpu_usage"] as? NSNumber)?.int64Value ?? 0
         self.onlineCPUs = cpu["online_cpus"] as? Int ?? 0
         self.memoryBytes = (memory["usage"] as? NSNumber)?.int64Value ?? 0
+        self.previousCPUNanoseconds = total(previous)
+        self.previousSystemNanoseconds = (previous["system_cpu_usage"] as? NSNumber)?.int64Value ?? 0
+    }
+
+    /// How many CPUs the container kept busy between the two samples (docker stats' CPU % / 100),
+    /// or nil without a previous sample.
+    public var cpusUsed: Double? {
+        let system = self.systemNanoseconds - self.previousSystemNanoseconds
+        guard self.previousSystemNanoseconds > 0, system > 0, self.onlineCPUs > 0 else { return nil }
+        return Double(max(0, self.cpuNanoseconds - self.previousCPUNanoseconds)) / Double(system) * Double(self.onlineCPUs)
     }
 }
 

@@ -471,3 +471,86 @@ struct Deployments: AsyncParsableCommand {
         }
     }
 }
+
+/// `cloud autoscaling`: deployments whose replicas follow their CPU use.
+struct Autoscaling: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Auto-scaling groups: deployments whose number of replicas follows their mean CPU use.",
+        discussion: "A group is a deployment (`cloud deployments show NAME` shows it too); the autoscaler looks every 10 s.",
+        subcommands: [Create.self, List.self, Show.self, Delete.self], defaultSubcommand: List.self)
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create an auto-scaling group: --min to --max replicas, scaled towards --target-cpu percent.",
+            discussion: "cloud autoscaling create workers --image busybox --min 1 --max 5 --target-cpu 60 -- sh -c 'exec worker'")
+        @Argument(help: "The name (1 to 50 of lowercase letters, digits and -).") var name: String
+        @Option(help: "The image.") var image: String
+        @Option(help: "The fewest replicas.") var min: Int
+        @Option(help: "The most replicas.") var max: Int
+        @Option(help: "The mean CPU use to scale towards, in percent of a replica's vCPUs (1 to 100).") var targetCpu: Int
+        @Option(help: "The instance type of each (default small).") var type: String?
+        @Option(help: "What each runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
+        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
+        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
+        }
+
+        func run() async throws {
+            var body: [(String, JSONValue)] = [
+                ("name", .string(self.name)), ("image", .string(self.image)), ("min_replicas", .int(Int64(self.min))),
+                ("max_replicas", .int(Int64(self.max))), ("target_cpu_percent", .int(Int64(self.targetCpu))),
+            ]
+            if let type { body.append(("type", .string(type))) }
+            let command = self.cmd.map(Instances.words) ?? self.command
+            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
+            if !self.environment.isEmpty {
+                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
+            }
+            let answer = try await ResourceClient(self.client).create("/compute/deployments", body: .object(body))
+            self.client.emit(answer) {
+                print("Auto-scaling group \(self.name) created: \(self.min) to \(self.max) replicas towards \(self.targetCpu)% CPU.")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tenant's auto-scaling groups.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            let items = try await resources.listAll("/compute/deployments", itemsKey: "deployments").filter { $0["target_cpu_percent"] != nil && $0["target_cpu_percent"] != .null }
+            let columns = [
+                ("NAME", "name"), ("REPLICAS", "replicas"), ("READY", "ready_replicas"), ("MIN", "min_replicas"), ("MAX", "max_replicas"),
+                ("TARGET_CPU", "target_cpu_percent"), ("CPU", "cpu_percent"), ("STATUS", "status"),
+            ]
+            resources.show(items, itemsKey: "deployments", columns: columns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One group, its CPU use and its instances.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws { ResourceClient(self.client).showOne(try await self.client.call("GET", Deployments.path(self.name))) }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a group and its instances.")
+        @Argument(help: "The name.") var name: String
+        @Flag(help: "Wait until it and its instances are gone.") var wait = false
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let answer = try await self.client.call("DELETE", Deployments.path(self.name))
+            if self.wait { try await ResourceClient(self.client).waitUntilGone(Deployments.path(self.name)) }
+            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
+                print(self.wait ? "Auto-scaling group \(self.name) deleted." : "Auto-scaling group \(self.name) deleting.")
+            }
+        }
+    }
+}

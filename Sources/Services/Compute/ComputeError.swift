@@ -19,6 +19,7 @@ enum ComputeError: Error, APIErrorConvertible {
     case deploymentExists(String)
     case deploymentNotFound(String)
     case deploymentDeleting(String)
+    case deploymentAutoscaled(String)
     case engine(String)
 
     var apiError: APIError {
@@ -46,6 +47,8 @@ enum ComputeError: Error, APIErrorConvertible {
         case .deploymentExists(let name): .conflict("deployment_exists", "a deployment '\(name)' exists")
         case .deploymentNotFound(let name): APIError(status: 404, code: "deployment_not_found", message: "no deployment '\(name)'")
         case .deploymentDeleting(let name): .conflict("invalid_state", "deployment '\(name)' is being deleted")
+        case .deploymentAutoscaled(let name):
+            .conflict("invalid_state", "deployment '\(name)' auto-scales: its replicas follow its CPU use between min_replicas and max_replicas")
         case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
         case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
         }

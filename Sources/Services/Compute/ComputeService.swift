@@ -43,6 +43,7 @@ public struct ComputeService: CloudService {
     static let deleteKind = "compute.delete"
     static let checkKind = "compute.check-hosts"
     static let reconcileKind = "compute.reconcile-deployments"
+    static let autoscaleKind = "compute.autoscale"
 
     static let instancesQuota = QuotaResource(rawValue: "instances")
     static let vcpusQuota = QuotaResource(rawValue: "vcpus")
@@ -71,13 +72,13 @@ public struct ComputeService: CloudService {
         [
             // A deployment counts as its replicas, made or not (its replacements in flight do not count twice).
             QuotaSpec(Self.instancesQuota, defaultLimit: 20, description: "Compute instances (a deployment's replicas included).") { tenantID, db in
-                try await Self.usage(db, tenantID: tenantID, instances: "1", replicas: "replicas")
+                try await Self.usage(db, tenantID: tenantID, instances: "1", replicas: "COALESCE(max_replicas, replicas)")
             },
             QuotaSpec(Self.vcpusQuota, defaultLimit: 40, description: "vCPUs of the tenant's instances.") { tenantID, db in
-                try await Self.usage(db, tenantID: tenantID, instances: "vcpus", replicas: "replicas * vcpus")
+                try await Self.usage(db, tenantID: tenantID, instances: "vcpus", replicas: "COALESCE(max_replicas, replicas) * vcpus")
             },
             QuotaSpec(Self.memoryQuota, defaultLimit: 65_536, description: "MiB of memory of the tenant's instances.") { tenantID, db in
-                try await Self.usage(db, tenantID: tenantID, instances: "memory_mib", replicas: "replicas * memory_mib")
+                try await Self.usage(db, tenantID: tenantID, instances: "memory_mib", replicas: "COALESCE(max_replicas, replicas) * memory_mib")
             },
             QuotaSpec(Self.imagesQuota, defaultLimit: 50, description: "Compute images.") { tenantID, db in
                 try await db.query("SELECT COUNT(*) FROM compute_images WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
@@ -86,7 +87,7 @@ public struct ComputeService: CloudService {
     }
 
     /// The sum of `instances` over the tenant's instances that no deployment made, plus that of
-    /// `replicas` over its deployments.
+    /// `replicas` over its deployments (`max_replicas` for those that auto-scale).
     static func usage(_ db: any SQLSession, tenantID: String, instances: String, replicas: String) async throws -> Int64 {
         let own = try await db.query(
             "SELECT COALESCE(SUM(\(instances)), 0) FROM compute_instances WHERE tenant_id = $1 AND deployment_id IS NULL", [.text(tenantID)]
@@ -104,11 +105,13 @@ public struct ComputeService: CloudService {
             TaskHandler(kind: Self.deleteKind) { context in try await self.remove(context) },
             TaskHandler(kind: Self.checkKind) { context in try await self.checkHosts(context) },
             TaskHandler(kind: Self.reconcileKind) { context in try await self.reconcile(context) },
+            TaskHandler(kind: Self.autoscaleKind) { context in try await self.autoscale(context) },
         ]
     }
 
     public var schedules: [TaskSchedule] {
-        [TaskSchedule(kind: Self.checkKind, every: Self.checkPeriod), TaskSchedule(kind: Self.reconcileKind, every: Self.checkPeriod)]
+        [TaskSchedule(kind: Self.checkKind, every: Self.checkPeriod), TaskSchedule(kind: Self.reconcileKind, every: Self.checkPeriod),
+         TaskSchedule(kind: Self.autoscaleKind, every: Autoscaler.period)]
     }
 
     /// Optional (a 200 `degraded` answer names the problem): no object store for images, no host

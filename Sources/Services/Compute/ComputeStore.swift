@@ -168,6 +168,13 @@ enum ComputeSchema {
             ALTER TABLE compute_instances ADD COLUMN deployment_id TEXT;
             CREATE INDEX compute_instances_deployment ON compute_instances (deployment_id);
             """),
+        Migration(version: 3, name: "auto-scaling of deployments", sql: """
+            ALTER TABLE compute_deployments ADD COLUMN min_replicas BIGINT;
+            ALTER TABLE compute_deployments ADD COLUMN max_replicas BIGINT;
+            ALTER TABLE compute_deployments ADD COLUMN target_cpu BIGINT;
+            ALTER TABLE compute_deployments ADD COLUMN cpu_percent BIGINT;
+            ALTER TABLE compute_deployments ADD COLUMN scaled_at BIGINT NOT NULL DEFAULT 0;
+            """),
     ]
 
     static let hostColumns =
@@ -221,7 +228,7 @@ enum ComputeSchema {
 
     static let deploymentColumns = """
         id, tenant_id, name, image, type, vcpus, memory_mib, command, environment, replicas, deleting, reason, failures, retry_at, version, \
-        created_at, updated_at
+        created_at, updated_at, min_replicas, max_replicas, target_cpu, cpu_percent, scaled_at
         """
 
     static func deployment(_ row: SQLRow) -> DeploymentRecord {
@@ -229,7 +236,11 @@ enum ComputeSchema {
             id: row.text(0), tenantID: row.text(1), name: row.text(2), image: row.text(3), type: row.text(4), vcpus: row.int(5),
             memoryMiB: row.int(6), command: Self.strings(row.text(7)), environment: Self.pairs(row.text(8)), replicas: row.int(9),
             deleting: row.int(10) != 0, reason: row.optionalText(11), failures: row.int(12), retryAt: row.int(13), version: row.int(14),
-            createdAt: row.int(15), updatedAt: row.int(16))
+            createdAt: row.int(15), updatedAt: row.int(16),
+            autoscaling: row.optionalInt(19).map {
+                AutoscalingPolicy(minimum: row.optionalInt(17) ?? 0, maximum: row.optionalInt(18) ?? 0, targetCPUPercent: $0)
+            },
+            cpuPercent: row.optionalInt(20), scaledAt: row.int(21))
     }
 
     static func deployment(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws

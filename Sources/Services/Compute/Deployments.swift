@@ -27,6 +27,15 @@ struct DeploymentRecord: Sendable {
     var version: Int64
     var createdAt: Int64
     var updatedAt: Int64
+    /// When set, the autoscaler sets `replicas` from its replicas' CPU use.
+    var autoscaling: AutoscalingPolicy? = nil
+    /// The replicas' mean CPU use at the autoscaler's last look (percent of their vCPUs).
+    var cpuPercent: Int64? = nil
+    /// When the autoscaler last changed `replicas` (unix milliseconds).
+    var scaledAt: Int64 = 0
+
+    /// The replicas its quota reserves: the most it may run.
+    var reservedReplicas: Int64 { self.autoscaling?.maximum ?? self.replicas }
 }
 
 /// What one pass of a deployment's reconciler does, decided from its instances' states alone.
@@ -108,6 +117,12 @@ extension ComputeService {
         $0.integer("ready_replicas", "How many of them run now.") { view in Int64(view.members.filter { $0.state == .ready }.count) }
         $0.enumeration("status", ["ready", "progressing", "deleting"]) { DeploymentPlanner.status($0.record, members: $0.members) }
         $0.optionalString("status_reason", "The last failure of a replica while replicas fail.") { $0.record.reason }
+        $0.optionalInteger("min_replicas", "Auto-scaling: the fewest replicas.") { $0.record.autoscaling?.minimum }
+        $0.optionalInteger("max_replicas", "Auto-scaling: the most replicas.") { $0.record.autoscaling?.maximum }
+        $0.optionalInteger("target_cpu_percent", "Auto-scaling: the mean CPU use (percent of a replica's vCPUs) it scales towards.") {
+            $0.record.autoscaling?.targetCPUPercent
+        }
+        $0.optionalInteger("cpu_percent", "Auto-scaling: the replicas' mean CPU use at the last look.") { $0.record.cpuPercent }
         $0.strings("instances", "Its instances' names.") { view in view.members.filter { $0.state != .deleting }.map(\.name).sorted() }
         $0.integer("version", "The ETag.") { $0.record.version }
         $0.time("created_at") { $0.record.createdAt }
@@ -133,10 +148,13 @@ extension ComputeService {
                 body: BodySchema([
                     .string("name", maxLength: 50, "1 to 50 of lowercase letters, digits and -; its instances are NAME-xxxxx."),
                     .string("image", maxLength: 63, "An image of the tenant."),
-                    .integer("replicas", "How many instances (0 to 100)."),
+                    .integer("replicas", "How many instances (0 to 100); with auto-scaling, where it starts (default min_replicas)."),
                     .string("type", required: false, maxLength: 32, "An instance type (default small)."),
                     .strings("command", required: false, "What each replica runs instead of the image's command."),
                     .stringMap("environment", "Environment variables."),
+                    .integer("min_replicas", "Auto-scaling (with max_replicas and target_cpu_percent): the fewest replicas (0 to 100)."),
+                    .integer("max_replicas", "Auto-scaling: the most replicas (1 to 100, at least min_replicas)."),
+                    .integer("target_cpu_percent", "Auto-scaling: the mean CPU use, in percent of a replica's vCPUs, to scale towards (1 to 100)."),
                 ]), success: 201, response: .shape(Self.deploymentShape.component),
                 errors: [(409, "deployment_exists"), (404, "image_not_found"), (400, "unknown_instance_type")]
             ) { context in try await self.createDeployment(context) },
@@ -163,6 +181,20 @@ extension ComputeService {
         ]
     }
 
+    /// The body's auto-scaling fields: none, or all three and consistent.
+    static func autoscalingPolicy(_ context: RouteContext) throws -> AutoscalingPolicy? {
+        let (minimum, maximum, target) = (context.body.integer("min_replicas"), context.body.integer("max_replicas"), context.body.integer("target_cpu_percent"))
+        if minimum == nil && maximum == nil && target == nil { return nil }
+        guard let minimum, let maximum, let target else {
+            throw APIError.invalidRequest("auto-scaling needs all of min_replicas, max_replicas and target_cpu_percent")
+        }
+        guard minimum >= 0, maximum >= 1, minimum <= maximum, maximum <= Self.maximumReplicas else {
+            throw APIError.invalidRequest("min_replicas and max_replicas must satisfy 0 <= min <= max <= \(Self.maximumReplicas), max >= 1")
+        }
+        guard (1...100).contains(target) else { throw APIError.invalidRequest("target_cpu_percent must be 1 to 100") }
+        return AutoscalingPolicy(minimum: minimum, maximum: maximum, targetCPUPercent: target)
+    }
+
     static func replicas(_ context: RouteContext) throws -> Int64 {
         guard let replicas = context.body.integer("replicas"), (0...Self.maximumReplicas).contains(replicas) else {
             throw APIError.invalidRequest("replicas must be 0 to \(Self.maximumReplicas)")
@@ -176,7 +208,14 @@ extension ComputeService {
         try Self.checkName(name)
         guard name.count <= 50 else { throw ComputeError.invalidName(name) }
         let imageName = context.body.string("image") ?? ""
-        let replicas = try Self.replicas(context)
+        let autoscaling = try Self.autoscalingPolicy(context)
+        let replicas = try autoscaling.map { policy in
+            let start = context.body.integer("replicas") ?? policy.minimum
+            guard (policy.minimum...policy.maximum).contains(start) else {
+                throw APIError.invalidRequest("replicas must be between min_replicas and max_replicas")
+            }
+            return start
+        } ?? Self.replicas(context)
         let typeName = context.body.string("type") ?? "small"
         guard let type = InstanceType.named(typeName) else { throw ComputeError.unknownType(typeName) }
         let command = context.body.strings("command") ?? []
@@ -186,21 +225,22 @@ extension ComputeService {
         let record = DeploymentRecord(
             id: SecureRandom.identifier(prefix: "dep-", bytes: 8), tenantID: caller.tenantID, name: name, image: imageName, type: type.name,
             vcpus: type.vcpus, memoryMiB: type.memoryMiB, command: command, environment: variables, replicas: replicas, deleting: false,
-            reason: nil, failures: 0, retryAt: 0, version: 1, createdAt: now, updatedAt: now)
+            reason: nil, failures: 0, retryAt: 0, version: 1, createdAt: now, updatedAt: now, autoscaling: autoscaling)
         return try await context.transaction { db in
             guard try await Self.image(db, tenantID: caller.tenantID, name: imageName) != nil else { throw ComputeError.imageNotFound(imageName) }
             if try await ComputeSchema.deployment(db, tenantID: caller.tenantID, name: name, dialect: environment.database.dialect) != nil {
                 throw ComputeError.deploymentExists(name)
             }
-            try await Self.reserveReplicas(replicas, of: record, environment, db)
+            try await Self.reserveReplicas(record.reservedReplicas, of: record, environment, db)
             try await db.query(
                 """
                 INSERT INTO compute_deployments (\(ComputeSchema.deploymentColumns))
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, NULL, 0, 0, 1, $11, $11)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, NULL, 0, 0, 1, $11, $11, $12, $13, $14, NULL, 0)
                 """,
                 [.text(record.id), .text(record.tenantID), .text(name), .text(imageName), .text(type.name), .integer(type.vcpus),
                  .integer(type.memoryMiB), .text(ComputeSchema.encode(command)), .text(ComputeSchema.encode(pairs: variables)),
-                 .integer(replicas), .integer(now)])
+                 .integer(replicas), .integer(now), autoscaling.map { .integer($0.minimum) } ?? .null,
+                 autoscaling.map { .integer($0.maximum) } ?? .null, autoscaling.map { .integer($0.targetCPUPercent) } ?? .null])
             try await environment.tasks.enqueue(Self.reconcileTask(record), in: db)
             Self.log(context, "deployment created", ["tenant-id": "\(caller.tenantID)", "deployment": "\(name)", "replicas": "\(replicas)"])
             return APIResponse.json(201, Self.deploymentShape.json(DeploymentView(record: record, members: []))).tagged(version: 1)
@@ -254,6 +294,7 @@ extension ComputeService {
             var view = try await self.existingDeployment(context, db, forUpdate: true)
             try context.requireMatch(version: view.record.version)
             guard !view.record.deleting else { throw ComputeError.deploymentDeleting(view.record.name) }
+            guard view.record.autoscaling == nil else { throw ComputeError.deploymentAutoscaled(view.record.name) }
             try await Self.reserveReplicas(replicas - view.record.replicas, of: view.record, environment, db)
             try await db.query(
                 "UPDATE compute_deployments SET replicas = $2, version = version + 1, updated_at = $3 WHERE id = $1",
