@@ -2,6 +2,7 @@ import Compute
 import ControlPlane
 import Cron
 import Notify
+import Prometheus
 import Queues
 import Secrets
 import ServiceContract
@@ -17,7 +18,10 @@ enum HostedServices {
     ///     also sign requests to the queues' SQS endpoint (nil: `/sqs` answers 503).
     ///   - masterKey: The deployment's master key for `/secrets` (nil: those routes answer 503).
     ///   Compute keeps image tars in the same storage cluster (nil: image imports answer 503).
-    static func make(storage: StorageServiceConfiguration?, masterKey: MasterKey?) -> [any CloudService] {
+    ///   - metrics: The process's registry, the control plane's too (`configuration.api.metricsRegistry`).
+    static func make(
+        storage: StorageServiceConfiguration?, masterKey: MasterKey?, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) -> [any CloudService] {
         let cluster = storage.map(StorageAdminClient.init)
         let sqs = cluster.map { cluster in
             SQSCredentials(region: cluster.region) { accessKeyID, date, region in
@@ -29,7 +33,7 @@ enum HostedServices {
         }
         return [
             StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService(),
-            ComputeService(images: images),
+            ComputeService(images: images, metrics: ServiceMetrics(service: "compute", registry: metrics)),
         ]
     }
 

@@ -57,7 +57,8 @@ struct Server: AsyncParsableCommand {
             configuration.testTasks = true
             configuration.tasks.pollInterval = .milliseconds(100)
         }
-        configuration.services = HostedServices.make(storage: try self.storage.configuration(environment: environment), masterKey: masterKey)
+        configuration.services = HostedServices.make(
+            storage: try self.storage.configuration(environment: environment), masterKey: masterKey, metrics: configuration.api.metricsRegistry)
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()

@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 public import Logging
 public import NIOPosix
+public import Prometheus
 public import ServiceContract
 
 /// Settings of the control plane's API.
@@ -35,6 +36,9 @@ public struct ControlAPIConfiguration: Sendable {
     /// `POST /auth/reset-password`: at most this many attempts per client address within
     /// `forgotPasswordWindow` seconds (tokens are unguessable; this only bounds the noise).
     public var resetPasswordLimit: Int = 10
+    /// The process's metrics registry, which `/metrics` shows: the API's metrics and those of the
+    /// services given the same registry (``ServiceMetrics``).
+    public var metricsRegistry = PrometheusCollectorRegistry()
 
     public init() {}
 }
@@ -57,7 +61,7 @@ public final class ControlAPI: Sendable {
     /// Verified against when the email is unknown, so that a login costs the same either way.
     let decoyHash: String
     /// Counters for `/metrics`.
-    public let metrics = ControlMetrics()
+    public let metrics: ControlMetrics
     /// The host's routes and every service's.
     let router: Router
     /// What the services' handlers get.
@@ -81,6 +85,7 @@ public final class ControlAPI: Sendable {
         let tasks = TaskQueue(database: store.database, now: serviceClock)
         self.tasks = tasks
         self.configuration = configuration
+        self.metrics = ControlMetrics(registry: configuration.metricsRegistry)
         self.logger = logger
         self.threadPool = threadPool ?? .singleton
         self.now = now

@@ -1,6 +1,6 @@
+public import Prometheus
 public import ServiceContract
 import HTTPServing
-import Synchronization
 
 /// The control plane's Prometheus metrics, in the text exposition format at `GET /metrics`:
 /// requests by operation and status, a latency histogram by operation, and counters of the
@@ -37,39 +37,44 @@ public final class ControlMetrics: Sendable {
         }
     }
 
-    private struct State {
-        var requests = RequestMetrics()
-        var events: [Event: UInt64] = [:]
+    /// The process's registry: these metrics and the services' (``ServiceMetrics``).
+    public let registry: PrometheusCollectorRegistry
+    private let events: [Event: Counter]
+
+    /// - Parameter registry: The process's (`cloud dev` and `cloud server` share one with the
+    ///   services they host); a fresh one by default.
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        // Made at once, so that every event shows from the start, at 0.
+        self.events = Dictionary(uniqueKeysWithValues: Event.allCases.map { event in
+            (event, registry.makeCounter(name: "cloud_api_\(event.rawValue)_total", help: event.help))
+        })
     }
 
-    private let state = Mutex(State())
-
-    public init() {}
-
-    /// Records one answered request.
+    /// Records one answered request: `cloud_api_requests_total{operation,status}` and the
+    /// `cloud_api_request_duration_seconds{operation}` histogram.
     public func record(operation: String, status: Int, seconds: Double) {
-        self.state.withLock { state in
-            state.requests.record(operation: operation, status: status, seconds: seconds)
-        }
+        self.registry.makeCounter(
+            name: "cloud_api_requests_total", labels: [("operation", operation), ("status", String(status))],
+            help: "control-plane API requests answered, by operation and HTTP status."
+        ).increment()
+        self.registry.makeValueHistogram(
+            name: "cloud_api_request_duration_seconds", labels: [("operation", operation)], buckets: RequestMetrics.latencyBounds,
+            help: "Time to answer control-plane API requests, by operation."
+        ).record(seconds)
     }
 
     /// Counts one event.
     public func count(_ event: Event) {
-        self.state.withLock { $0.events[event, default: 0] += 1 }
+        self.events[event]?.increment()
     }
 
-    /// The value of an event's counter (for tests).
-    public func value(_ event: Event) -> UInt64 { self.state.withLock { $0.events[event] ?? 0 } }
-
-    /// The exposition text.
-    public func render() -> String {
-        let snapshot = self.state.withLock { $0 }
-        var text = snapshot.requests.render(prefix: "cloud_api", what: "control-plane API requests")
-        for event in Event.allCases {
-            text += "# HELP cloud_api_\(event.rawValue)_total \(event.help)\n"
-            text += "# TYPE cloud_api_\(event.rawValue)_total counter\n"
-            text += "cloud_api_\(event.rawValue)_total \(snapshot.events[event] ?? 0)\n"
-        }
-        return text
+    /// The value of an event's counter, read from the exposition (for tests).
+    public func value(_ event: Event) -> UInt64 {
+        let prefix = "cloud_api_\(event.rawValue)_total "
+        return self.render().split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { UInt64($0.dropFirst(prefix.count)) } ?? 0
     }
+
+    /// The exposition text: everything in the registry.
+    public func render() -> String { self.registry.emitToString() }
 }

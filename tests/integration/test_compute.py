@@ -239,6 +239,13 @@ def test_instances_on_two_hosts(cloud, engines, busybox_tar):
     assert requests.delete(f"{api}/compute/images/busybox", headers=h).status_code == 204
     assert requests.delete(f"{api}/compute/hosts/h2", headers=h).status_code == 204
 
+    # The service's counters are in the control plane's /metrics (swift-prometheus, one registry).
+    metrics = requests.get(f"{api}/metrics").text
+    counts = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line.startswith("cloud_compute_provisions_total")}
+    assert counts.get('cloud_compute_provisions_total{outcome="ready"}', 0) >= 4 and counts.get('cloud_compute_provisions_total{outcome="failed"}', 0) >= 1, counts
+    assert "# TYPE cloud_compute_provision_seconds histogram" in metrics
+    assert 'cloud_api_requests_total{operation="createInstance",status="201"} ' in metrics
+
 
 def cli(args, env, check=True, timeout=120):
     r = subprocess.run([CLOUD_BIN] + args, env=env, capture_output=True, text=True, timeout=timeout)

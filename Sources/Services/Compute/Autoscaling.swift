@@ -1,6 +1,7 @@
 import Database
 import DockerEngine
 import Logging
+import Prometheus
 import ServiceContract
 import SQLite
 
@@ -99,6 +100,10 @@ extension ComputeService {
             }
             if changed {
                 scaled += 1
+                self.metrics.counter(
+                    "autoscale_changes_total", labels: [("direction", desired > deployment.replicas ? "up" : "down")],
+                    help: "Changes of an auto-scaling group's replicas, by direction."
+                ).increment()
                 context.logger.info(
                     "deployment auto-scaled",
                     metadata: ["deployment": "\(deployment.id)", "from": "\(deployment.replicas)", "to": "\(desired)", "cpu-percent": "\(mean)"])

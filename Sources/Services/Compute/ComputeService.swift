@@ -3,6 +3,7 @@ import DockerEngine
 import Foundation
 import Hashing
 import Logging
+import Prometheus
 public import ServiceContract
 import SQLite
 
@@ -24,7 +25,25 @@ public struct ComputeService: CloudService {
 
     /// - Parameter images: Where image tars go (the storage cluster); nil answers image imports with
     ///   503 `images_unavailable`.
-    public init(images: ImageStore?) { self.images = images }
+    /// Its counters, in the process's registry: provisions by outcome and their time, replicas a
+    /// deployment replaced, auto-scaling changes.
+    let metrics: ServiceMetrics
+
+    public init(images: ImageStore?, metrics: ServiceMetrics = ServiceMetrics(service: "compute")) {
+        self.images = images
+        self.metrics = metrics
+    }
+
+    /// Counts a provision's outcome (`ready`, `failed`) and, when it ran, how long the host took.
+    func countProvision(_ outcome: String, seconds: Double?) {
+        self.metrics.counter("provisions_total", labels: [("outcome", outcome)], help: "Instances provisioned, by outcome.").increment()
+        if let seconds {
+            self.metrics.histogram(
+                "provision_seconds", buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+                help: "Time a host took to run an instance: image load, container create and start."
+            ).record(seconds)
+        }
+    }
 
     public var name: String { "compute" }
     public var summary: String {

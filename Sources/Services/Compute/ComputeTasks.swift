@@ -2,6 +2,7 @@ import Database
 import DockerEngine
 import Hashing
 import Logging
+import Prometheus
 import ServiceContract
 import SQLite
 
@@ -58,6 +59,7 @@ extension ComputeService {
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host was removed", context)
         }
         let engine = DockerEngine(socket: host.dockerSocket)
+        let started = ContinuousClock.now
         do {
             try await self.ensureImage(instance, on: engine, logger: logger)
             var container = try await engine.inspect(instance.containerName)?.id
@@ -76,6 +78,8 @@ extension ComputeService {
             guard let container else { throw TaskFailure.retryable("the container \(instance.containerName) vanished while being made") }
             try await engine.start(container)
             logger.info("instance running", metadata: ["instance": "\(instance.id)", "host": "\(hostName)"])
+            let elapsed = ContinuousClock.now - started
+            self.countProvision("ready", seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
             return self.settle(instance, from: [.pending, .provisioning], to: .ready, reason: nil, backendID: container, context)
         } catch let error as DockerError {
             if error.isUnavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
@@ -86,6 +90,7 @@ extension ComputeService {
                 }
             }
             logger.warning("instance failed", metadata: ["instance": "\(instance.id)", "host": "\(hostName)", "error": "\(error)"])
+            self.countProvision("failed", seconds: nil)
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: error.description, context)
         } catch let error as ImageStoreError {
             if context.attempt < 3 { throw TaskFailure.retryable(error.description) }

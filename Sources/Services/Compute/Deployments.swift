@@ -1,5 +1,6 @@
 import Database
 import Logging
+import Prometheus
 import ServiceContract
 import SQLite
 
@@ -414,6 +415,12 @@ extension ComputeService {
             try await db.query(
                 "UPDATE compute_deployments SET failures = $2, reason = $3, retry_at = $4 WHERE id = $1",
                 [.text(deployment.id), .integer(failures), reason.map(SQLValue.text) ?? .null, .integer(retryAt)])
+        }
+        let replaced = deployment.deleting ? 0 : plan.delete.count
+        if replaced > 0 || made > 0 {
+            self.metrics.counter("replicas_deleted_total", help: "Replicas a deployment's reconciler deleted (broken or surplus).")
+                .increment(by: Int64(replaced))
+            self.metrics.counter("replicas_created_total", help: "Replicas a deployment's reconciler made.").increment(by: Int64(made))
         }
         if made > 0 || !plan.delete.isEmpty {
             context.logger.info(
