@@ -196,7 +196,9 @@ public final class TaskRunner: Service, Sendable {
         case .completed(let completion):
             await self.record(lease, logger: logger) {
                 try await self.queue.complete(lease, result: completion.result, commit: completion.commit)
-                logger.info("task succeeded", metadata: ["ms": "\(milliseconds)"])
+                // Scheduled housekeeping (host checks every 5 s) would drown the log at info.
+                let scheduled = self.configuration.schedules.contains { $0.kind == task.kind } && task.tenantID == TaskQueue.systemTenant
+                logger.log(level: scheduled ? .debug : .info, "task succeeded", metadata: ["ms": "\(milliseconds)"])
             } onFailure: { error in
                 // The final writes failed: an ordinary failed attempt.
                 let failure = error as? TaskFailure

@@ -93,6 +93,13 @@ import Testing
         let (refused, quota) = await h.call("POST", "/compute/deployments", key: ada, body: #"{"name": "big", "image": "busybox", "replicas": 18}"#)
         #expect(refused == 409 && text(quota?["error"]?["code"]) == "quota_exceeded")
         #expect(await h.call("POST", "/compute/instances", key: ada, body: #"{"name": "solo", "image": "busybox"}"#).0 == 201)
+        // An image that only a deployment (with no replica yet) names stays.
+        try await h.database.query(
+            "INSERT INTO compute_images (tenant_id, name, digest, size_bytes, command, created_at) VALUES ($1, 'other', 'def', 1, '[\"sh\"]', 0)",
+            [.text(tenant)])
+        #expect(await h.call("POST", "/compute/deployments", key: ada, body: #"{"name": "idle", "image": "other", "replicas": 0}"#).0 == 201)
+        let (inUse, why) = await h.call("DELETE", "/compute/images/other", key: ada)
+        #expect(inUse == 409 && text(why?["error"]?["code"]) == "image_in_use")
 
         try await h.reconciling {
             let three = try await h.deployment("api", key: ada) { Self.names($0).count == 3 }

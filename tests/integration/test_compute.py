@@ -416,6 +416,8 @@ def test_deployments_replace_what_fails_and_what_a_lost_host_ran(dev, engines, b
                            "--", "sh", "-c", "exec sleep 3600"], env).stdout)
     assert made["status"] == "ready" and made["ready_replicas"] == 3 and len(made["instances"]) == 3, made
     assert all(n.startswith("api-") for n in made["instances"])
+    r = requests.delete(f"{api}/compute/images/dep", headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "image_in_use", "a deployment's image stays"
     assert len(containers_of(made["instances"])) == 3
 
     # A replica whose process dies is replaced by a new one.

@@ -1,4 +1,4 @@
-public import ServiceContract
+import ServiceContract
 
 /// The compute service's errors, mapped to their wire errors in one place (``apiError``).
 enum ComputeError: Error, APIErrorConvertible {
@@ -30,7 +30,7 @@ enum ComputeError: Error, APIErrorConvertible {
         case .instanceExists(let name): .conflict("instance_exists", "an instance '\(name)' exists")
         case .imageNotFound(let name): APIError(status: 404, code: "image_not_found", message: "no image '\(name)'")
         case .imageExists(let name): .conflict("image_exists", "an image '\(name)' exists")
-        case .imageInUse(let name, let count): .conflict("image_in_use", "image '\(name)' is used by \(count) instance(s)")
+        case .imageInUse(let name, let count): .conflict("image_in_use", "image '\(name)' is used by \(count) instance(s) or deployment(s)")
         case .invalidImage(let why): APIError(status: 400, code: "invalid_image", message: why)
         case .unknownType(let name):
             APIError(

@@ -94,9 +94,13 @@ extension ComputeService {
         let environment = context.environment
         let orphan: String? = try await environment.database.transaction { db in
             guard let image = try await Self.image(db, tenantID: caller.tenantID, name: name) else { throw ComputeError.imageNotFound(name) }
+            // Deployments name their image too: they make replicas of it later.
             let users =
                 try await db.query(
-                    "SELECT COUNT(*) FROM compute_instances WHERE tenant_id = $1 AND image = $2", [.text(caller.tenantID), .text(name)]
+                    """
+                    SELECT (SELECT COUNT(*) FROM compute_instances WHERE tenant_id = $1 AND image = $2)
+                         + (SELECT COUNT(*) FROM compute_deployments WHERE tenant_id = $1 AND image = $2)
+                    """, [.text(caller.tenantID), .text(name)]
                 ).first?.int(0) ?? 0
             guard users == 0 else { throw ComputeError.imageInUse(name, instances: users) }
             try await db.query("DELETE FROM compute_images WHERE tenant_id = $1 AND name = $2", [.text(caller.tenantID), .text(name)])

@@ -405,7 +405,7 @@ extension ComputeService {
         if plan.failed > 0 {
             failures += Int64(plan.failed)
             let failedReasons = members.filter { plan.delete.contains($0.id) && $0.state != .unknown }.compactMap(\.reason)
-            reason = failedReasons.last.map { "a replica \($0)" } ?? reason
+            reason = failedReasons.last.map { "a replica failed: \($0)" } ?? reason
         } else if members.contains(where: { $0.state == .ready }) && failures > 0 {
             failures = 0
             reason = nil
