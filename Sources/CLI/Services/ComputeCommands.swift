@@ -191,6 +191,31 @@ struct Instances: AsyncParsableCommand {
     /// `--cmd` text as words split at spaces (no quoting: use `--` and separate arguments for that).
     static func words(_ text: String) -> [String] { text.split(whereSeparator: \.isWhitespace).map(String.init) }
 
+    /// What an instance (or each replica) runs and its size: the options instances, deployments
+    /// and auto-scaling groups share.
+    struct ProcessOptions: ParsableArguments {
+        @Option(help: "The instance type (`cloud instance-types list`; default small).") var type: String?
+        @Option(help: "What it runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
+        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
+        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+
+        func validate() throws {
+            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
+        }
+
+        /// The request body's `type`, `command` and `environment` members, where given.
+        func members() throws -> [(String, JSONValue)] {
+            var members: [(String, JSONValue)] = []
+            if let type { members.append(("type", .string(type))) }
+            let command = self.cmd.map(Instances.words) ?? self.command
+            if !command.isEmpty { members.append(("command", .array(command.map(JSONValue.string)))) }
+            if !self.environment.isEmpty {
+                members.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
+            }
+            return members
+        }
+    }
+
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create an instance; it is pending until a host runs it.",
@@ -200,28 +225,15 @@ struct Instances: AsyncParsableCommand {
                 """)
         @Argument(help: "The name (lowercase letters, digits and -).") var name: String
         @Option(help: "The image.") var image: String
-        @Option(help: "The instance type (`cloud instance-types list`; default small).") var type: String?
         @Option(help: "docker (the default).") var backend: String?
-        @Option(help: "What it runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
-        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
         @Option(help: "no (default), on-failure, always or unless-stopped.") var restart: String?
         @Flag(help: "Wait until it is ready (or failed, with the reason).") var wait = false
-        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var process: ProcessOptions
         @OptionGroup var client: APIClientOptions
 
-        func validate() throws {
-            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
-        }
-
         func run() async throws {
-            var body: [(String, JSONValue)] = [("name", .string(self.name)), ("image", .string(self.image))]
-            if let type { body.append(("type", .string(type))) }
+            var body: [(String, JSONValue)] = [("name", .string(self.name)), ("image", .string(self.image))] + (try self.process.members())
             if let backend { body.append(("backend", .string(backend))) }
-            let command = self.cmd.map(Instances.words) ?? self.command
-            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
-            if !self.environment.isEmpty {
-                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
-            }
             if let restart { body.append(("restart", .string(restart))) }
             let resources = ResourceClient(self.client)
             var answer = try await resources.create("/compute/instances", body: .object(body))
@@ -391,27 +403,13 @@ struct Deployments: AsyncParsableCommand {
         @Argument(help: "The name (1 to 50 of lowercase letters, digits and -); its instances are NAME-xxxxx.") var name: String
         @Option(help: "The image.") var image: String
         @Option(help: "How many instances (0 to 100).") var replicas: Int
-        @Option(help: "The instance type of each (default small).") var type: String?
-        @Option(help: "What each runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
-        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
         @Flag(help: "Wait until every replica runs.") var wait = false
-        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var process: Instances.ProcessOptions
         @OptionGroup var client: APIClientOptions
 
-        func validate() throws {
-            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
-        }
-
         func run() async throws {
-            var body: [(String, JSONValue)] = [
-                ("name", .string(self.name)), ("image", .string(self.image)), ("replicas", .int(Int64(self.replicas))),
-            ]
-            if let type { body.append(("type", .string(type))) }
-            let command = self.cmd.map(Instances.words) ?? self.command
-            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
-            if !self.environment.isEmpty {
-                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
-            }
+            let body: [(String, JSONValue)] =
+                [("name", .string(self.name)), ("image", .string(self.image)), ("replicas", .int(Int64(self.replicas)))] + (try self.process.members())
             let resources = ResourceClient(self.client)
             var answer = try await resources.create("/compute/deployments", body: .object(body))
             if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
@@ -488,27 +486,14 @@ struct Autoscaling: AsyncParsableCommand {
         @Option(help: "The fewest replicas.") var min: Int
         @Option(help: "The most replicas.") var max: Int
         @Option(help: "The mean CPU use to scale towards, in percent of a replica's vCPUs (1 to 100).") var targetCpu: Int
-        @Option(help: "The instance type of each (default small).") var type: String?
-        @Option(help: "What each runs, as words split at spaces; or give the exact arguments after --.") var cmd: String?
-        @Option(name: .customLong("env"), help: "An environment variable NAME=VALUE (repeatable).") var environment: [String] = []
-        @Argument(parsing: .postTerminator, help: "The exact command and arguments, after --.") var command: [String] = []
+        @OptionGroup var process: Instances.ProcessOptions
         @OptionGroup var client: APIClientOptions
 
-        func validate() throws {
-            if self.cmd != nil && !self.command.isEmpty { throw ValidationError("give the command with --cmd or after --, not both") }
-        }
-
         func run() async throws {
-            var body: [(String, JSONValue)] = [
+            let body: [(String, JSONValue)] = [
                 ("name", .string(self.name)), ("image", .string(self.image)), ("min_replicas", .int(Int64(self.min))),
                 ("max_replicas", .int(Int64(self.max))), ("target_cpu_percent", .int(Int64(self.targetCpu))),
-            ]
-            if let type { body.append(("type", .string(type))) }
-            let command = self.cmd.map(Instances.words) ?? self.command
-            if !command.isEmpty { body.append(("command", .array(command.map(JSONValue.string)))) }
-            if !self.environment.isEmpty {
-                body.append(("environment", .object(try ResourceClient.attributes(self.environment, option: "--env"))))
-            }
+            ] + (try self.process.members())
             let answer = try await ResourceClient(self.client).create("/compute/deployments", body: .object(body))
             self.client.emit(answer) {
                 print("Auto-scaling group \(self.name) created: \(self.min) to \(self.max) replicas towards \(self.targetCpu)% CPU.")
