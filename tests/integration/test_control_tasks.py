@@ -110,9 +110,12 @@ def test_a_killed_process_neither_loses_nor_repeats_tasks(database, tmp_path):
         victim = servers[0]
         victim_pid = victim.proc.pid
 
+        # Busy with a run that started under 700 ms ago: it sleeps 1500 ms, so it is still running when
+        # the kill lands a moment later (a run seen unfinished 1.4 s into its sleep could finish first).
         def victim_busy():
-            runs = [r for r in database.rows("SELECT owner, outcome FROM test_task_runs") if pid_of(r[0]) == victim_pid]
-            return any(r[1] == "succeeded" for r in runs) and any(r[1] is None for r in runs)
+            runs = [r for r in database.rows("SELECT owner, outcome, started_at FROM test_task_runs") if pid_of(r[0]) == victim_pid]
+            now = int(time.time() * 1000)
+            return any(r[1] == "succeeded" for r in runs) and any(r[1] is None and now - int(r[2]) < 700 for r in runs)
         wait_for("the first process to complete tasks and start more", victim_busy, timeout=60)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(10)
