@@ -208,11 +208,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Sources/Backends/DockerEngine", swiftSettings: strictSettings),
+        // Block volumes as sparse files on the host, ext4 on a loop device, mounted where containers see them.
+        .target(name: "VolumeFiles", path: "Sources/Backends/VolumeFiles", swiftSettings: strictSettings),
         .target(
             name: "Compute",
             dependencies: [
-                "ServiceContract", "DockerEngine", "StorageClient", "Database", "SQLite", "Hashing", .product(name: "Logging", package: "swift-log"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
+                "ServiceContract", "DockerEngine", "VolumeFiles", "StorageClient", "Database", "SQLite", "Hashing",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/Services/Compute", swiftSettings: strictSettings),
         // The control plane (the host): identity, API keys, tenants, RBAC, tasks, the REST API and its
@@ -233,7 +235,8 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "Database", "SigV4", "Hashing", "Gossip", "Replication", "StorageClient",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "VolumeFiles", "Database", "SigV4", "Hashing",
+                "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -300,7 +303,7 @@ let package = Package(
             name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
+            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "VolumeFiles", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

@@ -7,7 +7,8 @@ set -euo pipefail
 # postgresql: the control plane's tests run against a real PostgreSQL (scripts/with-postgres.sh starts one).
 # docker.io: the Docker Engine the compute tests start privately (their own sockets and data roots);
 # busybox-static: the root file system of the images they import; curl: talks to the engines' sockets.
-apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql docker.io busybox-static curl)
+# e2fsprogs, mount, util-linux: compute volumes (mkfs.ext4, resize2fs, loop mounts, fsfreeze).
+apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql docker.io busybox-static curl e2fsprogs mount util-linux)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -8,6 +8,7 @@ import Secrets
 import ServiceContract
 import Storage
 import StorageClient
+import VolumeFiles
 
 /// The cloud services the control plane hosts: the one list `cloud dev`, `cloud server` and
 /// `cloud openapi` use. A new service is one line here (and its module).
@@ -18,9 +19,12 @@ enum HostedServices {
     ///     also sign requests to the queues' SQS endpoint (nil: `/sqs` answers 503).
     ///   - masterKey: The deployment's master key for `/secrets` (nil: those routes answer 503).
     ///   Compute keeps image tars in the same storage cluster (nil: image imports answer 503).
+    ///   Snapshots of volumes go there too.
+    ///   - volumes: The directory of compute volume files (nil: volume routes answer 503).
     ///   - metrics: The process's registry, the control plane's too (`configuration.api.metricsRegistry`).
     static func make(
-        storage: StorageServiceConfiguration?, masterKey: MasterKey?, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+        storage: StorageServiceConfiguration?, masterKey: MasterKey?, volumes: String? = nil,
+        metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
     ) -> [any CloudService] {
         let cluster = storage.map(StorageAdminClient.init)
         let sqs = cluster.map { cluster in
@@ -29,11 +33,11 @@ enum HostedServices {
             }
         }
         let images = storage.map { storage in
-            ImageStore(endpoint: S3Endpoint(url: storage.endpoint, accessKey: storage.accessKey, secretKey: storage.secretKey, region: storage.region))
+            SystemStore(endpoint: S3Endpoint(url: storage.endpoint, accessKey: storage.accessKey, secretKey: storage.secretKey, region: storage.region))
         }
         return [
             StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService(),
-            ComputeService(images: images, metrics: ServiceMetrics(service: "compute", registry: metrics)),
+            ComputeService(store: images, volumes: volumes.map(VolumeFiles.init(root:)), metrics: ServiceMetrics(service: "compute", registry: metrics)),
         ]
     }
 

@@ -35,6 +35,9 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Seconds a worker's lease on a task lasts without a heartbeat: after a crash, its tasks wait this long before another process takes them over.")
     var taskLease: Int = 30
 
+    @Option(help: "Directory of compute volume files and their mount points (every process of one deployment names the same one, on the engines' machine). Default: none, and volume requests answer 503.")
+    var volumesDir: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -58,7 +61,8 @@ struct Server: AsyncParsableCommand {
             configuration.tasks.pollInterval = .milliseconds(100)
         }
         configuration.services = HostedServices.make(
-            storage: try self.storage.configuration(environment: environment), masterKey: masterKey, metrics: configuration.api.metricsRegistry)
+            storage: try self.storage.configuration(environment: environment), masterKey: masterKey, volumes: self.volumesDir,
+            metrics: configuration.api.metricsRegistry)
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()

@@ -22,7 +22,7 @@ import Testing
 
         init(_ backing: Backing) async throws {
             self.database = try await backing.freshDatabase(prefix: "compute", logger: DeploymentServiceTests.logger).database
-            let service = ComputeService(images: nil)
+            let service = ComputeService(store: nil)
             // Reconcile and delete, not provision: replicas stay pending.
             self.handlers = service.tasks.filter { [ComputeService.reconcileKind, ComputeService.deleteKind].contains($0.kind) }
             let store = ControlStore(database: self.database, catalog: try ServiceCatalog(services: [service]))

@@ -160,6 +160,37 @@ public struct DockerEngine: Sendable {
         return ContainerStats(try DockerJSON.object(answer.body, doing: "reading stats of \(container)"))
     }
 
+    /// What a command run in a container printed and how it ended.
+    public struct ExecResult: Sendable {
+        public var exitCode: Int
+        /// Its stdout and stderr lines in order (``LogFrames/Line/timestamp`` is nil).
+        public var lines: [LogFrames.Line]
+        /// The output passed `limit` and was cut there.
+        public var truncated: Bool
+    }
+
+    /// Runs a command in a running container and waits for it (`POST /containers/{id}/exec`, then
+    /// `/exec/{id}/start`, whose answer is the output until the command ends, then `/exec/{id}/json`
+    /// for its exit code).
+    /// - Parameters:
+    ///   - timeout: How long the command may run; past it this throws (the command goes on).
+    ///   - limit: The most output bytes kept.
+    public func exec(_ container: String, command: [String], timeout: Duration, limit: Int = 1 << 20) async throws -> ExecResult {
+        let request = try JSONSerialization.data(withJSONObject: ["Cmd": command, "AttachStdout": true, "AttachStderr": true, "Tty": false])
+        let made = try await self.call(
+            .POST, "/containers/\(container)/exec", body: Array(request), expect: [201], doing: "starting a command in \(container)")
+        guard let id = try DockerJSON.object(made.body, doing: "starting a command in \(container)")["Id"] as? String else {
+            throw DockerError.malformed("no Id in the answer to an exec in \(container)")
+        }
+        let start = try JSONSerialization.data(withJSONObject: ["Detach": false, "Tty": false])
+        let output = try await self.connection.exchange(
+            .POST, "/exec/\(id)/start", body: Array(start), timeout: timeout, limit: limit)
+        guard output.status == 200 else { throw DockerError.answer(output.status, output.text, doing: "running a command in \(container)") }
+        let state = try await self.call(.GET, "/exec/\(id)/json", doing: "reading how a command in \(container) ended")
+        let object = try DockerJSON.object(state.body, doing: "reading how a command in \(container) ended")
+        return ExecResult(exitCode: object["ExitCode"] as? Int ?? -1, lines: LogFrames.lines(output.body, timestamps: false), truncated: output.truncated)
+    }
+
     // MARK: -
 
     @discardableResult
@@ -191,6 +222,22 @@ public struct ContainerSpec: Sendable, Equatable {
     public var restartPolicy: String = "no"
     /// `none` (no network) until VPC networking attaches one.
     public var networkMode: String = "none"
+    /// Host directories bound into the container.
+    public var binds: [Bind] = []
+
+    /// A host directory seen at a path in the container.
+    public struct Bind: Sendable, Equatable {
+        public var source: String
+        public var target: String
+        /// `rslave`: mounts made below `source` on the host later appear in the running container.
+        public var propagation: String
+
+        public init(source: String, target: String, propagation: String = "rprivate") {
+            self.source = source
+            self.target = target
+            self.propagation = propagation
+        }
+    }
 
     public init(name: String, image: String) {
         self.name = name
@@ -205,6 +252,9 @@ public struct ContainerSpec: Sendable, Equatable {
             "HostConfig": [
                 "NanoCpus": self.nanoCPUs, "Memory": self.memoryBytes, "NetworkMode": self.networkMode,
                 "RestartPolicy": ["Name": self.restartPolicy],
+                "Mounts": self.binds.map { bind -> [String: Any] in
+                    ["Type": "bind", "Source": bind.source, "Target": bind.target, "BindOptions": ["Propagation": bind.propagation]]
+                },
             ] as [String: Any],
         ]
         if !self.command.isEmpty { object["Cmd"] = self.command }
@@ -227,6 +277,8 @@ public struct ContainerState: Sendable, Equatable {
     public var labels: [String: String]
     /// Times the engine restarted it under its restart policy.
     public var restartCount: Int
+    /// The paths in the container where something is mounted (binds and volumes).
+    public var mountTargets: [String]
 
     init(_ object: [String: Any]) {
         let state = object["State"] as? [String: Any] ?? [:]
@@ -241,6 +293,7 @@ public struct ContainerState: Sendable, Equatable {
         self.finishedAt = state["FinishedAt"] as? String ?? ""
         self.labels = config["Labels"] as? [String: String] ?? [:]
         self.restartCount = object["RestartCount"] as? Int ?? 0
+        self.mountTargets = (object["Mounts"] as? [[String: Any]] ?? []).compactMap { $0["Destination"] as? String }
     }
 }
 

@@ -178,7 +178,7 @@ struct Instances: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Instances: processes from an image, placed on a compute host, in the tenant of your API key.",
         discussion: "Creating, stopping, starting, rebooting and deleting are asynchronous; --wait waits for the outcome.",
-        subcommands: [Create.self, List.self, Show.self, Logs.self, Stop.self, Start.self, Reboot.self, Delete.self],
+        subcommands: [Create.self, List.self, Show.self, Logs.self, Exec.self, Stop.self, Start.self, Reboot.self, Delete.self],
         defaultSubcommand: List.self)
 
     static let columns = [
@@ -318,6 +318,39 @@ struct Instances: AsyncParsableCommand {
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             return formatter.string(from: Date())
+        }
+    }
+
+    struct Exec: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command in a ready instance; its stdout and stderr are printed, and its exit status is this command's.",
+            discussion: "cloud instances exec web1 -- sh -c 'df -h /volumes'")
+        @Argument(help: "The name.") var name: String
+        @Option(help: "Seconds it may run (1 to 600).") var timeout: Int = 60
+        @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
+        @OptionGroup var client: APIClientOptions
+
+        func validate() throws {
+            if self.command.isEmpty { throw ValidationError("give the command after --, such as: -- sh -c 'echo hi'") }
+        }
+
+        func run() async throws {
+            let answer = try await self.client.call(
+                "POST", Instances.path(self.name) + "/exec",
+                body: .object([("command", .array(self.command.map(JSONValue.string))), ("timeout_seconds", .int(Int64(self.timeout)))]))
+            if self.client.format != .table {
+                self.client.emit(answer) {}
+            } else if case .array(let lines) = answer?["lines"] {
+                for line in lines {
+                    let text = (APIClientOptions.text(line["text"]) + "\n")
+                    if case .string("stderr") = line["stream"] {
+                        FileHandle.standardError.write(Data(text.utf8))
+                    } else {
+                        FileHandle.standardOutput.write(Data(text.utf8))
+                    }
+                }
+            }
+            if case .int(let code) = answer?["exit_code"], code != 0 { throw ExitCode(Int32(truncatingIfNeeded: code)) }
         }
     }
 

@@ -21,6 +21,14 @@ enum ComputeError: Error, APIErrorConvertible {
     case deploymentDeleting(String)
     case deploymentAutoscaled(String)
     case engine(String)
+    case volumesUnavailable
+    case snapshotsUnavailable
+    case volumeNotFound(String)
+    case volumeExists(String)
+    case volumeState(String, VolumeState, String)
+    case snapshotNotFound(String)
+    case snapshotExists(String)
+    case snapshotState(String, SnapshotState, String)
 
     var apiError: APIError {
         switch self {
@@ -51,6 +59,16 @@ enum ComputeError: Error, APIErrorConvertible {
             .conflict("invalid_state", "deployment '\(name)' auto-scales: its replicas follow its CPU use between min_replicas and max_replicas")
         case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
         case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
+        case .volumesUnavailable:
+            APIError(status: 503, code: "volumes_unavailable", message: "this control plane has no volume directory (cloud server --volumes-dir)")
+        case .snapshotsUnavailable: APIError(status: 503, code: "snapshots_unavailable", message: "no object store is configured for snapshots")
+        case .volumeNotFound(let name): APIError(status: 404, code: "volume_not_found", message: "no volume '\(name)'")
+        case .volumeExists(let name): .conflict("volume_exists", "a volume '\(name)' exists")
+        case .volumeState(let name, let state, let action): .conflict("invalid_state", "volume '\(name)' is \(state.rawValue) and cannot \(action) now")
+        case .snapshotNotFound(let name): APIError(status: 404, code: "snapshot_not_found", message: "no snapshot '\(name)'")
+        case .snapshotExists(let name): .conflict("snapshot_exists", "a snapshot '\(name)' exists")
+        case .snapshotState(let name, let state, let action):
+            .conflict("invalid_state", "snapshot '\(name)' is \(state.rawValue) and cannot \(action) now")
         }
     }
 }

@@ -34,7 +34,7 @@ extension ComputeService {
         ).first != nil {
             throw ComputeError.imageExists(name)
         }
-        try await images.put(digest: digest, tar: tar)
+        try await images.putImage(digest: digest, tar: tar)
         let now = environment.clock.unixMilliseconds()
         let record = ImageRecord(
             tenantID: caller.tenantID, name: name, digest: digest, sizeBytes: Int64(tar.count), command: command, createdAt: now)
@@ -109,7 +109,7 @@ extension ComputeService {
         }
         if let orphan, let images = self.images {
             // The tar stays if this fails; a later import of the same bytes reuses it.
-            do { try await images.delete(digest: orphan) } catch {
+            do { try await images.deleteImage(digest: orphan) } catch {
                 environment.logger.warning("image tar not deleted", metadata: ["digest": "\(orphan)", "error": "\(error)"])
             }
         }
@@ -321,5 +321,46 @@ extension ComputeService {
         // as instants, not as text (`10Z` is before `10.5Z`, which sorts the other way as a string).
         if let since { lines = LogFrames.lines(lines, after: since) }
         return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: lines)))
+    }
+}
+
+extension ComputeService {
+    struct ExecOutcome: Sendable {
+        var instance: String
+        var result: DockerEngine.ExecResult
+    }
+
+    static let execShape = ResponseShape<ExecOutcome>("ExecResult") {
+        $0.string("instance") { $0.instance }
+        $0.integer("exit_code", "The command's exit status.") { Int64($0.result.exitCode) }
+        $0.array("lines", Self.logLineShape) { $0.result.lines }
+        $0.boolean("truncated", "The output passed 1 MiB and was cut there.") { $0.result.truncated }
+    }
+
+    /// The longest a command may run (seconds).
+    static let maximumExecSeconds: Int64 = 600
+
+    /// Runs a command in a ready instance and answers its output and exit status.
+    func exec(_ context: RouteContext) async throws -> APIResponse {
+        guard let command = context.body.strings("command"), !command.isEmpty, command.allSatisfy({ !$0.contains("\u{0}") }) else {
+            throw APIError.invalidRequest("command must be a non-empty array of strings, such as [\"sh\", \"-c\", \"echo hi\"]")
+        }
+        let seconds = context.body.integer("timeout_seconds") ?? 60
+        guard (1...Self.maximumExecSeconds).contains(seconds) else {
+            throw APIError.invalidRequest("timeout_seconds must be 1 to \(Self.maximumExecSeconds)")
+        }
+        let (instance, host) = try await context.environment.database.transaction { db in
+            let instance = try await self.existing(context, db)
+            guard let name = instance.host else { return (instance, HostRecord?.none) }
+            return (instance, try await ComputeSchema.host(db, named: name))
+        }
+        guard instance.state == .ready, let host else { throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "run a command") }
+        do {
+            let result = try await DockerEngine(socket: host.dockerSocket).exec(instance.containerName, command: command, timeout: .seconds(seconds))
+            Self.log(context, "command run in instance", ["instance": "\(instance.name)", "exit-code": "\(result.exitCode)"])
+            return .json(200, Self.execShape.json(ExecOutcome(instance: instance.name, result: result)))
+        } catch let error as DockerError {
+            throw ComputeError.engine(error.description)
+        }
     }
 }

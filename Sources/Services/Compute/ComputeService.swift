@@ -6,6 +6,7 @@ import Logging
 import Prometheus
 public import ServiceContract
 import SQLite
+public import VolumeFiles
 
 /// Compute: instances (containers on Docker Engines for now), the images they run and the hosts
 /// that run them.
@@ -21,16 +22,22 @@ import SQLite
 /// Every container is named `cloud-<instance id>` and labelled `cloud.instance=<id>`, so a task that
 /// runs again after a crash finds what an earlier attempt made instead of making another.
 public struct ComputeService: CloudService {
-    let images: ImageStore?
-
-    /// - Parameter images: Where image tars go (the storage cluster); nil answers image imports with
-    ///   503 `images_unavailable`.
+    /// Where image tars and snapshot blocks go (the storage cluster).
+    let images: SystemStore?
+    /// Where volume files live and are mounted.
+    let volumes: VolumeFiles?
     /// Its counters, in the process's registry: provisions by outcome and their time, replicas a
     /// deployment replaced, auto-scaling changes.
     let metrics: ServiceMetrics
 
-    public init(images: ImageStore?, metrics: ServiceMetrics = ServiceMetrics(service: "compute")) {
-        self.images = images
+    /// - Parameters:
+    ///   - store: The storage cluster's system buckets; nil answers image imports with 503
+    ///     `images_unavailable` and snapshots with 503 `snapshots_unavailable`.
+    ///   - volumes: The host directory of volume files; nil answers volume routes with 503
+    ///     `volumes_unavailable`.
+    public init(store: SystemStore?, volumes: VolumeFiles? = nil, metrics: ServiceMetrics = ServiceMetrics(service: "compute")) {
+        self.images = store
+        self.volumes = volumes
         self.metrics = metrics
     }
 
@@ -75,6 +82,7 @@ public struct ComputeService: CloudService {
             PermissionSpec("instance:create", "Create instances.", grantedTo: [.developer]),
             PermissionSpec("instance:update", "Stop, start and reboot instances.", grantedTo: [.developer]),
             PermissionSpec("instance:delete", "Delete instances.", grantedTo: [.developer]),
+            PermissionSpec("instance:exec", "Run commands in instances.", grantedTo: [.developer]),
             PermissionSpec("image:read", "See images.", grantedTo: [.developer, .viewer]),
             PermissionSpec("image:create", "Import images.", grantedTo: [.developer]),
             PermissionSpec("image:delete", "Delete images no instance uses.", grantedTo: [.developer]),
@@ -82,7 +90,7 @@ public struct ComputeService: CloudService {
             PermissionSpec("deployment:create", "Create deployments.", grantedTo: [.developer]),
             PermissionSpec("deployment:update", "Scale deployments.", grantedTo: [.developer]),
             PermissionSpec("deployment:delete", "Delete deployments and their instances.", grantedTo: [.developer]),
-        ]
+        ] + self.volumePermissions
     }
 
     public var migrations: [Migration] { ComputeSchema.migrations }
@@ -102,7 +110,7 @@ public struct ComputeService: CloudService {
             QuotaSpec(Self.imagesQuota, defaultLimit: 50, description: "Compute images.") { tenantID, db in
                 try await db.query("SELECT COUNT(*) FROM compute_images WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
             },
-        ]
+        ] + self.volumeQuotas
     }
 
     /// The sum of `instances` over the tenant's instances that no deployment made, plus that of
@@ -125,6 +133,8 @@ public struct ComputeService: CloudService {
             TaskHandler(kind: Self.checkKind) { context in try await self.checkHosts(context) },
             TaskHandler(kind: Self.reconcileKind) { context in try await self.reconcile(context) },
             TaskHandler(kind: Self.autoscaleKind) { context in try await self.autoscale(context) },
+            TaskHandler(kind: Self.volumeKind) { context in try await self.volumeTask(context) },
+            TaskHandler(kind: Self.snapshotKind) { context in try await self.snapshotTask(context) },
         ]
     }
 
@@ -338,7 +348,16 @@ public struct ComputeService: CloudService {
                     QueryParameter("since", "Only lines after this RFC 3339 time (the `time` of the last line seen)."),
                 ]
             ) { context in try await self.logs(context) },
-        ] + power + self.deploymentRoutes
+            Route(
+                method: "POST", path: "/compute/instances/{name}/exec", operationID: "execInstance",
+                summary: "Run a command in a ready instance and wait for it: its output (at most 1 MiB) and exit status.",
+                access: .permission(Permission("instance:exec")!),
+                body: BodySchema([
+                    .strings("command", required: true, "The program and its arguments."),
+                    .integer("timeout_seconds", "How long it may run (1 to 600, default 60); past it the answer is 502 and the command goes on."),
+                ]), success: 200, response: .shape(Self.execShape.component), errors: [(409, "invalid_state"), (502, "engine_error")]
+            ) { context in try await self.exec(context) },
+        ] + power + self.deploymentRoutes + self.volumeRoutes
     }
 
     // MARK: - Names

@@ -175,6 +175,7 @@ enum ComputeSchema {
             ALTER TABLE compute_deployments ADD COLUMN cpu_percent BIGINT;
             ALTER TABLE compute_deployments ADD COLUMN scaled_at BIGINT NOT NULL DEFAULT 0;
             """),
+        Self.volumeMigration,
     ]
 
     static let hostColumns =

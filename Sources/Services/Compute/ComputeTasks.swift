@@ -5,6 +5,7 @@ import Logging
 import Prometheus
 import ServiceContract
 import SQLite
+import VolumeFiles
 
 extension ComputeService {
     /// The instance a task is about, or nil when it is gone.
@@ -13,7 +14,7 @@ extension ComputeService {
         return try await context.queue.database.transaction { db in try await ComputeSchema.instance(db, id: id) }
     }
 
-    private static func host(_ context: TaskContext, _ name: String) async throws -> HostRecord? {
+    static func host(_ context: TaskContext, _ name: String) async throws -> HostRecord? {
         try await context.queue.database.transaction { db in try await ComputeSchema.host(db, named: name) }
     }
 
@@ -68,8 +69,10 @@ extension ComputeService {
                 let imageCommand = try await context.queue.database.transaction { db in
                     try await Self.image(db, tenantID: image.tenantID, name: image.image)?.command
                 }
+                var spec = Self.spec(instance, imageCommand: imageCommand ?? ["sh"])
+                spec.binds = await self.volumeBinds(instance, logger: logger)
                 do {
-                    container = try await engine.createContainer(Self.spec(instance, imageCommand: imageCommand ?? ["sh"]))
+                    container = try await engine.createContainer(spec)
                 } catch let error as DockerError where error.isConflict {
                     // An earlier attempt made it between our inspect and create.
                     container = try await engine.inspect(instance.containerName)?.id
@@ -92,7 +95,7 @@ extension ComputeService {
             logger.warning("instance failed", metadata: ["instance": "\(instance.id)", "host": "\(hostName)", "error": "\(error)"])
             self.countProvision("failed", seconds: nil)
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: error.description, context)
-        } catch let error as ImageStoreError {
+        } catch let error as SystemStoreError {
             if context.attempt < 3 { throw TaskFailure.retryable(error.description) }
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: error.description, context)
         }
@@ -101,10 +104,10 @@ extension ComputeService {
     /// Loads the instance's image into the engine unless it has it.
     private func ensureImage(_ instance: InstanceRecord, on engine: DockerEngine, logger: Logger) async throws {
         if try await engine.hasImage(ImageRecord.engineReference(digest: instance.imageDigest)) { return }
-        guard let images = self.images else { throw ImageStoreError("no object store is configured for images") }
-        let tar = try await images.get(digest: instance.imageDigest)
+        guard let images = self.images else { throw SystemStoreError("no object store is configured for images") }
+        let tar = try await images.image(digest: instance.imageDigest)
         guard Hex.encode(Digests.sha256(tar)) == instance.imageDigest else {
-            throw ImageStoreError("the object store returned a tar whose SHA-256 is not the image's")
+            throw SystemStoreError("the object store returned a tar whose SHA-256 is not the image's")
         }
         try await engine.importImage(tar: tar, repository: ImageRecord.engineRepository, tag: ImageRecord.engineTag(digest: instance.imageDigest))
         logger.info("image loaded into engine", metadata: ["digest": "\(instance.imageDigest)", "socket": "\(engine.socketPath)"])
@@ -164,8 +167,15 @@ extension ComputeService {
             }
         }
         let id = instance.id
+        let release: @Sendable (any SQLSession) async throws -> Void
+        do {
+            release = try await self.releaseVolumes(of: instance, context)
+        } catch let error as VolumeError {
+            throw TaskFailure.retryable("its volumes could not be detached: \(error)")
+        }
         context.logger.info("instance deleted", metadata: ["instance": "\(id)"])
         return TaskCompletion(result: .string("deleted")) { db in
+            try await release(db)
             try await db.query("DELETE FROM compute_instances WHERE id = $1 AND state = $2", [.text(id), .text(InstanceState.deleting.rawValue)])
         }
     }
@@ -249,6 +259,7 @@ extension ComputeService {
                 context.logger.warning("host check failed", metadata: ["host": "\(host.name)", "error": "\(error)"])
             }
         }
+        changes += try await self.remountVolumes(context)
         return TaskCompletion(result: .object([("hosts", .int(Int64(hosts.count))), ("changes", .int(Int64(changes)))]))
     }
 }
