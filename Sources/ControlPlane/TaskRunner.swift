@@ -15,7 +15,8 @@ public struct TaskRunnerConfiguration: Sendable {
     public var concurrency: Int = 4 {
         willSet { precondition(newValue >= 1, "a task runner needs a concurrency of at least 1") }
     }
-    /// How often to look for due tasks when the last look found none (1 s).
+    /// How often to look for due tasks when the last look found none and nothing was enqueued in
+    /// this process since (its ``TaskQueue/doorbell`` wakes the runner at once; 1 s).
     public var pollInterval: Duration = .seconds(1)
     /// How long a claim or a heartbeat holds a task (30 s): after a crash, the task waits this long
     /// before another worker takes it over.
@@ -101,6 +102,8 @@ public final class TaskRunner: Service, Sendable {
             var enqueuedSlots: [String: Int64] = [:]
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 await self.enqueueScheduled(&enqueuedSlots)
+                // Read before claiming: a task enqueued after this look rings the doorbell.
+                let rung = await self.queue.doorbell.generation(TaskQueue.doorbellKey)
                 let free = limit - self.runningCount
                 var claimed: [TaskRecord] = []
                 if free > 0 {
@@ -121,8 +124,15 @@ public final class TaskRunner: Service, Sendable {
                 }
                 // A full batch: more may be due; look again at once.
                 if free > 0 && claimed.count == free { continue }
+                // Until the poll interval ends or a task is enqueued in this process (other
+                // processes' tasks wait for the poll).
+                let interval = self.configuration.pollInterval
+                let queue = self.queue
                 do {
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.configuration.pollInterval) }
+                    try await cancelWhenGracefulShutdown {
+                        await queue.doorbell.wait(TaskQueue.doorbellKey, seen: rung, timeout: interval)
+                        try Task.checkCancellation()
+                    }
                 } catch {
                     break
                 }

@@ -228,10 +228,14 @@ public struct RouteContext: Sendable {
     /// a retry after a crash finds either both the resource and its answer or neither.
     public func transaction(_ body: @escaping @Sendable (any SQLSession) async throws -> APIResponse) async throws -> APIResponse {
         let recorder = self.idempotency
-        return try await self.environment.database.transaction { db in
-            let response = try await body(db)
-            if (200..<300).contains(response.status) { try await recorder?.record(response, in: db) }
-            return response
+        let database = self.environment.database
+        // A task enqueued in it runs at once in this process once it has committed.
+        return try await self.environment.tasks.ringingAfter {
+            try await database.transaction { db in
+                let response = try await body(db)
+                if (200..<300).contains(response.status) { try await recorder?.record(response, in: db) }
+                return response
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 public import Database
 import Foundation
+import Synchronization
 import SQLite
 
 /// Where a task is in its life.
@@ -155,6 +156,29 @@ public final class TaskQueue: Sendable {
     public let database: any SQLDatabase
     /// Unix milliseconds.
     public let now: @Sendable () -> Int64
+    /// Rung (key ``doorbellKey``) when a task was enqueued in this process and its transaction
+    /// committed: this process's runners claim it at once instead of at their next poll.
+    public let doorbell = Wakeups()
+    public static let doorbellKey = "tasks"
+
+    /// Set while ``ringingAfter(_:)`` runs its body: ``enqueue(_:in:)`` marks it.
+    @TaskLocal static var enqueueMark: EnqueueMark?
+
+    final class EnqueueMark: Sendable {
+        private let marked = Mutex(false)
+        func mark() { self.marked.withLock { $0 = true } }
+        var isMarked: Bool { self.marked.withLock { $0 } }
+    }
+
+    /// Runs `body` (a transaction, say) and, when it returns and enqueued a task through
+    /// ``enqueue(_:in:)`` meanwhile, rings ``doorbell``: the task exists once the transaction has
+    /// committed, which it has when `body` returns.
+    public func ringingAfter<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        let mark = EnqueueMark()
+        let value = try await Self.$enqueueMark.withValue(mark) { try await body() }
+        if mark.isMarked { await self.doorbell.signal(Self.doorbellKey) }
+        return value
+    }
 
     /// - Parameter now: The clock in unix milliseconds (default the wall clock).
     public init(database: any SQLDatabase, now: (@Sendable () -> Int64)? = nil) {
@@ -191,7 +215,9 @@ public final class TaskQueue: Sendable {
     /// - Throws: ``TaskQueueError`` (`invalid`, `unavailable`).
     @discardableResult
     public func enqueue(_ new: NewTask) async throws -> (task: TaskRecord, created: Bool) {
-        try await self.mapped { try await self.enqueue(new) { sql, parameters in try await self.database.query(sql, parameters) } }
+        let enqueued = try await self.mapped { try await self.enqueue(new) { sql, parameters in try await self.database.query(sql, parameters) } }
+        if enqueued.created { await self.doorbell.signal(Self.doorbellKey) }
+        return enqueued
     }
 
     /// Enqueues a task inside the caller's transaction: the task exists exactly when the
@@ -202,7 +228,9 @@ public final class TaskQueue: Sendable {
     ///   roll the caller's transaction back).
     @discardableResult
     public func enqueue(_ new: NewTask, in session: any SQLSession) async throws -> (task: TaskRecord, created: Bool) {
-        try await self.enqueue(new) { sql, parameters in try await session.query(sql, parameters) }
+        let enqueued = try await self.enqueue(new) { sql, parameters in try await session.query(sql, parameters) }
+        if enqueued.created { Self.enqueueMark?.mark() }
+        return enqueued
     }
 
     private func enqueue(
@@ -310,7 +338,7 @@ public final class TaskQueue: Sendable {
         let text = result.serialized()
         guard text.utf8.count <= Self.maximumPayloadBytes else { throw TaskQueueError.invalid("the result is larger than 64 KiB") }
         let now = self.now()
-        return try await self.mapped {
+        return try await self.ringingAfter { try await self.mapped {
             try await self.database.transaction { db in
                 guard
                     let row = try await db.query(
@@ -323,7 +351,7 @@ public final class TaskQueue: Sendable {
                 try await commit?(db)
                 return Self.record(row)
             }
-        }
+        } }
     }
 
     /// Records a failed attempt: the task is queued again at `retryAt` (unix milliseconds), or is
@@ -374,7 +402,7 @@ public final class TaskQueue: Sendable {
     @discardableResult
     public func fenced<T: Sendable>(_ lease: TaskLease, _ body: @escaping @Sendable (any SQLSession) async throws -> T) async throws -> T {
         let lock = self.database.dialect == .postgres ? " FOR UPDATE" : ""
-        return try await self.mapped {
+        return try await self.ringingAfter { try await self.mapped {
             try await self.database.transaction { db in
                 let held = try await db.query(
                     "SELECT id FROM tasks WHERE id = $1 AND fence = $2 AND state = 'running'\(lock)",
@@ -382,7 +410,7 @@ public final class TaskQueue: Sendable {
                 guard !held.isEmpty else { throw Self.lost(lease) }
                 return try await body(db)
             }
-        }
+        } }
     }
 
     // MARK: - Operators

@@ -494,6 +494,47 @@ private func claimOne(_ queue: TaskQueue, owner: String, lease: Int64 = 30_000) 
         await t.cleanUp()
     }
 
+    /// With an hour between polls, only the doorbell can run these: a task enqueued in a committed
+    /// transaction of this process (as a route's is), one enqueued on its own, and one a handler's
+    /// completion enqueued. A task enqueued in a transaction that rolled back rings nothing and is not there.
+    @Test(arguments: TestDatabaseKind.available)
+    func aTaskEnqueuedInThisProcessRunsWithoutWaitingForThePoll(_ kind: TestDatabaseKind) async throws {
+        let t = try await TestDatabase.make(kind)
+        let queue = TaskQueue(database: t.database)
+        let first = TaskHandler(kind: "test.first") { _ in
+            TaskCompletion(result: .string("first")) { db in
+                try await queue.enqueue(NewTask(kind: "test.second", tenantID: "tnt_a"), in: db)
+            }
+        }
+        let second = TaskHandler(kind: "test.second") { _ in TaskCompletion(result: .string("second")) }
+        var configuration = Self.configuration()
+        configuration.pollInterval = .seconds(3600)
+        let runner = TaskRunner(queue: queue, handlers: [first, second], configuration: configuration, logger: TestDatabase.logger)
+        try await Self.withRunner(runner) {
+            // The runner's first look finds nothing; it then waits on the doorbell.
+            try await Self.eventually("the runner waits") { await queue.doorbell.waiting(TaskQueue.doorbellKey) == 1 }
+            struct Abort: Error {}
+            await #expect(throws: Abort.self) {
+                try await queue.ringingAfter {
+                    try await t.database.transaction { db in
+                        try await queue.enqueue(NewTask(kind: "test.second", tenantID: "tnt_b"), in: db)
+                        throw Abort()
+                    }
+                }
+            }
+            try await queue.ringingAfter {
+                try await t.database.transaction { db in try await queue.enqueue(NewTask(kind: "test.first", tenantID: "tnt_a"), in: db) }
+            }
+            try await Self.eventually("the first and the one its completion enqueued succeed") {
+                try await queue.tasks(tenantID: "tnt_a", state: .succeeded).count == 2
+            }
+            try await queue.enqueue(NewTask(kind: "test.second", tenantID: "tnt_c"))
+            try await Self.eventually("one enqueued on its own succeeds") { try await queue.tasks(tenantID: "tnt_c", state: .succeeded).count == 1 }
+        }
+        #expect(try await queue.tasks(tenantID: "tnt_b").isEmpty, "rolled back with its transaction")
+        await t.cleanUp()
+    }
+
     @Test(arguments: TestDatabaseKind.available)
     func gracefulShutdownReleasesUnfinishedTasks(_ kind: TestDatabaseKind) async throws {
         let t = try await TestDatabase.make(kind)
