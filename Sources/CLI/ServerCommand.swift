@@ -30,7 +30,7 @@ struct Server: AsyncParsableCommand {
     var storage: StorageServiceOptions
 
     @Option(help: "Background tasks this process runs at once; 0: none (the process only serves the API).")
-    var taskWorkers: Int = 4
+    var taskWorkers: Int = 16
 
     @Option(help: "Seconds a worker's lease on a task lasts without a heartbeat: after a crash, its tasks wait this long before another process takes them over.")
     var taskLease: Int = 30

@@ -10,9 +10,10 @@ import Synchronization
 public struct TaskRunnerConfiguration: Sendable {
     /// Names this worker in leases and logs: `host:pid:random` by default, unique per process.
     public var owner: String = TaskRunnerConfiguration.defaultOwner()
-    /// Tasks run at the same time by this process (4: the control plane's tasks mostly wait on other
-    /// systems).
-    public var concurrency: Int = 4 {
+    /// Tasks run at the same time by this process (16: the control plane's tasks mostly wait on other
+    /// systems, engines, the object store, the database; with 4, ten instances created at once queued
+    /// behind each other, see docs/benchmarks.md).
+    public var concurrency: Int = 16 {
         willSet { precondition(newValue >= 1, "a task runner needs a concurrency of at least 1") }
     }
     /// How often to look for due tasks when the last look found none and nothing was enqueued in

@@ -69,13 +69,18 @@ extension ComputeService {
             var (blocks, stored) = (Int64(0), Int64(0))
             let flush = { (batch: [(Int, String, [UInt8])]) async throws -> Int64 in
                 let known = try await self.record(batch.map { ($0.0, $0.1) }, of: snapshot, context)
-                var added = Int64(0)
-                for (_, digest, bytes) in batch where !known.contains(digest) && !sent.contains(digest) {
-                    try await store.putBlock(tenantID: snapshot.tenantID, digest: digest, bytes: bytes)
-                    sent.insert(digest)
-                    added += Int64(bytes.count)
+                // The batch's new blocks go to the object store at once (one of each digest).
+                var fresh: [String: [UInt8]] = [:]
+                for (_, digest, bytes) in batch where !known.contains(digest) && !sent.contains(digest) { fresh[digest] = bytes }
+                let tenantID = snapshot.tenantID
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (digest, bytes) in fresh {
+                        group.addTask { try await store.putBlock(tenantID: tenantID, digest: digest, bytes: bytes) }
+                    }
+                    try await group.waitForAll()
                 }
-                return added
+                sent.formUnion(fresh.keys)
+                return fresh.values.reduce(0) { $0 + Int64($1.count) }
             }
             try await files.readBlocks(volume.id) { index, bytes in
                 guard let bytes else { return }

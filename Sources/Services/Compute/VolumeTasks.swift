@@ -112,12 +112,23 @@ extension ComputeService {
         guard let snapshot, snapshot.state == .completed else { throw SystemStoreError("snapshot \(name) is gone or not completed") }
         try files.remove(volume.id)
         try files.create(volume.id, bytes: snapshot.sizeMiB << 20)
-        for (index, digest) in blocks {
-            let bytes = try await store.block(tenantID: volume.tenantID, digest: digest)
-            guard Hex.encode(Digests.sha256(bytes)) == digest else {
-                throw SystemStoreError("the object store returned block \(index) of snapshot \(name) with a SHA-256 that is not its own")
+        // Sixteen blocks at a time from the object store (16 MiB in memory at most).
+        let tenantID = volume.tenantID
+        for start in stride(from: 0, to: blocks.count, by: Self.snapshotBatch) {
+            let batch = blocks[start..<min(start + Self.snapshotBatch, blocks.count)]
+            let fetched = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+                for (index, digest) in batch {
+                    group.addTask {
+                        let bytes = try await store.block(tenantID: tenantID, digest: digest)
+                        guard Hex.encode(Digests.sha256(bytes)) == digest else {
+                            throw SystemStoreError("the object store returned block \(index) of snapshot \(name) with a SHA-256 that is not its own")
+                        }
+                        return (index, bytes)
+                    }
+                }
+                return try await group.reduce(into: [(Int, [UInt8])]()) { $0.append($1) }
             }
-            try files.writeBlock(volume.id, index: index, bytes)
+            for (index, bytes) in fetched { try files.writeBlock(volume.id, index: index, bytes) }
         }
         try files.sync(volume.id)
         if volume.sizeMiB > snapshot.sizeMiB {
