@@ -68,4 +68,13 @@ import Testing
         #expect(VolumeFiles.unescape("/end\\04") == "/end\\04", "a cut escape stays as it is")
         #expect(VolumeFiles.mountTable().contains { $0.point == "/" })
     }
+
+    /// /proc files report size 0; a mount table longer than Foundation's first read (4000 bytes) is read whole.
+    @Test func aLongProcFileIsReadToItsEnd() throws {
+        let whole = try #require(VolumeFiles.readProcFile("/proc/self/maps"))
+        #expect(whole.utf8.count > 4000, "this process maps more than 4000 bytes' worth of lines")
+        #expect(whole.hasSuffix("\n"))
+        let counted = try #require(VolumeFiles.readProcFile("/proc/self/mountinfo"))
+        #expect(VolumeFiles.mountTable().count == counted.split(separator: "\n").count)
+    }
 }

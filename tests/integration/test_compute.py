@@ -112,6 +112,17 @@ class Dev:
             self.proc.terminate()
             self.proc.wait(30)
         self.log.close()
+        # Volume mounts outlive the control plane by design (docs/services/compute.md); the test's go with it.
+        unmount_below(self.root)
+
+
+def unmount_below(root):
+    """Lazily unmounts every mount below `root`, the deepest first (one that went with its parent's is fine)."""
+    def below():
+        return [line.split()[1] for line in open("/proc/self/mounts").read().splitlines() if line.split()[1].startswith(str(root) + "/")]
+    for point in sorted(below(), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    assert below() == [], f"still mounted: {below()}"
 
 
 @pytest.fixture(scope="module")

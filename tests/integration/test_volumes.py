@@ -5,6 +5,7 @@ blocks are counted there with boto3."""
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 
 import boto3
@@ -12,7 +13,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from test_compute import Dev, Dockerd, cli, wait_for
+from test_compute import Dev, Dockerd, cli, unmount_below, wait_for
 
 pytestmark = pytest.mark.needs_binary
 
@@ -26,9 +27,21 @@ def engine(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("volumes mount loop devices: the test runs as root, as .ci/run does")
     d = Dockerd(tmp_path_factory.mktemp("volume-engine") / "h1")
+    # A busy host's mount table is long (every container adds its own): make this one longer than
+    # a page, as a control plane that read only its start would then miss its own mounts.
+    filler = tmp_path_factory.mktemp("mount-table-filler")
+    points = []
     try:
+        for i in range(40):
+            point = filler / f"tmpfs-{i:02d}-{'x' * 60}"
+            point.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "filler", str(point)], check=True)
+            points.append(point)
+        assert len(open("/proc/self/mountinfo").read()) > 8192
         yield d
     finally:
+        for point in points:
+            subprocess.run(["umount", str(point)], check=True)
         d.stop()
 
 
@@ -43,12 +56,6 @@ def _operator_key(api, email):
     from controlhelpers import PASSWORD
     requests.post(f"{api}/auth/register", json={"email": email, "name": "Ops", "password": PASSWORD}).raise_for_status()
     return requests.post(f"{api}/auth/login", json={"email": email, "password": PASSWORD}).json()["api_key"]
-
-
-def _unmount_below(root):
-    for line in reversed(open("/proc/self/mounts").read().splitlines()):
-        if line.split()[1].startswith(root):
-            os.system(f"umount -l '{line.split()[1]}'")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -76,11 +83,9 @@ def platform(request, tmp_path_factory, engine):
     finally:
         if control:
             control.stop()
-        d.stop()
-        # Nothing of ours stays mounted once the test is over (the test asserts it before).
-        _unmount_below(str(d.root / "data" / "volumes"))
+        d.stop()  # and unmounts what is below its directory
         if control:
-            _unmount_below(str(volumes))
+            unmount_below(volumes)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +158,8 @@ def test_volumes_attach_live_detach_snapshot_restore(platform, env):
     assert "/volumes/data" in sh(env, "w1", "df /volumes/data").stdout
 
     # A process that holds a file keeps the volume attached, and the user is told why.
-    sh(env, "w1", "tail -f /volumes/data/greeting > /dev/null 2>&1 &")
+    # The shell opens the file before it forks the holder, which inherits it: it is open when exec returns.
+    sh(env, "w1", "exec 3</volumes/data/greeting; tail -f /dev/null > /dev/null 2>&1 &")
     busy = cli(["volumes", "detach", "data", "--wait"], env, check=False)
     assert busy.returncode != 0 and "in use" in busy.stderr, busy.stderr
     v = show(env, "volumes", "data")

@@ -148,8 +148,8 @@ public struct VolumeFiles: Sendable {
     /// the containers that bind its directories.
     func ensureSharedAttachRoot() async throws {
         try FileManager.default.createDirectory(atPath: self.attachRoot, withIntermediateDirectories: true)
-        guard getuid() == 0 else {
-            throw VolumeError.tool("attaching volumes needs root (mount and loop devices): this control plane runs as uid \(getuid())")
+        guard geteuid() == 0 else {
+            throw VolumeError.tool("attaching volumes needs root (mount and loop devices): this control plane runs as uid \(geteuid())")
         }
         let entry = Self.mountTable().last { $0.point == self.attachRoot }
         if entry == nil {
@@ -167,12 +167,29 @@ public struct VolumeFiles: Sendable {
 
     /// This process's mount table (`/proc/self/mountinfo`).
     static func mountTable() -> [MountEntry] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        guard let text = Self.readProcFile("/proc/self/mountinfo") else { return [] }
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count > 6 else { return nil }
             let optional = fields.dropFirst(6).prefix { $0 != "-" }
             return MountEntry(point: Self.unescape(String(fields[4])), shared: optional.contains { $0.hasPrefix("shared:") })
+        }
+    }
+
+    /// A file of /proc read to its end. Foundation's readers stop after the first 4000 bytes of
+    /// these files (their size is 0 to `stat`), and a host running containers has a longer mount table.
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { return String(decoding: bytes, as: UTF8.self) }
+            bytes += chunk[0..<count]
         }
     }
 
