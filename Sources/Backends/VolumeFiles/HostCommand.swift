@@ -18,26 +18,37 @@ enum HostCommand {
         }
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: tool)
-                process.arguments = Array(arguments.dropFirst())
-                let pipe = Pipe()
-                process.standardOutput = pipe
-                process.standardError = pipe
-                process.standardInput = FileHandle.nullDevice
-                do {
-                    try process.run()
-                } catch {
-                    continuation.resume(throwing: VolumeError.tool("\(arguments[0]) could not start: \(error)"))
-                    return
-                }
-                // Read to the end first: a tool that fills the pipe would otherwise never exit.
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                let output = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                continuation.resume(returning: Outcome(status: process.terminationStatus, output: output))
+                continuation.resume(with: Result { try Self.runBlocking(tool, arguments) })
             }
         }
+    }
+
+    /// Runs a tool on the calling thread (for the rare step that must not interleave with another).
+    static func runBlocking(_ arguments: [String]) throws -> Outcome {
+        guard let tool = Self.locate(arguments[0]) else {
+            throw VolumeError.tool("\(arguments[0]) is not installed on this host (Debian: util-linux and e2fsprogs)")
+        }
+        return try Self.runBlocking(tool, arguments)
+    }
+
+    private static func runBlocking(_ tool: String, _ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = Array(arguments.dropFirst())
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            throw VolumeError.tool("\(arguments[0]) could not start: \(error)")
+        }
+        // Read to the end first: a tool that fills the pipe would otherwise never exit.
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let output = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return Outcome(status: process.terminationStatus, output: output)
     }
 
     /// Runs a tool and throws with what it said unless it succeeded.

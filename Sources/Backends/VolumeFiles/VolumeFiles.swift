@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Block volumes as files on the host: a sparse file per volume, formatted ext4 on first use and
 /// loop-mounted where the instance that has it attached sees it.
@@ -146,17 +147,32 @@ public struct VolumeFiles: Sendable {
 
     /// `<root>/attach` as a shared mount (a bind of itself), so that mounts below it propagate into
     /// the containers that bind its directories.
+    ///
+    /// Checked and made under a lock, blocking (two provisions at once would otherwise both find it
+    /// missing and stack two binds); after the first time it is a look at the mount table.
     func ensureSharedAttachRoot() async throws {
         try FileManager.default.createDirectory(atPath: self.attachRoot, withIntermediateDirectories: true)
         guard geteuid() == 0 else {
             throw VolumeError.tool("attaching volumes needs root (mount and loop devices): this control plane runs as uid \(geteuid())")
         }
-        let entry = Self.mountTable().last { $0.point == self.attachRoot }
-        if entry == nil {
-            try await HostCommand.check(["mount", "--bind", self.attachRoot, self.attachRoot], doing: "preparing the volume mount points")
+        let root = self.attachRoot
+        try Self.attachRootLock.withLock { _ in
+            let entry = Self.mountTable().last { $0.point == root }
+            if entry == nil {
+                try Self.checkBlocking(["mount", "--bind", root, root])
+            }
+            if entry?.shared != true {
+                try Self.checkBlocking(["mount", "--make-shared", root])
+            }
         }
-        if entry?.shared != true {
-            try await HostCommand.check(["mount", "--make-shared", self.attachRoot], doing: "preparing the volume mount points")
+    }
+
+    private static let attachRootLock = Mutex(())
+
+    private static func checkBlocking(_ arguments: [String]) throws {
+        let outcome = try HostCommand.runBlocking(arguments)
+        guard outcome.status == 0 else {
+            throw VolumeError.tool("preparing the volume mount points: \(arguments.joined(separator: " ")) exited with \(outcome.status): \(outcome.output)")
         }
     }
 
