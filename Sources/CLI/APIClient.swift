@@ -10,8 +10,13 @@ import FoundationNetworking
 /// ArgumentParser adds to validation errors: the arguments were fine). The exit status is 1.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
+    /// The HTTP status when the API answered with an error (nil: no answer, or not the API's).
+    var status: Int?
 
-    init(_ description: String) { self.description = description }
+    init(_ description: String, status: Int? = nil) {
+        self.description = description
+        self.status = status
+    }
 }
 
 /// `--profile`: which profile of the config file a command uses.
@@ -137,7 +142,7 @@ struct APIClientOptions: ParsableArguments {
                 APIErrorAdvice.message(
                     status: status, code: code, message: message, retryAfter: http?.value(forHTTPHeaderField: "Retry-After"),
                     requestID: http?.value(forHTTPHeaderField: "X-Request-Id"), apiURL: settings.apiURL, profile: settings.profile,
-                    authenticated: authenticated))
+                    authenticated: authenticated), status: status)
         }
         if !data.isEmpty && json == nil {
             throw CLIError("\(settings.apiURL) answered \(method) \(path) with something that is not JSON: is --api-url the control plane's address (not the S3 one)?")

@@ -287,7 +287,7 @@ struct Instances: AsyncParsableCommand {
                 let answer: JSONValue?
                 do {
                     answer = try await self.client.call("GET", Instances.path(self.name) + "/logs?" + query.joined(separator: "&"))
-                } catch let error as CLIError where self.follow && since != nil && error.description.contains("[404 ") {
+                } catch let error as CLIError where self.follow && since != nil && error.status == 404 {
                     return  // deleted while followed
                 }
                 let lines: [JSONValue] = if case .array(let lines) = answer?["lines"] { lines } else { [] }
@@ -394,9 +394,7 @@ struct Instances: AsyncParsableCommand {
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
-            let answer = try await self.client.call("DELETE", Instances.path(self.name))
-            if self.wait { try await ResourceClient(self.client).waitUntilGone(Instances.path(self.name)) }
-            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) { print(self.wait ? "Instance \(self.name) deleted." : "Instance \(self.name) deleting.") }
+            try await ResourceClient(self.client).delete(Instances.path(self.name), noun: "Instance", name: self.name, wait: self.wait)
         }
     }
 }
@@ -416,16 +414,15 @@ struct Deployments: AsyncParsableCommand {
 
     /// Polls until the deployment runs all its replicas.
     static func waitReady(_ resources: ResourceClient, _ name: String, timeout: Duration = .seconds(600)) async throws -> JSONValue? {
-        let start = ContinuousClock.now
-        while true {
-            let answer = try await resources.options.call("GET", Deployments.path(name))
-            if answer?["status"] == .string("ready") { return answer }
-            guard ContinuousClock.now - start < timeout else {
-                throw CLIError(
-                    "\(APIClientOptions.text(answer?["ready_replicas"])) of \(APIClientOptions.text(answer?["replicas"])) replicas run after "
-                        + "\(timeout.components.seconds) seconds (\(APIClientOptions.text(answer?["status_reason"]))); `--wait` gave up")
+        try await resources.poll(
+            Deployments.path(name), timeout: timeout,
+            gaveUp: { answer in
+                "\(APIClientOptions.text(answer?["ready_replicas"])) of \(APIClientOptions.text(answer?["replicas"])) replicas run after "
+                    + "\(timeout.components.seconds) seconds (\(APIClientOptions.text(answer?["status_reason"]))); `--wait` gave up"
             }
-            try await Task.sleep(for: .milliseconds(500))
+        ) { answer -> JSONValue?? in
+            guard let answer else { throw CLIError("deployment \(name) was deleted while `--wait` waited") }
+            return answer["status"] == .string("ready") ? .some(answer) : nil
         }
     }
 
@@ -494,11 +491,7 @@ struct Deployments: AsyncParsableCommand {
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
-            let answer = try await self.client.call("DELETE", Deployments.path(self.name))
-            if self.wait { try await ResourceClient(self.client).waitUntilGone(Deployments.path(self.name)) }
-            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
-                print(self.wait ? "Deployment \(self.name) deleted." : "Deployment \(self.name) deleting.")
-            }
+            try await ResourceClient(self.client).delete(Deployments.path(self.name), noun: "Deployment", name: self.name, wait: self.wait)
         }
     }
 }
@@ -564,11 +557,7 @@ struct Autoscaling: AsyncParsableCommand {
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
-            let answer = try await self.client.call("DELETE", Deployments.path(self.name))
-            if self.wait { try await ResourceClient(self.client).waitUntilGone(Deployments.path(self.name)) }
-            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
-                print(self.wait ? "Auto-scaling group \(self.name) deleted." : "Auto-scaling group \(self.name) deleting.")
-            }
+            try await ResourceClient(self.client).delete(Deployments.path(self.name), noun: "Auto-scaling group", name: self.name, wait: self.wait)
         }
     }
 }

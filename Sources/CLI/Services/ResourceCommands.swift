@@ -17,7 +17,7 @@ struct ResourceClient {
         let key = "cli-" + UUID().uuidString.lowercased()
         do {
             return try await self.options.call("POST", path, body: body, headers: [("Idempotency-Key", key)])
-        } catch let error as CLIError where error.description.hasPrefix("cannot reach") || error.description.contains("the control plane failed") {
+        } catch let error as CLIError where error.status.map({ $0 >= 500 }) ?? error.description.hasPrefix("cannot reach") {
             try await Task.sleep(for: .seconds(1))
             return try await self.options.call("POST", path, body: body, headers: [("Idempotency-Key", key)])
         }
@@ -47,48 +47,78 @@ struct ResourceClient {
         return items
     }
 
+    /// Polls `path` every 500 ms until `decide` returns a value (a 404 answer reaches it as nil: the
+    /// resource is gone), printing the resource's `status` on a terminal with `progress`; after
+    /// `timeout` it throws with `gaveUp` of the last answer.
+    func poll<T>(
+        _ path: String, timeout: Duration = .seconds(600), progress: Bool = false, gaveUp: (JSONValue?) -> String,
+        _ decide: (JSONValue?) throws -> T?
+    ) async throws -> T {
+        let start = ContinuousClock.now
+        let terminal = progress && isatty(STDERR_FILENO) == 1
+        while true {
+            let answer: JSONValue?
+            do {
+                answer = try await self.options.call("GET", path)
+            } catch let error as CLIError where error.status == 404 {
+                answer = nil
+            }
+            if terminal {
+                let seconds = Int((ContinuousClock.now - start).components.seconds)
+                FileHandle.standardError.write(Data("\r\u{1B}[K\(APIClientOptions.text(answer?["status"]))… \(seconds)s".utf8))
+            }
+            let decided: T?
+            do {
+                decided = try decide(answer)
+            } catch {
+                if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+                throw error
+            }
+            if let decided {
+                if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                return decided
+            }
+            guard ContinuousClock.now - start < timeout else {
+                if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+                throw CLIError(gaveUp(answer))
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
     /// Polls `path` until the resource's `status` is one of `targets` (returns it) or `failed` (throws
     /// with `status_reason`), printing a progress line on a terminal; gives up after `timeout`.
     func wait(_ path: String, until targets: Set<String> = [ResourceStatus.ready.rawValue], timeout: Duration = .seconds(600)) async throws -> JSONValue? {
-        let start = ContinuousClock.now
-        let terminal = isatty(STDERR_FILENO) == 1
-        while true {
-            let resource = try await self.options.call("GET", path)
-            let status: String = if case .string(let status) = resource?["status"] { status } else { "unknown" }
-            if terminal {
-                let seconds = Int((ContinuousClock.now - start).components.seconds)
-                FileHandle.standardError.write(Data("\r\u{1B}[K\(status)… \(seconds)s".utf8))
-            }
-            switch status {
-            case _ where targets.contains(status):
-                if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-                return resource
-            case ResourceStatus.failed.rawValue:
-                if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
-                let reason: String = if case .string(let reason) = resource?["status_reason"] { reason } else { "no reason given" }
+        try await self.poll(
+            path, timeout: timeout, progress: true,
+            gaveUp: { "still \(APIClientOptions.text($0?["status"])) after \(timeout.components.seconds) seconds; `--wait` gave up (it goes on in the background)" }
+        ) { resource -> JSONValue?? in
+            guard let resource else { throw CLIError("it was deleted while `--wait` waited") }
+            let status: String = if case .string(let status) = resource["status"] { status } else { "unknown" }
+            if targets.contains(status) { return .some(resource) }
+            if status == ResourceStatus.failed.rawValue {
+                let reason: String = if case .string(let reason) = resource["status_reason"] { reason } else { "no reason given" }
                 throw CLIError("the resource failed: \(reason)")
-            default:
-                guard ContinuousClock.now - start < timeout else {
-                    throw CLIError("still \(status) after \(timeout.components.seconds) seconds; `--wait` gave up (it goes on in the background)")
-                }
-                try await Task.sleep(for: .milliseconds(500))
             }
+            return nil
         }
     }
 
     /// Polls `path` until it answers 404: a deleted resource is gone.
     func waitUntilGone(_ path: String, timeout: Duration = .seconds(600)) async throws {
-        let start = ContinuousClock.now
-        while true {
-            do {
-                _ = try await self.options.call("GET", path)
-            } catch let error as CLIError where error.description.contains("[404 ") {
-                return
-            }
-            guard ContinuousClock.now - start < timeout else {
-                throw CLIError("still there after \(timeout.components.seconds) seconds; `--wait` gave up (the delete goes on in the background)")
-            }
-            try await Task.sleep(for: .milliseconds(500))
+        try await self.poll(
+            path, timeout: timeout,
+            gaveUp: { _ in "still there after \(timeout.components.seconds) seconds; `--wait` gave up (the delete goes on in the background)" }
+        ) { answer -> Void? in answer == nil ? () : nil }
+    }
+
+    /// `DELETE path` of an asynchronous resource and, with `wait`, polls until it is gone; prints
+    /// "NOUN NAME deleted." (or "deleting."), or the answer as JSON/YAML.
+    func delete(_ path: String, noun: String, name: String, wait: Bool) async throws {
+        let answer = try await self.options.call("DELETE", path)
+        if wait { try await self.waitUntilGone(path) }
+        self.options.emit(wait ? .object([("deleted", .string(name))]) : answer) {
+            print(wait ? "\(noun) \(name) deleted." : "\(noun) \(name) deleting.")
         }
     }
 

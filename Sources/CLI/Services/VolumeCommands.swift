@@ -138,11 +138,7 @@ struct Volumes: AsyncParsableCommand {
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
-            let answer = try await self.client.call("DELETE", Volumes.path(self.name))
-            if self.wait { try await ResourceClient(self.client).waitUntilGone(Volumes.path(self.name)) }
-            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
-                print(self.wait ? "Volume \(self.name) deleted." : "Volume \(self.name) deleting.")
-            }
+            try await ResourceClient(self.client).delete(Volumes.path(self.name), noun: "Volume", name: self.name, wait: self.wait)
         }
     }
 }
@@ -204,11 +200,7 @@ struct Snapshots: AsyncParsableCommand {
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
-            let answer = try await self.client.call("DELETE", Snapshots.path(self.name))
-            if self.wait { try await ResourceClient(self.client).waitUntilGone(Snapshots.path(self.name)) }
-            self.client.emit(self.wait ? .object([("deleted", .string(self.name))]) : answer) {
-                print(self.wait ? "Snapshot \(self.name) deleted." : "Snapshot \(self.name) deleting.")
-            }
+            try await ResourceClient(self.client).delete(Snapshots.path(self.name), noun: "Snapshot", name: self.name, wait: self.wait)
         }
     }
 }

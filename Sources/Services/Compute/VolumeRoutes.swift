@@ -278,8 +278,9 @@ extension ComputeService {
         let instanceID = instance.id
         return try await self.requestVolume(context, action: "attach", from: [.available], to: .attaching, instance: .some(instanceID)) { _, db in
             // The instance may have moved on since it was read.
-            guard let current = try await ComputeSchema.instance(db, id: instanceID), [.ready, .stopped].contains(current.state) else {
-                throw ComputeError.invalidState(name: instance.name, state: .deleting, action: "take a volume")
+            guard let current = try await ComputeSchema.instance(db, id: instanceID) else { throw ComputeError.instanceNotFound(instance.name) }
+            guard [.ready, .stopped].contains(current.state) else {
+                throw ComputeError.invalidState(name: instance.name, state: current.state, action: "take a volume")
             }
         }
     }
