@@ -39,8 +39,13 @@ public struct VolumeFiles: Sendable {
     /// Makes a sparse file of `bytes` (again with the same size is fine: a task may run twice).
     public func create(_ volume: String, bytes: Int64) throws {
         try FileManager.default.createDirectory(atPath: self.files, withIntermediateDirectories: true)
-        let fd = open(self.path(volume), O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw VolumeError.io("creating \(self.path(volume))", errno) }
+        try self.setSize(volume, bytes, flags: O_CREAT)
+    }
+
+    /// Truncates or extends the file to `bytes` and syncs it.
+    private func setSize(_ volume: String, _ bytes: Int64, flags: Int32 = 0) throws {
+        let fd = open(self.path(volume), flags | O_WRONLY | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw VolumeError.io("opening \(self.path(volume))", errno) }
         defer { close(fd) }
         guard ftruncate(fd, off_t(bytes)) == 0 else { throw VolumeError.io("sizing \(self.path(volume))", errno) }
         guard fsync(fd) == 0 else { throw VolumeError.io("syncing \(self.path(volume))", errno) }
@@ -71,12 +76,7 @@ public struct VolumeFiles: Sendable {
 
     /// Grows the file and its file system to `bytes` (the volume is detached).
     public func grow(_ volume: String, to bytes: Int64) async throws {
-        let fd = open(self.path(volume), O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VolumeError.io("opening \(self.path(volume))", errno) }
-        let sized = ftruncate(fd, off_t(bytes)) == 0 && fsync(fd) == 0
-        let failure = errno
-        close(fd)
-        guard sized else { throw VolumeError.io("growing \(self.path(volume))", failure) }
+        try self.setSize(volume, bytes)
         // resize2fs wants a freshly checked file system; e2fsck's 1 means it corrected something.
         let check = try await HostCommand.run(["e2fsck", "-f", "-p", self.path(volume)])
         guard check.status == 0 || check.status == 1 else {
@@ -102,7 +102,8 @@ public struct VolumeFiles: Sendable {
     public func removeInstance(_ instance: String) throws {
         let directory = self.instanceDirectory(instance)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
-        for name in names where !Self.isMountPoint(directory + "/" + name) {
+        let points = self.mountPoints()
+        for name in names where !points.contains(directory + "/" + name) {
             rmdir(directory + "/" + name)
         }
         guard rmdir(directory) == 0 || errno == ENOENT else { throw VolumeError.io("removing \(directory)", errno) }
@@ -208,6 +209,9 @@ public struct VolumeFiles: Sendable {
             bytes += chunk[0..<count]
         }
     }
+
+    /// Where something is mounted now, from one read of the mount table.
+    public func mountPoints() -> Set<String> { Set(Self.mountTable().map(\.point)) }
 
     static func isMountPoint(_ path: String) -> Bool { Self.mountTable().contains { $0.point == path } }
 

@@ -260,6 +260,15 @@ extension ComputeService {
         return instance
     }
 
+    /// The instance the caller names and the host it was placed on (nil: none yet, or removed).
+    func existingWithHost(_ context: RouteContext) async throws -> (InstanceRecord, HostRecord?) {
+        try await context.environment.database.transaction { db in
+            let instance = try await self.existing(context, db)
+            guard let name = instance.host else { return (instance, nil) }
+            return (instance, try await ComputeSchema.host(db, named: name))
+        }
+    }
+
     func getInstance(_ context: RouteContext) async throws -> APIResponse {
         let instance = try await context.environment.database.transaction { db in try await self.existing(context, db) }
         return APIResponse.json(200, Self.instanceShape.json(instance)).tagged(version: instance.version)
@@ -303,11 +312,7 @@ extension ComputeService {
             guard let instant = LogFrames.Instant(rfc3339: text) else { throw APIError.invalidRequest("since must be an RFC 3339 time in UTC (…Z)") }
             since = instant
         }
-        let (instance, host) = try await context.environment.database.transaction { db in
-            let instance = try await self.existing(context, db)
-            guard let name = instance.host else { return (instance, HostRecord?.none) }
-            return (instance, try await ComputeSchema.host(db, named: name))
-        }
+        let (instance, host) = try await self.existingWithHost(context)
         guard let host else { return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: []))) }
         var lines: [LogFrames.Line]
         do {
@@ -349,11 +354,7 @@ extension ComputeService {
         guard (1...Self.maximumExecSeconds).contains(seconds) else {
             throw APIError.invalidRequest("timeout_seconds must be 1 to \(Self.maximumExecSeconds)")
         }
-        let (instance, host) = try await context.environment.database.transaction { db in
-            let instance = try await self.existing(context, db)
-            guard let name = instance.host else { return (instance, HostRecord?.none) }
-            return (instance, try await ComputeSchema.host(db, named: name))
-        }
+        let (instance, host) = try await self.existingWithHost(context)
         guard instance.state == .ready, let host else { throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "run a command") }
         do {
             let result = try await DockerEngine(socket: host.dockerSocket).exec(instance.containerName, command: command, timeout: .seconds(seconds))

@@ -38,8 +38,7 @@ extension ComputeService {
         switch action {
         case "create":
             guard snapshot.state == .creating else { return TaskCompletion(result: .string("nothing to do")) }
-            guard let files = self.volumes else { throw TaskFailure.permanent("this control plane has no volume directory") }
-            return try await self.take(snapshot, files, store, context)
+            return try await self.take(snapshot, try self.volumeFiles(), store, context)
         case "delete":
             guard snapshot.state == .deleting else { return TaskCompletion(result: .string("nothing to do")) }
             return try await self.discard(snapshot, store, context)

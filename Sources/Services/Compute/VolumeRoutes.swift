@@ -272,12 +272,9 @@ extension ComputeService {
             try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: instanceName, dialect: dialect)
         }
         guard let instance else { throw ComputeError.instanceNotFound(instanceName) }
-        guard [.ready, .stopped].contains(instance.state) else {
-            throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "take a volume")
-        }
         let instanceID = instance.id
         return try await self.requestVolume(context, action: "attach", from: [.available], to: .attaching, instance: .some(instanceID)) { _, db in
-            // The instance may have moved on since it was read.
+            // Its state, read in the transaction that attaches.
             guard let current = try await ComputeSchema.instance(db, id: instanceID) else { throw ComputeError.instanceNotFound(instance.name) }
             guard [.ready, .stopped].contains(current.state) else {
                 throw ComputeError.invalidState(name: instance.name, state: current.state, action: "take a volume")

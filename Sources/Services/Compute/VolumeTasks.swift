@@ -8,20 +8,19 @@ import VolumeFiles
 
 extension ComputeService {
     /// The files of volumes, or a permanent failure when this control plane has none.
-    private func volumeFiles() throws -> VolumeFiles {
+    func volumeFiles() throws -> VolumeFiles {
         guard let files = self.volumes else { throw TaskFailure.permanent("this control plane has no volume directory") }
         return files
     }
 
     /// A write that lands only while the volume is still in one of `from`.
     private func settle(
-        _ volume: VolumeRecord, from: [VolumeState], to state: VolumeState, reason: String?, instance: String?? = nil, formatted: Bool? = nil,
+        _ volume: VolumeRecord, from: [VolumeState], to state: VolumeState, reason: String?, instance: String?? = nil,
         sizeMiB: Int64? = nil, _ context: TaskContext
     ) -> TaskCompletion {
         let now = context.queue.now()
         return TaskCompletion(result: .string(state.rawValue)) { db in
-            try await ComputeSchema.moveVolume(
-                db, id: volume.id, from: from, to: state, reason: reason, instance: instance, formatted: formatted, sizeMiB: sizeMiB, now: now)
+            try await ComputeSchema.moveVolume(db, id: volume.id, from: from, to: state, reason: reason, instance: instance, sizeMiB: sizeMiB, now: now)
         }
     }
 
@@ -99,12 +98,9 @@ extension ComputeService {
         guard let store = self.images else { throw SystemStoreError("no object store is configured for snapshots") }
         let database = context.queue.database
         let (snapshot, blocks) = try await database.transaction { db -> (SnapshotRecord?, [(Int, String)]) in
-            guard
-                let snapshot = try await db.query(
-                    "SELECT \(ComputeSchema.snapshotColumns) FROM compute_snapshots WHERE tenant_id = $1 AND name = $2",
-                    [.text(volume.tenantID), .text(name)]
-                ).first.map(ComputeSchema.snapshot)
-            else { return (nil, []) }
+            guard let snapshot = try await ComputeSchema.snapshot(db, tenantID: volume.tenantID, name: name, dialect: database.dialect) else {
+                return (nil, [])
+            }
             let rows = try await db.query(
                 "SELECT block, digest FROM compute_snapshot_blocks WHERE snapshot_id = $1 ORDER BY block", [.text(snapshot.id)])
             return (snapshot, rows.map { (Int($0.int(0)), $0.text(1)) })
@@ -157,10 +153,9 @@ extension ComputeService {
             guard container.mountTargets.contains(Self.volumesPath) else {
                 return back("not attached: instance \(instance.name) was made before it could take volumes (its container has no \(Self.volumesPath)); recreate it")
             }
-            var formatted = volume.formatted
-            if !formatted {
+            if !volume.formatted {
+                // Recorded at once: a mount that fails after it must not format the volume again.
                 try await files.format(volume.id, label: volume.name)
-                formatted = true
                 try await context.fenced { db in
                     try await db.query("UPDATE compute_volumes SET formatted = 1 WHERE id = $1", [.text(volume.id)])
                 }
@@ -222,9 +217,11 @@ extension ComputeService {
         let attached = try await context.queue.database.query(
             "SELECT \(ComputeSchema.volumeColumns) FROM compute_volumes v WHERE v.state = 'attached'"
         ).map(ComputeSchema.volume)
+        let points = files.mountPoints()
         var mounted = 0
         for volume in attached {
-            guard let instance = volume.instanceID, !files.isMounted(instance: instance, name: volume.name), files.exists(volume.id) else { continue }
+            guard let instance = volume.instanceID, !points.contains(files.mountPoint(instance: instance, volume: volume.name)), files.exists(volume.id)
+            else { continue }
             do {
                 try await files.mount(volume.id, instance: instance, name: volume.name)
                 mounted += 1

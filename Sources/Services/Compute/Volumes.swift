@@ -147,17 +147,13 @@ extension ComputeSchema {
     @discardableResult
     static func moveVolume(
         _ db: any SQLSession, id: String, from: [VolumeState], to state: VolumeState, reason: String?, instance: String?? = nil,
-        formatted: Bool? = nil, sizeMiB: Int64? = nil, now: Int64
+        sizeMiB: Int64? = nil, now: Int64
     ) async throws -> Bool {
         var sets = ["state = $2", "reason = $3", "version = version + 1", "updated_at = $4"]
         var values: [SQLValue] = [.text(id), .text(state.rawValue), reason.map(SQLValue.text) ?? .null, .integer(now)]
         if let instance {
             values.append(instance.map(SQLValue.text) ?? .null)
             sets.append("instance_id = $\(values.count)")
-        }
-        if let formatted {
-            values.append(.integer(formatted ? 1 : 0))
-            sets.append("formatted = $\(values.count)")
         }
         if let sizeMiB {
             values.append(.integer(sizeMiB))
