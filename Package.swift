@@ -210,10 +210,13 @@ let package = Package(
             path: "Sources/Backends/DockerEngine", swiftSettings: strictSettings),
         // Block volumes as sparse files on the host, ext4 on a loop device, mounted where containers see them.
         .target(name: "VolumeFiles", path: "Sources/Backends/VolumeFiles", swiftSettings: strictSettings),
+        // QEMU domains through the libvirt C API, loaded with dlopen (no libvirt-dev to build; a host
+        // without libvirt gets a clear error), and the disks and kernels of their images.
+        .target(name: "Libvirt", dependencies: ["VolumeFiles"], path: "Sources/Backends/Libvirt", swiftSettings: strictSettings),
         .target(
             name: "Compute",
             dependencies: [
-                "ServiceContract", "DockerEngine", "VolumeFiles", "StorageClient", "Database", "SQLite", "Hashing",
+                "ServiceContract", "DockerEngine", "VolumeFiles", "Libvirt", "StorageClient", "Database", "SQLite", "Hashing",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/Services/Compute", swiftSettings: strictSettings),
@@ -235,7 +238,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "VolumeFiles", "Database", "SigV4", "Hashing",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "VolumeFiles", "Libvirt", "Database", "SigV4", "Hashing",
                 "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -303,7 +306,7 @@ let package = Package(
             name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "VolumeFiles", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
+            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "VolumeFiles", "Libvirt", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

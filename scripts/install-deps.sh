@@ -8,7 +8,10 @@ set -euo pipefail
 # docker.io: the Docker Engine the compute tests start privately (their own sockets and data roots);
 # busybox-static: the root file system of the images they import; curl: talks to the engines' sockets.
 # e2fsprogs, mount, util-linux: compute volumes (mkfs.ext4, resize2fs, loop mounts, fsfreeze).
-apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql docker.io busybox-static curl e2fsprogs mount util-linux)
+# libvirt-daemon-system, qemu-system-x86, qemu-utils: virtual machines (the tests start libvirtd);
+# linux-image-cloud-amd64 and cpio: the kernel and initramfs of the guest image the tests build.
+apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql docker.io busybox-static curl e2fsprogs mount util-linux
+    libvirt-daemon-system qemu-system-x86 qemu-utils linux-image-cloud-amd64 cpio)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -22,7 +25,7 @@ fi
 # The S3 clients the integration tests drive (aws-cli v1, boto3, the AWS CRT for CRC32C/CRC64NVME)
 # and pytest; PyYAML parses `cloud -o yaml` in the CLI tests.
 here="$(cd "$(dirname "$0")" && pwd)"
-if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest, yaml, aiosmtpd' 2>/dev/null || ! command -v aws >/dev/null; then
+if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest, yaml, aiosmtpd, vncdotool' 2>/dev/null || ! command -v aws >/dev/null; then
     echo "installing Python test clients"
     python3 -m pip install -q -r "$here/requirements-test.txt" -r "$here/../tests/requirements.txt"
 fi

@@ -8,6 +8,7 @@ import Secrets
 import ServiceContract
 import Storage
 import StorageClient
+import Libvirt
 import VolumeFiles
 
 /// The cloud services the control plane hosts: the one list `cloud dev`, `cloud server` and
@@ -21,9 +22,10 @@ enum HostedServices {
     ///   Compute keeps image tars in the same storage cluster (nil: image imports answer 503).
     ///   Snapshots of volumes go there too.
     ///   - volumes: The directory of compute volume files (nil: volume routes answer 503).
+    ///   - machines: The directory of virtual machines' files (nil: instances on libvirt hosts fail).
     ///   - metrics: The process's registry, the control plane's too (`configuration.api.metricsRegistry`).
     static func make(
-        storage: StorageServiceConfiguration?, masterKey: MasterKey?, volumes: String? = nil,
+        storage: StorageServiceConfiguration?, masterKey: MasterKey?, volumes: String? = nil, machines: String? = nil,
         metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
     ) -> [any CloudService] {
         let cluster = storage.map(StorageAdminClient.init)
@@ -37,7 +39,9 @@ enum HostedServices {
         }
         return [
             StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService(),
-            ComputeService(store: images, volumes: volumes.map(VolumeFiles.init(root:)), metrics: ServiceMetrics(service: "compute", registry: metrics)),
+            ComputeService(
+                store: images, volumes: volumes.map(VolumeFiles.init(root:)), machines: machines.map(MachineFiles.init(root:)),
+                metrics: ServiceMetrics(service: "compute", registry: metrics)),
         ]
     }
 

@@ -143,7 +143,8 @@ struct Dev: AsyncParsableCommand {
                     endpoint: "http://" + Self.localAddress(node.configuration.s3Address), accessKey: node.credentials.accessKey,
                     secretKey: node.credentials.secretKey, region: node.configuration.region),
                 masterKey: try control.masterKey(defaultFile: node.configuration.dataDirectory + "/master.key", logger: logger),
-                volumes: node.configuration.dataDirectory + "/volumes", metrics: configuration.api.metricsRegistry)
+                volumes: node.configuration.dataDirectory + "/volumes", machines: node.configuration.dataDirectory + "/machines",
+                metrics: configuration.api.metricsRegistry)
             try control.apply(to: &configuration, defaultOutbox: node.configuration.dataDirectory + "/outbox")
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()

@@ -38,6 +38,9 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Directory of compute volume files and their mount points (every process of one deployment names the same one, on the engines' machine). Default: none, and volume requests answer 503.")
     var volumesDir: String?
 
+    @Option(help: "Directory of virtual machines' disks, serial consoles and prepared images (on the libvirt hosts' machine: this one). Default: none, and instances on libvirt hosts fail with the reason.")
+    var machinesDir: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -61,7 +64,7 @@ struct Server: AsyncParsableCommand {
             configuration.tasks.pollInterval = .milliseconds(100)
         }
         configuration.services = HostedServices.make(
-            storage: try self.storage.configuration(environment: environment), masterKey: masterKey, volumes: self.volumesDir,
+            storage: try self.storage.configuration(environment: environment), masterKey: masterKey, volumes: self.volumesDir, machines: self.machinesDir,
             metrics: configuration.api.metricsRegistry)
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {

@@ -33,7 +33,7 @@ import Testing
 
     @Test func skipsHostsThatAreNotReady() {
         #expect(Placement.choose(vcpus: 1, memoryMiB: 64, among: [self.host("a", state: .unknown), self.host("b", usedVCPUs: 6)]) == .place(host: "b"))
-        #expect(Placement.choose(vcpus: 1, memoryMiB: 64, among: [self.host("a", state: .unknown)]) == .refuse(reason: "no compute host is ready (1 unknown)"))
+        #expect(Placement.choose(vcpus: 1, memoryMiB: 64, among: [self.host("a", state: .unknown)]) == .refuse(reason: "no docker compute host is ready (1 unknown)"))
         #expect(Placement.choose(vcpus: 1, memoryMiB: 64, among: []) == .refuse(reason: "no compute host is registered"))
     }
 

@@ -2,19 +2,19 @@ import Foundation
 
 /// Runs one of the host's own tools (`mount`, `mkfs.ext4`, `fsfreeze`, …) and waits for it without
 /// holding a Swift concurrency thread: the wait happens on a Dispatch queue.
-enum HostCommand {
+package enum HostCommand {
     /// What a tool printed and how it ended.
-    struct Outcome: Sendable {
-        var status: Int32
+    package struct Outcome: Sendable {
+        package var status: Int32
         /// Its stdout and stderr, in one (the tools used here write little).
-        var output: String
+        package var output: String
     }
 
     /// Runs `arguments[0]` (looked up in the standard system directories) with the rest.
     /// - Throws: ``VolumeError`` when the tool is missing or cannot start.
-    static func run(_ arguments: [String]) async throws -> Outcome {
+    package static func run(_ arguments: [String]) async throws -> Outcome {
         guard let tool = Self.locate(arguments[0]) else {
-            throw VolumeError.tool("\(arguments[0]) is not installed on this host (Debian: util-linux and e2fsprogs)")
+            throw VolumeError.tool("\(arguments[0]) is not installed on this host (Debian: \(Self.package(of: arguments[0])))")
         }
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
@@ -24,9 +24,9 @@ enum HostCommand {
     }
 
     /// Runs a tool on the calling thread (for the rare step that must not interleave with another).
-    static func runBlocking(_ arguments: [String]) throws -> Outcome {
+    package static func runBlocking(_ arguments: [String]) throws -> Outcome {
         guard let tool = Self.locate(arguments[0]) else {
-            throw VolumeError.tool("\(arguments[0]) is not installed on this host (Debian: util-linux and e2fsprogs)")
+            throw VolumeError.tool("\(arguments[0]) is not installed on this host (Debian: \(Self.package(of: arguments[0])))")
         }
         return try Self.runBlocking(tool, arguments)
     }
@@ -53,12 +53,21 @@ enum HostCommand {
 
     /// Runs a tool and throws with what it said unless it succeeded.
     @discardableResult
-    static func check(_ arguments: [String], doing what: String) async throws -> String {
+    package static func check(_ arguments: [String], doing what: String) async throws -> String {
         let outcome = try await Self.run(arguments)
         guard outcome.status == 0 else {
             throw VolumeError.tool("\(what): \(arguments[0]) exited with \(outcome.status): \(outcome.output.isEmpty ? "no message" : outcome.output)")
         }
         return outcome.output
+    }
+
+    /// The Debian package a tool comes in.
+    private static func package(of tool: String) -> String {
+        switch tool {
+        case "qemu-img": "qemu-utils"
+        case "tar": "tar"
+        default: "util-linux and e2fsprogs"
+        }
     }
 
     private static func locate(_ name: String) -> String? {

@@ -125,24 +125,35 @@ struct InstanceTypes: AsyncParsableCommand {
 /// `cloud hosts`: the machines instances run on (platform operators).
 struct Hosts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compute hosts: the Docker Engines instances run on (platform operators only).",
+        abstract: "Compute hosts: the Docker Engines and libvirt daemons instances run on (platform operators only).",
         subcommands: [Add.self, List.self, Remove.self], defaultSubcommand: List.self)
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Register a host by its Docker Engine socket; the engine must answer.",
-            discussion: "cloud hosts add h1 --docker-socket unix:///run/docker.sock")
+            abstract: "Register a host by its Docker Engine socket (containers) or its libvirt URI (virtual machines); it must answer.",
+            discussion: "cloud hosts add h1 --docker-socket unix:///run/docker.sock\ncloud hosts add vm1 --libvirt qemu:///system")
         @Argument(help: "The host's name (lowercase letters, digits and -).") var name: String
-        @Option(help: "The engine's socket, unix:///path/to/docker.sock.") var dockerSocket: String
+        @Option(help: "The engine's socket, unix:///path/to/docker.sock.") var dockerSocket: String?
+        @Option(help: "This machine's libvirt daemon, qemu:///system.") var libvirt: String?
+        @Option(help: "With --libvirt: kvm (the default where libvirt offers it) or tcg (QEMU's emulation, where /dev/kvm does not work).")
+        var accelerator: String?
         @Option(help: "Instance vCPUs per CPU of the host (1 to 64; default 8).") var cpuOvercommit: Int?
         @OptionGroup var client: APIClientOptions
 
+        func validate() throws {
+            if (self.dockerSocket == nil) == (self.libvirt == nil) { throw ValidationError("give one of --docker-socket and --libvirt") }
+        }
+
         func run() async throws {
-            var body: [(String, JSONValue)] = [("name", .string(self.name)), ("docker_socket", .string(self.dockerSocket))]
+            var body: [(String, JSONValue)] = [("name", .string(self.name))]
+            if let dockerSocket { body.append(("docker_socket", .string(dockerSocket))) }
+            if let libvirt { body.append(("libvirt_uri", .string(libvirt))) }
+            if let accelerator { body.append(("accelerator", .string(accelerator))) }
             if let cpuOvercommit { body.append(("cpu_overcommit", .int(Int64(cpuOvercommit)))) }
             let answer = try await self.client.call("POST", "/compute/hosts", body: .object(body))
             self.client.emit(answer) {
-                print("Host \(self.name) added: \(APIClientOptions.text(answer?["cpus"])) CPUs, Docker \(APIClientOptions.text(answer?["engine_version"])).")
+                let engine = self.libvirt == nil ? "Docker " : ""
+                print("Host \(self.name) added: \(APIClientOptions.text(answer?["cpus"])) CPUs, \(engine)\(APIClientOptions.text(answer?["engine_version"])).")
             }
         }
     }
@@ -155,7 +166,8 @@ struct Hosts: AsyncParsableCommand {
             let resources = ResourceClient(self.client)
             let columns = [
                 ("NAME", "name"), ("STATUS", "status"), ("CPUS", "cpus"), ("MEMORY", "memory_bytes"), ("INSTANCES", "instances"),
-                ("VCPUS_USED", "vcpus_allocated"), ("MIB_USED", "memory_mib_allocated"), ("SOCKET", "docker_socket"), ("REASON", "status_reason"),
+                ("VCPUS_USED", "vcpus_allocated"), ("MIB_USED", "memory_mib_allocated"), ("BACKEND", "backend"), ("SOCKET", "docker_socket"),
+                ("URI", "libvirt_uri"), ("REASON", "status_reason"),
             ]
             resources.show(try await resources.listAll("/compute/hosts", itemsKey: "hosts"), itemsKey: "hosts", columns: columns)
         }
@@ -173,16 +185,16 @@ struct Hosts: AsyncParsableCommand {
     }
 }
 
-/// `cloud instances`: containers (and later VMs) of the tenant of your key.
+/// `cloud instances`: containers and virtual machines of the tenant of your key.
 struct Instances: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Instances: processes from an image, placed on a compute host, in the tenant of your API key.",
         discussion: "Creating, stopping, starting, rebooting and deleting are asynchronous; --wait waits for the outcome.",
-        subcommands: [Create.self, List.self, Show.self, Logs.self, Exec.self, Stop.self, Start.self, Reboot.self, Delete.self],
+        subcommands: [Create.self, List.self, Show.self, Logs.self, Exec.self, Console.self, Stop.self, Start.self, Reboot.self, Delete.self],
         defaultSubcommand: List.self)
 
     static let columns = [
-        ("NAME", "name"), ("STATUS", "status"), ("TYPE", "type"), ("IMAGE", "image"), ("HOST", "host"), ("CREATED", "created_at"),
+        ("NAME", "name"), ("STATUS", "status"), ("TYPE", "type"), ("BACKEND", "backend"), ("IMAGE", "image"), ("HOST", "host"), ("CREATED", "created_at"),
         ("REASON", "status_reason"),
     ]
 
@@ -225,7 +237,7 @@ struct Instances: AsyncParsableCommand {
                 """)
         @Argument(help: "The name (lowercase letters, digits and -).") var name: String
         @Option(help: "The image.") var image: String
-        @Option(help: "docker (the default).") var backend: String?
+        @Option(help: "docker (a container, the default) or libvirt (a virtual machine booting the image's kernel).") var backend: String?
         @Option(help: "no (default), on-failure, always or unless-stopped.") var restart: String?
         @Flag(help: "Wait until it is ready (or failed, with the reason).") var wait = false
         @OptionGroup var process: ProcessOptions
@@ -351,6 +363,21 @@ struct Instances: AsyncParsableCommand {
                 }
             }
             if case .int(let code) = answer?["exit_code"], code != 0 { throw ExitCode(Int32(truncatingIfNeeded: code)) }
+        }
+    }
+
+    struct Console: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Where a running virtual machine's VNC console listens, and its password.",
+            discussion: "cloud instances console vm1   (then: vncviewer 127.0.0.1::PORT, or any VNC client, with the password)")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let answer = try await self.client.call("GET", Instances.path(self.name) + "/console")
+            self.client.emit(answer) {
+                print("VNC \(APIClientOptions.text(answer?["host"])):\(APIClientOptions.text(answer?["port"]))  password \(APIClientOptions.text(answer?["password"]))")
+            }
         }
     }
 

@@ -21,6 +21,8 @@ enum ComputeError: Error, APIErrorConvertible {
     case deploymentDeleting(String)
     case deploymentAutoscaled(String)
     case engine(String)
+    /// The instance's backend cannot do what was asked (the reason says what can).
+    case unsupported(String)
     case volumesUnavailable
     case snapshotsUnavailable
     case volumeNotFound(String)
@@ -45,7 +47,7 @@ enum ComputeError: Error, APIErrorConvertible {
                 status: 400, code: "unknown_instance_type",
                 message: "no instance type '\(name)' (types: \(InstanceType.all.map(\.name).joined(separator: ", ")))")
         case .unknownBackend(let name):
-            APIError(status: 400, code: "unknown_backend", message: "backend '\(name)' is not available here (backends: docker)")
+            APIError(status: 400, code: "unknown_backend", message: "no backend '\(name)' (backends: docker, libvirt)")
         case .hostNotFound(let name): APIError(status: 404, code: "host_not_found", message: "no compute host '\(name)'")
         case .hostExists(let name): .conflict("host_exists", "a compute host '\(name)' exists")
         case .hostInUse(let name, let count):
@@ -59,6 +61,7 @@ enum ComputeError: Error, APIErrorConvertible {
             .conflict("invalid_state", "deployment '\(name)' auto-scales: its replicas follow its CPU use between min_replicas and max_replicas")
         case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
         case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
+        case .unsupported(let why): .conflict("unsupported_by_backend", why)
         case .volumesUnavailable:
             APIError(status: 503, code: "volumes_unavailable", message: "this control plane has no volume directory (cloud server --volumes-dir)")
         case .snapshotsUnavailable: APIError(status: 503, code: "snapshots_unavailable", message: "no object store is configured for snapshots")

@@ -2,6 +2,7 @@ import Database
 import DockerEngine
 import Foundation
 import Hashing
+import Libvirt
 import Logging
 import ServiceContract
 import SQLite
@@ -132,7 +133,7 @@ extension ComputeService {
                 host,
                 Placement.Candidate(
                     host: host.name, state: host.state, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: host.cpuOvercommit,
-                    usedVCPUs: vcpus, usedMemoryMiB: memory, instances: count)
+                    usedVCPUs: vcpus, usedMemoryMiB: memory, instances: count, backend: host.backend)
             )
         }
     }
@@ -141,27 +142,56 @@ extension ComputeService {
         let name = context.body.string("name") ?? ""
         try Self.checkName(name)
         let socket = context.body.string("docker_socket") ?? ""
-        guard socket.hasPrefix("unix:///") else { throw APIError.invalidRequest("docker_socket must be unix:///path/to/docker.sock") }
+        let uri = context.body.string("libvirt_uri") ?? ""
+        guard socket.isEmpty != uri.isEmpty else {
+            throw APIError.invalidRequest("name one of docker_socket (a host of containers) and libvirt_uri (a host of virtual machines)")
+        }
+        if uri.isEmpty {
+            guard socket.hasPrefix("unix:///") else { throw APIError.invalidRequest("docker_socket must be unix:///path/to/docker.sock") }
+        } else {
+            try Self.checkLibvirtURI(uri)
+        }
         let overcommit = context.body.integer("cpu_overcommit") ?? 8
         guard (1...64).contains(overcommit) else { throw APIError.invalidRequest("cpu_overcommit must be 1 to 64") }
-        let info: DockerEngine.Info
-        do { info = try await DockerEngine(socket: socket).info() } catch let error as DockerError {
-            throw APIError(status: 400, code: "host_unreachable", message: error.description)
+        let cpus: Int64
+        let memoryBytes: Int64
+        let version: String
+        var accelerator = ""
+        if uri.isEmpty {
+            guard context.body.string("accelerator") == nil else { throw APIError.invalidRequest("accelerator is a libvirt host's") }
+            do {
+                let info = try await DockerEngine(socket: socket).info()
+                (cpus, memoryBytes, version) = (Int64(info.cpus), info.memoryBytes, info.serverVersion)
+            } catch let error as DockerError {
+                throw APIError(status: 400, code: "host_unreachable", message: error.description)
+            }
+        } else {
+            do {
+                let info = try await Libvirt(uri: uri).info()
+                (cpus, memoryBytes, version) = (Int64(info.cpus), info.memoryBytes, "libvirt \(info.version)")
+                accelerator = context.body.string("accelerator") ?? (info.kvm ? "kvm" : "tcg")
+                guard ["kvm", "tcg"].contains(accelerator) else { throw APIError.invalidRequest("accelerator must be kvm or tcg") }
+                guard accelerator == "tcg" || info.kvm else {
+                    throw APIError(status: 400, code: "host_unreachable", message: "libvirt at \(uri) offers no KVM (no usable /dev/kvm): use accelerator tcg")
+                }
+            } catch let error as LibvirtError {
+                throw APIError(status: 400, code: "host_unreachable", message: error.description)
+            }
         }
         let now = context.environment.clock.unixMilliseconds()
         let host = HostRecord(
-            name: name, dockerSocket: socket, state: .ready, reason: nil, cpus: Int64(info.cpus), memoryBytes: info.memoryBytes,
-            engineVersion: info.serverVersion, cpuOvercommit: overcommit, seenAt: now, checkedAt: now, createdAt: now)
+            name: name, dockerSocket: socket, state: .ready, reason: nil, cpus: cpus, memoryBytes: memoryBytes, engineVersion: version,
+            cpuOvercommit: overcommit, seenAt: now, checkedAt: now, createdAt: now, libvirtURI: uri, accelerator: accelerator)
         return try await context.transaction { db in
             if try await db.query("SELECT 1 FROM compute_hosts WHERE name = $1", [.text(name)]).first != nil { throw ComputeError.hostExists(name) }
             try await db.query(
-                "INSERT INTO compute_hosts (\(ComputeSchema.hostColumns)) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8, $8)",
+                "INSERT INTO compute_hosts (\(ComputeSchema.hostColumns)) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8, $8, $9, $10)",
                 [.text(name), .text(socket), .text(host.state.rawValue), .integer(host.cpus), .integer(host.memoryBytes), .text(host.engineVersion),
-                 .integer(overcommit), .integer(now)])
-            Self.log(context, "compute host added", ["host": "\(name)", "cpus": "\(info.cpus)", "engine": "\(info.serverVersion)"])
+                 .integer(overcommit), .integer(now), .text(uri), .text(host.accelerator)])
+            Self.log(context, "compute host added", ["host": "\(name)", "backend": "\(host.backend)", "cpus": "\(cpus)", "engine": "\(version)"])
             let empty = Placement.Candidate(
                 host: name, state: .ready, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: overcommit, usedVCPUs: 0,
-                usedMemoryMiB: 0, instances: 0)
+                usedMemoryMiB: 0, instances: 0, backend: host.backend)
             return .json(201, Self.hostShape.json(HostView(record: host, placed: empty)))
         }
     }
@@ -196,13 +226,16 @@ extension ComputeService {
         let typeName = context.body.string("type") ?? "small"
         guard let type = InstanceType.named(typeName) else { throw ComputeError.unknownType(typeName) }
         let backend = context.body.string("backend") ?? "docker"
-        guard backend == "docker" else { throw ComputeError.unknownBackend(backend) }
+        guard ["docker", "libvirt"].contains(backend) else { throw ComputeError.unknownBackend(backend) }
         let restart = context.body.string("restart") ?? "no"
         guard Self.restartPolicies.contains(restart) else {
             throw APIError.invalidRequest("restart must be one of \(Self.restartPolicies.joined(separator: ", "))")
         }
         let command = context.body.strings("command") ?? []
         let variables = try Self.environmentVariables(context)
+        if backend == "libvirt", !command.isEmpty || !variables.isEmpty || restart != "no" {
+            throw APIError.invalidRequest("command, environment and restart are a container's: a virtual machine boots its image's kernel and init")
+        }
         let environment = context.environment
         let now = environment.clock.unixMilliseconds()
         let id = SecureRandom.identifier(prefix: "i-", bytes: 8)
@@ -314,6 +347,10 @@ extension ComputeService {
         }
         let (instance, host) = try await self.existingWithHost(context)
         guard let host else { return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: []))) }
+        if host.backend == "libvirt" {
+            guard since == nil else { throw APIError.invalidRequest("since is for containers: a machine's serial console has no times (use tail)") }
+            return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: self.machineLogs(instance, tail: tail))))
+        }
         var lines: [LogFrames.Line]
         do {
             lines = try await DockerEngine(socket: host.dockerSocket).logs(instance.containerName, tail: tail, since: since)
@@ -355,6 +392,9 @@ extension ComputeService {
             throw APIError.invalidRequest("timeout_seconds must be 1 to \(Self.maximumExecSeconds)")
         }
         let (instance, host) = try await self.existingWithHost(context)
+        guard instance.backend == "docker" else {
+            throw ComputeError.unsupported("exec runs in containers; reach a virtual machine through its console (cloud instances console)")
+        }
         guard instance.state == .ready, let host else { throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "run a command") }
         do {
             let result = try await DockerEngine(socket: host.dockerSocket).exec(instance.containerName, command: command, timeout: .seconds(seconds))

@@ -2,14 +2,15 @@ public import Database
 import DockerEngine
 import Foundation
 import Hashing
+public import Libvirt
 import Logging
 import Prometheus
 public import ServiceContract
 import SQLite
 public import VolumeFiles
 
-/// Compute: instances (containers on Docker Engines for now), the images they run and the hosts
-/// that run them.
+/// Compute: instances (containers on Docker Engines, virtual machines on libvirt hosts), the
+/// images they run and the hosts that run them.
 ///
 /// A create writes the instance as `pending` and enqueues `compute.provision` in the same
 /// transaction; the task places it (``Placement``), loads the image into the host's engine if it
@@ -26,6 +27,8 @@ public struct ComputeService: CloudService {
     let images: SystemStore?
     /// Where volume files live and are mounted.
     let volumes: VolumeFiles?
+    /// Where virtual machines' disks, consoles and prepared images live (``Machines``).
+    let machines: MachineFiles?
     /// Its counters, in the process's registry: provisions by outcome and their time, replicas a
     /// deployment replaced, auto-scaling changes.
     let metrics: ServiceMetrics
@@ -35,9 +38,14 @@ public struct ComputeService: CloudService {
     ///     `images_unavailable` and snapshots with 503 `snapshots_unavailable`.
     ///   - volumes: The host directory of volume files; nil answers volume routes with 503
     ///     `volumes_unavailable`.
-    public init(store: SystemStore?, volumes: VolumeFiles? = nil, metrics: ServiceMetrics = ServiceMetrics(service: "compute")) {
+    ///   - machines: The host directory of virtual machines' files; nil makes instances on libvirt
+    ///     hosts `failed` with the reason.
+    public init(
+        store: SystemStore?, volumes: VolumeFiles? = nil, machines: MachineFiles? = nil, metrics: ServiceMetrics = ServiceMetrics(service: "compute")
+    ) {
         self.images = store
         self.volumes = volumes
+        self.machines = machines
         self.metrics = metrics
     }
 
@@ -54,7 +62,7 @@ public struct ComputeService: CloudService {
 
     public var name: String { "compute" }
     public var summary: String {
-        "Instances on Docker Engine hosts, the root-file-system images they run, instance types, and the hosts with their capacity."
+        "Instances (containers on Docker Engine hosts, virtual machines on libvirt hosts), the root-file-system images they run, instance types, and the hosts with their capacity."
     }
 
     /// How often every host is checked.
@@ -83,6 +91,7 @@ public struct ComputeService: CloudService {
             PermissionSpec("instance:update", "Stop, start and reboot instances.", grantedTo: [.developer]),
             PermissionSpec("instance:delete", "Delete instances.", grantedTo: [.developer]),
             PermissionSpec("instance:exec", "Run commands in instances.", grantedTo: [.developer]),
+            PermissionSpec("instance:console", "Reach virtual machines' consoles (VNC).", grantedTo: [.developer]),
             PermissionSpec("image:read", "See images.", grantedTo: [.developer, .viewer]),
             PermissionSpec("image:create", "Import images.", grantedTo: [.developer]),
             PermissionSpec("image:delete", "Delete images no instance uses.", grantedTo: [.developer]),
@@ -171,7 +180,7 @@ public struct ComputeService: CloudService {
         $0.string("name") { $0.name }
         $0.string("image") { $0.image }
         $0.string("type") { $0.type }
-        $0.enumeration("backend", ["docker"]) { $0.backend }
+        $0.enumeration("backend", ["docker", "libvirt"]) { $0.backend }
         $0.integer("vcpus") { $0.vcpus }
         $0.integer("memory_mib") { $0.memoryMiB }
         $0.strings("command", "What it runs (empty: the image's command).") { $0.command }
@@ -180,7 +189,7 @@ public struct ComputeService: CloudService {
         $0.enumeration("status", InstanceState.allCases.map(\.rawValue)) { $0.state.rawValue }
         $0.optionalString("status_reason", "Why it is failed, stopped or unknown.") { $0.reason }
         $0.optionalString("host", "The host it was placed on.") { $0.host }
-        $0.optionalString("container_id", "The container on that host's engine.") { $0.backendID }
+        $0.optionalString("container_id", "The container on that host's engine, or the machine's libvirt domain.") { $0.backendID }
         $0.integer("version", "The ETag.") { $0.version }
         $0.time("created_at") { $0.createdAt }
         $0.time("updated_at") { $0.updatedAt }
@@ -213,12 +222,15 @@ public struct ComputeService: CloudService {
 
     static let hostShape = ResponseShape<HostView>("ComputeHost") {
         $0.string("name") { $0.record.name }
-        $0.string("docker_socket") { $0.record.dockerSocket }
+        $0.enumeration("backend", ["docker", "libvirt"], "What it runs: containers or virtual machines.") { $0.record.backend }
+        $0.string("docker_socket", "Empty on a libvirt host.") { $0.record.dockerSocket }
+        $0.string("libvirt_uri", "Empty on a Docker host.") { $0.record.libvirtURI }
+        $0.string("accelerator", "A libvirt host's machines run on kvm or tcg (QEMU's emulation); empty on a Docker host.") { $0.record.accelerator }
         $0.enumeration("status", HostState.allCases.map(\.rawValue)) { $0.record.state.rawValue }
         $0.optionalString("status_reason") { $0.record.reason }
-        $0.integer("cpus", "As its engine reports them.") { $0.record.cpus }
+        $0.integer("cpus", "As its engine or libvirt reports them.") { $0.record.cpus }
         $0.integer("memory_bytes") { $0.record.memoryBytes }
-        $0.string("engine_version") { $0.record.engineVersion }
+        $0.string("engine_version", "Docker's version, or `libvirt` and libvirt's.") { $0.record.engineVersion }
         $0.integer("cpu_overcommit", "Instance vCPUs it takes per CPU.") { $0.record.cpuOvercommit }
         $0.integer("instances") { $0.placed.instances }
         $0.integer("vcpus_allocated") { $0.placed.usedVCPUs }
@@ -230,8 +242,8 @@ public struct ComputeService: CloudService {
     static let hostList = ListShape("ComputeHostList", itemsKey: "hosts", item: Self.hostShape)
 
     static let logLineShape = ResponseShape<LogFrames.Line>("LogLine") {
-        $0.enumeration("stream", ["stdout", "stderr"]) { $0.stream.rawValue }
-        $0.string("time", "The engine's RFC 3339 time with nanoseconds.") { $0.timestamp ?? "" }
+        $0.enumeration("stream", ["stdout", "stderr"], "A machine's serial console is stdout.") { $0.stream.rawValue }
+        $0.string("time", "The engine's RFC 3339 time with nanoseconds (empty for a machine's serial console).") { $0.timestamp ?? "" }
         $0.string("text") { $0.text }
     }
 
@@ -292,11 +304,13 @@ public struct ComputeService: CloudService {
             },
             Route(
                 method: "POST", path: "/compute/hosts", operationID: "addComputeHost",
-                summary: "Register a host by its Docker Engine socket (platform operators); its engine must answer.",
+                summary: "Register a host by its Docker Engine socket or its libvirt URI (platform operators); it must answer.",
                 access: .platformAdmin,
                 body: BodySchema([
                     .string("name", maxLength: 63, "1 to 63 of lowercase letters, digits and -."),
-                    .string("docker_socket", maxLength: 200, "unix:///path/to/docker.sock"),
+                    .string("docker_socket", required: false, maxLength: 200, "unix:///path/to/docker.sock: a host of containers."),
+                    .string("libvirt_uri", required: false, maxLength: 200, "qemu:///system: a host of virtual machines (this machine's libvirt)."),
+                    .string("accelerator", required: false, maxLength: 8, "A libvirt host's: kvm (the default where libvirt offers it) or tcg (QEMU's emulation)."),
                     .integer("cpu_overcommit", "Instance vCPUs per CPU (1 to 64, default 8)."),
                 ]), success: 201, response: .shape(Self.hostShape.component), errors: [(409, "host_exists"), (400, "host_unreachable")]
             ) { context in try await self.addHost(context) },
@@ -318,10 +332,10 @@ public struct ComputeService: CloudService {
                     .string("name", maxLength: 63, "1 to 63 of lowercase letters, digits and -; unique in the tenant."),
                     .string("image", maxLength: 63, "An image of the tenant."),
                     .string("type", required: false, maxLength: 32, "An instance type (default small)."),
-                    .string("backend", required: false, maxLength: 16, "docker (the default)."),
-                    .strings("command", required: false, "What it runs instead of the image's command."),
-                    .stringMap("environment", "Environment variables."),
-                    .string("restart", required: false, maxLength: 16, "no (default), on-failure, always or unless-stopped."),
+                    .string("backend", required: false, maxLength: 16, "docker (a container, the default) or libvirt (a virtual machine booting the image's kernel)."),
+                    .strings("command", required: false, "What it runs instead of the image's command (containers only)."),
+                    .stringMap("environment", "Environment variables (containers only)."),
+                    .string("restart", required: false, maxLength: 16, "no (default), on-failure, always or unless-stopped (containers only)."),
                 ]), success: 201, response: .shape(Self.instanceShape.component),
                 errors: [(409, "instance_exists"), (404, "image_not_found"), (400, "unknown_instance_type"), (400, "unknown_backend")]
             ) { context in try await self.createInstance(context) },
@@ -341,7 +355,7 @@ public struct ComputeService: CloudService {
             ) { context in try await self.request(.delete, context) },
             Route(
                 method: "GET", path: "/compute/instances/{name}/logs", operationID: "getInstanceLogs",
-                summary: "What the instance wrote to stdout and stderr, oldest first.", access: readInstance, success: 200,
+                summary: "What the instance wrote to stdout and stderr (a machine: to its serial console), oldest first.", access: readInstance, success: 200,
                 response: .shape(Self.logsShape.component), errors: [(502, "engine_error")],
                 query: [
                     QueryParameter("tail", "At most this many of the last lines (1 to 10000, default 1000)."),
@@ -355,8 +369,15 @@ public struct ComputeService: CloudService {
                 body: BodySchema([
                     .strings("command", required: true, "The program and its arguments."),
                     .integer("timeout_seconds", "How long it may run (1 to 600, default 60); past it the answer is 502 and the command goes on."),
-                ]), success: 200, response: .shape(Self.execShape.component), errors: [(409, "invalid_state"), (502, "engine_error")]
+                ]), success: 200, response: .shape(Self.execShape.component),
+                errors: [(409, "invalid_state"), (409, "unsupported_by_backend"), (502, "engine_error")]
             ) { context in try await self.exec(context) },
+            Route(
+                method: "GET", path: "/compute/instances/{name}/console", operationID: "getInstanceConsole",
+                summary: "Where a running virtual machine's VNC console listens, and its password.",
+                access: .permission(Permission("instance:console")!), success: 200, response: .shape(Self.consoleShape.component),
+                errors: [(409, "invalid_state"), (409, "unsupported_by_backend"), (502, "engine_error")]
+            ) { context in try await self.console(context) },
         ] + power + self.deploymentRoutes + self.volumeRoutes
     }
 

@@ -2,11 +2,13 @@ import Database
 import ServiceContract
 import SQLite
 
-/// A machine that runs instances: for now, a Docker Engine the control plane reaches on its Unix
-/// socket. Two engines with their own sockets and data roots on one machine are two hosts.
+/// A machine that runs instances: a Docker Engine the control plane reaches on its Unix socket
+/// (containers), or a libvirt daemon on the control plane's machine (virtual machines). Two engines
+/// with their own sockets and data roots on one machine are two hosts, and so are an engine and a
+/// libvirt daemon on one machine.
 struct HostRecord: Sendable, Equatable {
     var name: String
-    /// `unix:///run/docker.sock`.
+    /// `unix:///run/docker.sock`; empty for a libvirt host.
     var dockerSocket: String
     var state: HostState
     /// Why the host is not `ready`.
@@ -21,6 +23,13 @@ struct HostRecord: Sendable, Equatable {
     var seenAt: Int64
     var checkedAt: Int64
     var createdAt: Int64
+    /// `qemu:///system`; empty for a Docker host.
+    var libvirtURI: String = ""
+    /// How a libvirt host runs machines: `kvm` or `tcg` (QEMU's emulation); empty for a Docker host.
+    var accelerator: String = ""
+
+    /// What it runs: `docker` (containers) or `libvirt` (virtual machines).
+    var backend: String { self.libvirtURI.isEmpty ? "docker" : "libvirt" }
 }
 
 /// Whether the scheduler may place instances on a host.
@@ -89,7 +98,7 @@ struct InstanceRecord: Sendable {
     /// The deployment that made it and replaces it (nil: made by a user).
     var deploymentID: String? = nil
 
-    /// The container's name on its engine.
+    /// The container's name on its engine (and the domain's name on a libvirt host).
     var containerName: String { "cloud-\(self.id)" }
 }
 
@@ -176,16 +185,20 @@ enum ComputeSchema {
             ALTER TABLE compute_deployments ADD COLUMN scaled_at BIGINT NOT NULL DEFAULT 0;
             """),
         Self.volumeMigration,
+        Migration(version: 5, name: "libvirt hosts", sql: """
+            ALTER TABLE compute_hosts ADD COLUMN libvirt_uri TEXT NOT NULL DEFAULT '';
+            ALTER TABLE compute_hosts ADD COLUMN accelerator TEXT NOT NULL DEFAULT '';
+            """),
     ]
 
     static let hostColumns =
-        "name, docker_socket, state, reason, cpus, memory_bytes, engine_version, cpu_overcommit, seen_at, checked_at, created_at"
+        "name, docker_socket, state, reason, cpus, memory_bytes, engine_version, cpu_overcommit, seen_at, checked_at, created_at, libvirt_uri, accelerator"
 
     static func host(_ row: SQLRow) -> HostRecord {
         HostRecord(
             name: row.text(0), dockerSocket: row.text(1), state: HostState(rawValue: row.text(2)) ?? .unknown, reason: row.optionalText(3),
             cpus: row.int(4), memoryBytes: row.int(5), engineVersion: row.text(6), cpuOvercommit: row.int(7), seenAt: row.int(8),
-            checkedAt: row.int(9), createdAt: row.int(10))
+            checkedAt: row.int(9), createdAt: row.int(10), libvirtURI: row.text(11), accelerator: row.text(12))
     }
 
     static func host(_ db: any SQLSession, named name: String) async throws -> HostRecord? {

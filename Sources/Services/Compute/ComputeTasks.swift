@@ -1,6 +1,7 @@
 import Database
 import DockerEngine
 import Hashing
+import Libvirt
 import Logging
 import Prometheus
 import ServiceContract
@@ -20,7 +21,7 @@ extension ComputeService {
 
     /// A write that lands only while the instance is still in one of `states` (a delete requested
     /// meanwhile wins) and this attempt still holds its task.
-    private func settle(
+    func settle(
         _ instance: InstanceRecord, from states: [InstanceState], to state: InstanceState, reason: String?, backendID: String? = nil,
         result: JSONValue = .null, _ context: TaskContext
     ) -> TaskCompletion {
@@ -44,7 +45,7 @@ extension ComputeService {
             let chosen = instance
             let decision = try await context.fenced { db -> Placement.Decision in
                 let decision = Placement.choose(
-                    vcpus: chosen.vcpus, memoryMiB: chosen.memoryMiB, among: try await Self.candidates(db).map(\.1))
+                    vcpus: chosen.vcpus, memoryMiB: chosen.memoryMiB, backend: chosen.backend, among: try await Self.candidates(db).map(\.1))
                 switch decision {
                 case .place(let host):
                     try await ComputeSchema.update(db, id: chosen.id, state: .provisioning, reason: nil, host: host, now: now)
@@ -59,6 +60,10 @@ extension ComputeService {
         guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host was removed", context)
         }
+        guard host.backend == instance.backend else {
+            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host \(host.name) runs \(host.backend), not \(instance.backend)", context)
+        }
+        if host.backend == "libvirt" { return try await self.provisionMachine(instance, on: host, context) }
         let engine = DockerEngine(socket: host.dockerSocket)
         let started = ContinuousClock.now
         do {
@@ -136,18 +141,23 @@ extension ComputeService {
         guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
             return self.settle(instance, from: [during], to: .failed, reason: "it has no host", context)
         }
-        let engine = DockerEngine(socket: host.dockerSocket)
         do {
-            switch action {
-            case .stop: try await engine.stop(instance.containerName)
-            case .start: try await engine.start(instance.containerName)
-            case .reboot: try await engine.restart(instance.containerName)
-            case .delete: break
+            if host.backend == "libvirt" {
+                try await self.powerMachine(action, instance, on: host, context)
+            } else {
+                let engine = DockerEngine(socket: host.dockerSocket)
+                switch action {
+                case .stop: try await engine.stop(instance.containerName)
+                case .start: try await engine.start(instance.containerName)
+                case .reboot: try await engine.restart(instance.containerName)
+                case .delete: break
+                }
             }
             return self.settle(instance, from: [during], to: action.outcome, reason: action == .stop ? "stopped by request" : nil, context)
-        } catch let error as DockerError {
-            if error.isUnavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
-            return self.settle(instance, from: [during], to: error.isUnavailable ? .unknown : .failed, reason: error.description, context)
+        } catch let error where error is DockerError || error is LibvirtError {
+            let unreachable = Self.unreachable(error)
+            if unreachable != nil && context.attempt < 3 { throw TaskFailure.retryable("\(error)") }
+            return self.settle(instance, from: [during], to: unreachable != nil ? .unknown : .failed, reason: "\(error)", context)
         }
     }
 
@@ -158,11 +168,15 @@ extension ComputeService {
         guard let instance = try await self.instance(context) else { return TaskCompletion(result: .string("already gone")) }
         if let hostName = instance.host, let host = try await Self.host(context, hostName) {
             do {
-                try await DockerEngine(socket: host.dockerSocket).remove(instance.containerName)
-            } catch let error as DockerError where error.isUnavailable {
-                if context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+                if host.backend == "libvirt" {
+                    try await self.removeMachine(instance, on: host)
+                } else {
+                    try await DockerEngine(socket: host.dockerSocket).remove(instance.containerName)
+                }
+            } catch let error where Self.unreachable(error) != nil {
+                if context.attempt < 3 { throw TaskFailure.retryable("\(error)") }
                 context.logger.warning(
-                    "instance deleted while its engine is unreachable; its container goes when the engine is back",
+                    "instance deleted while its host is unreachable; its container or machine goes when the host is back",
                     metadata: ["instance": "\(instance.id)", "host": "\(hostName)"])
             }
         }
@@ -180,45 +194,25 @@ extension ComputeService {
         }
     }
 
-    /// Asks every host's engine how it is and what runs there, and brings the records in line.
+    /// Asks every host how it is and what runs there, and brings the records in line.
     func checkHosts(_ context: TaskContext) async throws -> TaskCompletion {
         let database = context.queue.database
         let hosts = try await database.query("SELECT \(ComputeSchema.hostColumns) FROM compute_hosts ORDER BY name").map(ComputeSchema.host)
         var changes = 0
         for host in hosts {
-            let engine = DockerEngine(socket: host.dockerSocket)
             let now = context.queue.now()
             do {
-                let info = try await engine.info()
-                let containers = try await engine.containers(label: "cloud.instance")
                 let placed = try await database.query(
                     "SELECT \(ComputeSchema.instanceColumns) FROM compute_instances WHERE host = $1", [.text(host.name)]
                 ).map(ComputeSchema.instance)
+                let report =
+                    host.backend == "libvirt"
+                    ? try await self.inspectMachines(host, placed: placed, context) : try await self.inspectContainers(host, placed: placed, context)
                 var updates: [(InstanceRecord, InstanceState, String?)] = []
                 for instance in placed {
-                    let container = containers.first { $0.labels["cloud.instance"] == instance.id }
-                    var observation = ContainerObservation.missing
-                    if let container {
-                        if container.state == "running" || container.state == "restarting" {
-                            observation = .running
-                        } else if let state = try await engine.inspect(container.id) {
-                            observation = state.running ? .running : .exited(code: state.exitCode, oomKilled: state.oomKilled)
-                        }
+                    if let observation = report.observations[instance.id], let (state, reason) = observation.reconcile(instance.state, host: host.name) {
+                        updates.append((instance, state, reason))
                     }
-                    if let (state, reason) = observation.reconcile(instance.state, host: host.name) { updates.append((instance, state, reason)) }
-                }
-                // Containers of instances that are gone (deleted while the engine was away).
-                var known: Set<String> = []
-                if !containers.isEmpty {
-                    known = Set(
-                        try await database.query(
-                            "SELECT id FROM compute_instances WHERE id IN (\(containers.indices.map { "$\($0 + 1)" }.joined(separator: ", ")))",
-                            containers.map { .text($0.labels["cloud.instance"] ?? "") }
-                        ).map { $0.text(0) })
-                }
-                for container in containers where !known.contains(container.labels["cloud.instance"] ?? "") {
-                    try await engine.remove(container.id)
-                    context.logger.info("orphaned container removed", metadata: ["host": "\(host.name)", "container": "\(container.id)"])
                 }
                 let pending = updates
                 let applied = try await context.fenced { db -> Int in
@@ -226,7 +220,7 @@ extension ComputeService {
                         """
                         UPDATE compute_hosts SET state = 'ready', reason = NULL, cpus = $2, memory_bytes = $3, engine_version = $4,
                         seen_at = $5, checked_at = $5 WHERE name = $1
-                        """, [.text(host.name), .integer(Int64(info.cpus)), .integer(info.memoryBytes), .text(info.serverVersion), .integer(now)])
+                        """, [.text(host.name), .integer(report.cpus), .integer(report.memoryBytes), .text(report.version), .integer(now)])
                     var applied = 0
                     for (instance, state, reason) in pending {
                         applied += try await db.query(
@@ -239,9 +233,9 @@ extension ComputeService {
                     return applied
                 }
                 changes += applied
-            } catch let error as DockerError where error.isUnavailable {
+            } catch let error where Self.unreachable(error) != nil {
                 let late = now - host.seenAt >= Self.hostGrace
-                let reason = error.description
+                let reason = Self.unreachable(error) ?? ""
                 changes += try await context.fenced { db -> Int in
                     try await db.query(
                         "UPDATE compute_hosts SET checked_at = $2, state = $3, reason = $4 WHERE name = $1",
@@ -255,11 +249,54 @@ extension ComputeService {
                         """, [.text(host.name), .text("its host \(host.name) does not answer: \(reason)"), .integer(now)]
                     ).count
                 }
-            } catch let error as DockerError {
+            } catch let error where error is DockerError || error is LibvirtError {
                 context.logger.warning("host check failed", metadata: ["host": "\(host.name)", "error": "\(error)"])
             }
         }
         changes += try await self.remountVolumes(context)
         return TaskCompletion(result: .object([("hosts", .int(Int64(hosts.count))), ("changes", .int(Int64(changes)))]))
+    }
+
+    /// The reason when `error` says a host's backend does not answer (not that a request was wrong).
+    static func unreachable(_ error: any Error) -> String? {
+        if let error = error as? DockerError, error.isUnavailable { return error.description }
+        if let error = error as? LibvirtError, error.kind == .unavailable { return error.description }
+        return nil
+    }
+
+    /// What a Docker host's engine reports, with how each instance placed there is; containers of
+    /// instances that are gone (deleted while the engine was away) are removed.
+    private func inspectContainers(_ host: HostRecord, placed: [InstanceRecord], _ context: TaskContext) async throws -> HostReport {
+        let engine = DockerEngine(socket: host.dockerSocket)
+        let info = try await engine.info()
+        let containers = try await engine.containers(label: "cloud.instance")
+        var observations: [String: ContainerObservation] = [:]
+        for instance in placed {
+            let container = containers.first { $0.labels["cloud.instance"] == instance.id }
+            var observation = ContainerObservation.missing
+            if let container {
+                if container.state == "running" || container.state == "restarting" {
+                    observation = .running
+                } else if let state = try await engine.inspect(container.id) {
+                    observation = state.running ? .running : .exited(code: state.exitCode, oomKilled: state.oomKilled)
+                }
+            }
+            observations[instance.id] = observation
+        }
+        let known = try await Self.existingInstances(context.queue.database, ids: containers.map { $0.labels["cloud.instance"] ?? "" })
+        for container in containers where !known.contains(container.labels["cloud.instance"] ?? "") {
+            try await engine.remove(container.id)
+            context.logger.info("orphaned container removed", metadata: ["host": "\(host.name)", "container": "\(container.id)"])
+        }
+        return HostReport(cpus: Int64(info.cpus), memoryBytes: info.memoryBytes, version: info.serverVersion, observations: observations)
+    }
+
+    /// Which of these instance ids still have an instance.
+    static func existingInstances(_ database: any SQLDatabase, ids: [String]) async throws -> Set<String> {
+        guard !ids.isEmpty else { return [] }
+        return Set(
+            try await database.query(
+                "SELECT id FROM compute_instances WHERE id IN (\(ids.indices.map { "$\($0 + 1)" }.joined(separator: ", ")))", ids.map(SQLValue.text)
+            ).map { $0.text(0) })
     }
 }

@@ -26,20 +26,28 @@ enum InstanceAction: String, Sendable, CaseIterable {
     }
 }
 
-/// What the host check concludes about one instance from its container's state.
+/// What the host check concludes about one instance from its container's or machine's state.
 enum ContainerObservation: Sendable, Equatable {
     /// No container of that name on the host.
     case missing
     case running
     case exited(code: Int, oomKilled: Bool)
+    /// No domain of that name on the libvirt host.
+    case machineMissing
+    /// The machine is shut off (the guest powered down, or crashed).
+    case poweredOff
 
     /// The instance's new state and reason, or nil to leave it alone.
     func reconcile(_ state: InstanceState, host: String) -> (InstanceState, String?)? {
         switch (state, self) {
         case (.ready, .exited(let code, let oom)), (.unknown, .exited(let code, let oom)):
             return (.stopped, oom ? "killed: out of memory (exit code \(code))" : "the process exited with code \(code)")
+        case (.ready, .poweredOff), (.unknown, .poweredOff):
+            return (.stopped, "the machine powered off")
         case (.ready, .missing), (.unknown, .missing), (.stopped, .missing):
             return (.failed, "the container is gone from host \(host)")
+        case (.ready, .machineMissing), (.unknown, .machineMissing), (.stopped, .machineMissing):
+            return (.failed, "the machine is gone from host \(host)")
         case (.unknown, .running):
             return (.ready, nil)
         case (.stopped, .running):

@@ -30,6 +30,8 @@ enum Placement {
         var usedVCPUs: Int64
         var usedMemoryMiB: Int64
         var instances: Int64
+        /// What it runs: `docker` or `libvirt`.
+        var backend: String = "docker"
 
         var vcpuCapacity: Int64 { self.cpus * self.cpuOvercommit }
         var memoryCapacityMiB: Int64 { self.memoryBytes / (1 << 20) }
@@ -53,12 +55,16 @@ enum Placement {
         case refuse(reason: String)
     }
 
-    /// Spreads: the ready host that would be least loaded after taking the instance (then the one
-    /// with fewer instances, then by name, so the choice is deterministic).
-    static func choose(vcpus: Int64, memoryMiB: Int64, among candidates: [Candidate]) -> Decision {
+    /// Spreads: the ready host of the instance's backend that would be least loaded after taking
+    /// the instance (then the one with fewer instances, then by name, so the choice is deterministic).
+    static func choose(vcpus: Int64, memoryMiB: Int64, backend: String = "docker", among all: [Candidate]) -> Decision {
+        let candidates = all.filter { $0.backend == backend }
         let ready = candidates.filter { $0.state == .ready }
         guard !ready.isEmpty else {
-            return .refuse(reason: candidates.isEmpty ? "no compute host is registered" : "no compute host is ready (\(candidates.count) unknown)")
+            if candidates.isEmpty {
+                return .refuse(reason: all.isEmpty ? "no compute host is registered" : "no compute host runs \(backend) (cloud hosts add)")
+            }
+            return .refuse(reason: "no \(backend) compute host is ready (\(candidates.count) unknown)")
         }
         let fitting = ready.filter { $0.fits(vcpus: vcpus, memoryMiB: memoryMiB) }
         guard

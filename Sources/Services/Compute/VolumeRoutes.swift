@@ -114,7 +114,8 @@ extension ComputeService {
                 method: "POST", path: "/compute/volumes/{name}/attach", operationID: "attachVolume",
                 summary: "Attach an available volume to a ready or stopped instance, which sees it at /volumes/NAME (asynchronous).",
                 access: update, body: BodySchema([.string("instance", maxLength: 63, "An instance of the tenant.")]), success: 202,
-                response: .shape(Self.volumeShape.component), errors: [(409, "invalid_state"), (404, "instance_not_found")]
+                response: .shape(Self.volumeShape.component),
+                errors: [(409, "invalid_state"), (409, "unsupported_by_backend"), (404, "instance_not_found")]
             ) { context in try await self.attachVolume(context) },
             Route(
                 method: "POST", path: "/compute/volumes/{name}/detach", operationID: "detachVolume",
@@ -272,6 +273,9 @@ extension ComputeService {
             try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: instanceName, dialect: dialect)
         }
         guard let instance else { throw ComputeError.instanceNotFound(instanceName) }
+        guard instance.backend == "docker" else {
+            throw ComputeError.unsupported("volumes attach to containers for now; a virtual machine has only its own disk")
+        }
         let instanceID = instance.id
         return try await self.requestVolume(context, action: "attach", from: [.available], to: .attaching, instance: .some(instanceID)) { _, db in
             // Its state, read in the transaction that attaches.

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+
+@testable import Compute
+@testable import Libvirt
+
+@Suite struct MachineTests {
+    func spec(name: String = "cloud-i-1", password: String = "ab12cd34") -> DomainSpec {
+        DomainSpec(
+            name: name, title: "t-1/web <1>", vcpus: 2, memoryMiB: 512, type: "qemu", kernel: "/m/images/d/vmlinuz", initrd: "/m/images/d/initrd.img",
+            cmdline: "root=/dev/vda rw console=ttyS0", disks: [DomainSpec.Disk(path: "/m/instances/i-1/disk.qcow2", format: "qcow2", target: "vda", serial: "root")],
+            serialLog: "/m/instances/i-1/serial.log", vncListen: "127.0.0.1", vncPassword: password, owner: (uid: 0, gid: 0))
+    }
+
+    @Test func domainXMLBootsTheImageKernelWithItsDiskConsoleAndVNC() {
+        let xml = self.spec().xml
+        #expect(xml.contains("<domain type='qemu'>"))
+        #expect(xml.contains("<memory unit='MiB'>512</memory>"))
+        #expect(xml.contains("<vcpu>2</vcpu>"))
+        #expect(xml.contains("<kernel>/m/images/d/vmlinuz</kernel>"))
+        #expect(xml.contains("<initrd>/m/images/d/initrd.img</initrd>"))
+        #expect(xml.contains("<cmdline>root=/dev/vda rw console=ttyS0</cmdline>"))
+        #expect(xml.contains("<source file='/m/instances/i-1/disk.qcow2'/><target dev='vda' bus='virtio'/><serial>root</serial>"))
+        #expect(xml.contains("<serial type='file'><source path='/m/instances/i-1/serial.log' append='on'/>"))
+        #expect(xml.contains("listen='127.0.0.1' passwd='ab12cd34'"))
+        #expect(xml.contains("<label>+0:+0</label>"))
+        // The title is the user's text: escaped, never markup.
+        #expect(xml.contains("<title>t-1/web &lt;1&gt;</title>"))
+    }
+
+    @Test func textOfTheUserIsEscapedInEveryPlace() {
+        let xml = self.spec(password: "a'b&<c").xml
+        #expect(xml.contains("passwd='a&apos;b&amp;&lt;c'"))
+        #expect(!xml.contains("a'b"))
+    }
+
+    @Test func readsThePortAndPasswordLibvirtChose() {
+        let live = """
+            <domain type='qemu' id='3'><devices>
+            <graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1' passwd='x&amp;y12345'>
+              <listen type='address' address='127.0.0.1'/>
+            </graphics></devices></domain>
+            """
+        #expect(DomainSpec.vncPort(liveXML: live) == 5901)
+        #expect(DomainSpec.vncPassword(liveXML: live) == "x&y12345")
+        // Not running: autoport leaves port -1; without VIR_DOMAIN_XML_SECURE there is no password.
+        let off = "<domain><devices><graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/></devices></domain>"
+        #expect(DomainSpec.vncPort(liveXML: off) == nil)
+        #expect(DomainSpec.vncPassword(liveXML: off) == nil)
+    }
+
+    @Test func bootFilesAreFoundInsideTheImageOnly() throws {
+        let tree = FileManager.default.temporaryDirectory.appendingPathComponent("machine-tree-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: tree) }
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: tree + "/boot", withIntermediateDirectories: true)
+        try Data("kernel".utf8).write(to: URL(fileURLWithPath: tree + "/boot/vmlinuz-6.1.0-1-amd64"))
+        try Data("kernel".utf8).write(to: URL(fileURLWithPath: tree + "/boot/vmlinuz-6.1.0-9-amd64"))
+        // No /boot/vmlinuz: the newest versioned kernel.
+        #expect(MachineFiles.bootFile(in: tree, names: ["boot/vmlinuz", "vmlinuz"], prefix: "vmlinuz-") == tree + "/boot/vmlinuz-6.1.0-9-amd64")
+        // Debian's relative link at the root, followed.
+        try manager.createSymbolicLink(atPath: tree + "/vmlinuz", withDestinationPath: "boot/vmlinuz-6.1.0-1-amd64")
+        #expect(MachineFiles.bootFile(in: tree, names: ["boot/vmlinuz", "vmlinuz"], prefix: "none-") == tree + "/boot/vmlinuz-6.1.0-1-amd64")
+        // An absolute link means the image's own file, never the host's.
+        try manager.createSymbolicLink(atPath: tree + "/boot/initrd.img", withDestinationPath: "/boot/initrd.img-x")
+        #expect(MachineFiles.bootFile(in: tree, names: ["boot/initrd.img"], prefix: "none-") == nil)
+        try Data("initrd".utf8).write(to: URL(fileURLWithPath: tree + "/boot/initrd.img-x"))
+        #expect(MachineFiles.bootFile(in: tree, names: ["boot/initrd.img"], prefix: "none-") == tree + "/boot/initrd.img-x")
+        // A link that climbs out, and a linked directory that leads to the host's files, are refused.
+        try manager.createSymbolicLink(atPath: tree + "/escape", withDestinationPath: "../../../../etc/hostname")
+        #expect(MachineFiles.bootFile(in: tree, names: ["escape"], prefix: "none-") == nil)
+        try manager.createSymbolicLink(atPath: tree + "/etc", withDestinationPath: "/etc")
+        #expect(MachineFiles.bootFile(in: tree, names: ["etc/hostname"], prefix: "none-") == nil)
+        // A directory is not a kernel.
+        try manager.createDirectory(atPath: tree + "/boot/vmlinuz", withIntermediateDirectories: true)
+        #expect(MachineFiles.bootFile(in: tree, names: ["boot/vmlinuz"], prefix: "none-") == nil)
+    }
+
+    @Test func machinesArePlacedOnLibvirtHostsOnly() {
+        func host(_ name: String, _ backend: String, state: HostState = .ready) -> Placement.Candidate {
+            Placement.Candidate(
+                host: name, state: state, cpus: 4, memoryBytes: 8 << 30, cpuOvercommit: 4, usedVCPUs: 0, usedMemoryMiB: 0, instances: 0,
+                backend: backend)
+        }
+        let hosts = [host("a", "docker"), host("b", "libvirt")]
+        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: hosts) == .place(host: "b"))
+        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: "docker", among: hosts) == .place(host: "a"))
+        #expect(
+            Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: [host("a", "docker")])
+                == .refuse(reason: "no compute host runs libvirt (cloud hosts add)"))
+        #expect(
+            Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: [host("b", "libvirt", state: .unknown), host("a", "docker")])
+                == .refuse(reason: "no libvirt compute host is ready (1 unknown)"))
+    }
+
+    @Test func aMachineThatPowersOffIsStoppedAndOneThatVanishedFailed() {
+        #expect(ContainerObservation.poweredOff.reconcile(.ready, host: "h")! == (.stopped, "the machine powered off"))
+        #expect(ContainerObservation.poweredOff.reconcile(.stopped, host: "h") == nil)
+        #expect(ContainerObservation.machineMissing.reconcile(.stopped, host: "h")! == (.failed, "the machine is gone from host h"))
+        #expect(ContainerObservation.running.reconcile(.stopped, host: "h")! == (.ready, nil))
+    }
+
+    @Test func onlyThisMachinesLibvirtIsAHost() throws {
+        try ComputeService.checkLibvirtURI("qemu:///system")
+        #expect(throws: (any Error).self) { try ComputeService.checkLibvirtURI("qemu+ssh://root@far/system") }
+        #expect(throws: (any Error).self) { try ComputeService.checkLibvirtURI("") }
+    }
+}

@@ -1,0 +1,299 @@
+"""Virtual machines on the machine's real libvirtd and QEMU: a `cloud dev` with this machine's
+libvirt daemon as a host boots an image that carries its own kernel. The image is made here: the
+host's Debian kernel, an initramfs of busybox that loads the virtio modules and switches to the
+root disk, and a root file system whose init reports on the serial console what it sees. Nothing
+is pulled; the guest has no network."""
+import glob
+import gzip
+import io
+import lzma
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+
+import pytest
+import requests
+
+from cloudtest import CLOUD_BIN
+from controlhelpers import PASSWORD
+from test_compute import Dev, settled, wait_for
+
+pytestmark = pytest.mark.needs_binary
+
+URI = "qemu:///system"
+
+
+def virsh(*args, check=True):
+    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60, check=check)
+
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    for tool in ["virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img", "mkfs.ext4", "vncdo"]:
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (scripts/install-deps.sh installs libvirt, QEMU and vncdotool)")
+    if virsh("version", check=False).returncode != 0:
+        # Not running (a fresh CI machine has no init system): start the daemons.
+        subprocess.run(["virtlogd", "-d"], check=True)
+        subprocess.run(["libvirtd", "-d"], check=True)
+        wait_for("libvirtd", lambda: virsh("version", check=False).returncode == 0, timeout=60)
+    yield
+
+
+def kernel():
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        pytest.fail("no kernel in /boot (scripts/install-deps.sh installs linux-image-cloud-amd64)")
+    version = kernels[-1][len("/boot/vmlinuz-"):]
+    return kernels[-1], version
+
+
+def add_busybox(tar, applets):
+    info = tar.gettarinfo("/bin/busybox", arcname="bin/busybox")
+    with open("/bin/busybox", "rb") as f:
+        tar.addfile(info, f)
+    for applet in applets:
+        link = tarfile.TarInfo("bin/" + applet)
+        link.type = tarfile.SYMTYPE
+        link.linkname = "busybox"
+        tar.addfile(link)
+
+
+def add_file(tar, name, data, mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_dirs(tar, names):
+    for name in names:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        tar.addfile(info)
+
+
+INITRAMFS_INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for module in MODULES; do insmod /modules/$module || echo "initramfs: insmod $module failed" > /dev/ttyS0; done
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+mount -t ext4 /dev/vda /newroot || { echo "initramfs: no root disk" > /dev/ttyS0; exec sh; }
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /sbin/init
+"""
+
+GUEST_INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+echo "cloud-guest: up"
+echo "cloud-guest: root $(grep ' / ' /proc/mounts | cut -d' ' -f1,3)"
+echo "cloud-guest: disks $(ls /sys/block | tr '\\n' ' ')"
+if [ -e /var/booted ]; then echo "cloud-guest: booted before at $(cat /var/booted)"; fi
+cat /proc/uptime > /var/booted
+sync
+while true; do sleep 3600; done
+"""
+
+
+def initramfs(version):
+    """A gzipped newc cpio of busybox, the virtio modules of `version` and an /init that mounts /dev/vda."""
+    base = f"/lib/modules/{version}/kernel/drivers"
+    order = ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_blk"]
+    work = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"initramfs-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    for d in ["bin", "modules", "proc", "sys", "dev", "newroot"]:
+        os.makedirs(os.path.join(work, d))
+    shutil.copy("/bin/busybox", os.path.join(work, "bin", "busybox"))
+    for applet in ["sh", "mount", "umount", "insmod", "sleep", "switch_root", "echo"]:
+        os.symlink("busybox", os.path.join(work, "bin", applet))
+    names = []
+    for module in order:
+        found = glob.glob(f"{base}/**/{module}.ko*", recursive=True)
+        if not found:
+            continue  # built into the kernel
+        data = open(found[0], "rb").read()
+        if found[0].endswith(".xz"):
+            data = lzma.decompress(data)
+        open(os.path.join(work, "modules", module + ".ko"), "wb").write(data)
+        names.append(module + ".ko")
+    init = os.path.join(work, "init")
+    open(init, "w").write(INITRAMFS_INIT.replace("MODULES", " ".join(names)))
+    os.chmod(init, 0o755)
+    files = subprocess.run(["find", "."], cwd=work, capture_output=True, text=True, check=True).stdout
+    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=work, input=files.encode(), capture_output=True, check=True).stdout
+    shutil.rmtree(work)
+    return gzip.compress(cpio)
+
+
+@pytest.fixture(scope="module")
+def guest_tar():
+    path, version = kernel()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        add_dirs(tar, ["bin", "sbin", "boot", "proc", "sys", "dev", "var", "tmp"])
+        add_busybox(tar, ["sh", "mount", "grep", "cut", "ls", "tr", "cat", "sleep", "sync", "echo"])
+        add_file(tar, "sbin/init", GUEST_INIT.encode(), mode=0o755)
+        add_file(tar, f"boot/vmlinuz-{version}", open(path, "rb").read())
+        add_file(tar, f"boot/initrd.img-{version}", initramfs(version))
+        # Debian's links at the root of the tree.
+        for name, target in [("vmlinuz", f"boot/vmlinuz-{version}"), ("initrd.img", f"boot/initrd.img-{version}")]:
+            link = tarfile.TarInfo(name)
+            link.type = tarfile.SYMTYPE
+            link.linkname = target
+            tar.addfile(link)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, libvirtd):
+    d = Dev(tmp_path_factory.mktemp("machines-dev"))
+    d.start()
+    try:
+        requests.post(f"{d.api}/auth/register", json={"email": d.operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
+        d.key = requests.post(f"{d.api}/auth/login", json={"email": d.operator, "password": PASSWORD}).json()["api_key"]
+        d.h = {"X-API-Key": d.key}
+        yield d
+    finally:
+        d.stop()
+        # Whatever a failed test left: this test's domains are the ones whose disks are in its data directory.
+        for name in virsh("list", "--all", "--name").stdout.split():
+            if name.startswith("cloud-i-") and str(d.root) in virsh("dumpxml", name, check=False).stdout:
+                virsh("destroy", name, check=False)
+                virsh("undefine", name, check=False)
+
+
+def logs(api, h, name):
+    r = requests.get(f"{api}/compute/instances/{name}/logs", headers=h)
+    assert r.status_code == 200, r.text
+    return [line["text"] for line in r.json()["lines"]]
+
+
+def wait_line(api, h, name, text, timeout=120):
+    return wait_for(f"'{text}' on {name}'s serial console",
+                    lambda: next((line for line in logs(api, h, name) if text in line), None), timeout=timeout)
+
+
+def domstate(instance_id):
+    r = virsh("domstate", "cloud-" + instance_id, check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def vnc_capture(port, password, path):
+    return subprocess.run(["vncdo", "-s", f"127.0.0.1::{port}", "-p", password, "capture", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
+    api, h = platform.api, platform.h
+    # Only this machine's libvirt can be a host; a host is one of the two kinds.
+    r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": "far", "libvirt_uri": "qemu+ssh://root@far/system"})
+    assert r.status_code == 400 and "compute agent" in r.json()["error"]["message"], r.text
+    r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": "both", "libvirt_uri": URI, "docker_socket": "unix:///run/docker.sock"})
+    assert r.status_code == 400, r.text
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=platform.key)
+    # TCG: /dev/kvm on the machines this runs on does not run ordinary guests (MACHINE-NOTES).
+    out = subprocess.run([CLOUD_BIN, "hosts", "add", "vm1", "--libvirt", URI, "--accelerator", "tcg"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "libvirt" in out.stdout, out.stdout + out.stderr
+    hosts = requests.get(f"{api}/compute/hosts", headers=h).json()["hosts"]
+    assert [(x["name"], x["backend"], x["libvirt_uri"], x["accelerator"], x["status"]) for x in hosts] == [("vm1", "libvirt", URI, "tcg", "ready")]
+    assert hosts[0]["cpus"] >= 1 and hosts[0]["engine_version"].startswith("libvirt ")
+
+    r = requests.put(f"{api}/compute/images/guest", headers={**h, "Content-Type": "application/x-tar"}, data=guest_tar)
+    assert r.status_code == 201, r.text
+    # A container's options mean nothing to a machine.
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "bad", "image": "guest", "backend": "libvirt", "command": ["sh"]})
+    assert r.status_code == 400, r.text
+    # No Docker host: a container has nowhere to go, and says so.
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "box", "image": "guest", "type": "nano"})
+    assert r.status_code == 201, r.text
+    s = settled(api, h, "box", ("pending", "provisioning"))
+    assert s["status"] == "failed" and "no compute host runs docker" in s["status_reason"], s
+
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "vm", "image": "guest", "type": "micro", "backend": "libvirt"})
+    assert r.status_code == 201, r.text
+    s = wait_for("vm to be placed and run", lambda: (lambda s: s if s["status"] not in ("pending", "provisioning") else None)(
+        requests.get(f"{api}/compute/instances/vm", headers=h).json()), timeout=180)
+    assert s["status"] == "ready" and s["host"] == "vm1" and s["backend"] == "libvirt", s
+    vid = s["id"]
+    assert domstate(vid) == "running"
+    # The machine booted the image's kernel and initramfs, and its root is the image's tree on its own disk.
+    wait_line(api, h, "vm", "cloud-guest: up")
+    assert any(line.startswith("cloud-guest: root /dev/vda ext4") for line in logs(api, h, "vm")), logs(api, h, "vm")
+    assert any(line.startswith("cloud-guest: disks vda") for line in logs(api, h, "vm")), logs(api, h, "vm")
+    assert not any("booted before" in line for line in logs(api, h, "vm"))
+    r = requests.get(f"{api}/compute/instances/vm/logs?tail=1", headers=h)
+    assert r.status_code == 200 and len(r.json()["lines"]) == 1, r.text
+
+    # Its VNC console, with its own password; a wrong one is refused.
+    r = requests.get(f"{api}/compute/instances/vm/console", headers=h)
+    assert r.status_code == 200, r.text
+    console = r.json()
+    assert console["protocol"] == "vnc" and console["host"] == "127.0.0.1" and len(console["password"]) == 8
+    shot = tmp_path / "screen.png"
+    out = vnc_capture(console["port"], console["password"], shot)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 1000
+    wrong = "x" * 8 if console["password"] != "x" * 8 else "y" * 8
+    assert vnc_capture(console["port"], wrong, tmp_path / "denied.png").returncode != 0
+    out = subprocess.run([CLOUD_BIN, "instances", "console", "vm"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f":{console['port']}" in out.stdout, out.stdout + out.stderr
+    # What only containers do is refused, with what to do instead.
+    r = requests.post(f"{api}/compute/instances/vm/exec", headers=h, json={"command": ["ls"]})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_by_backend", r.text
+    r = requests.get(f"{api}/compute/instances/box/console", headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_by_backend", r.text
+
+    # Stop and start: the machine's disk keeps what the guest wrote.
+    r = requests.post(f"{api}/compute/instances/vm/stop", headers=h)
+    assert r.status_code == 202, r.text
+    s = settled(api, h, "vm", ("stopping",))
+    assert s["status"] == "stopped", s
+    assert domstate(vid) == "shut off"
+    r = requests.post(f"{api}/compute/instances/vm/start", headers=h)
+    assert r.status_code == 202, r.text
+    s = settled(api, h, "vm", ("starting",))
+    assert s["status"] == "ready", s
+    wait_line(api, h, "vm", "cloud-guest: booted before")
+
+    # Powered off behind the cloud's back: the host check sees it.
+    virsh("destroy", "cloud-" + vid)
+    s = wait_for("vm to be seen stopped", lambda: (lambda s: s if s["status"] == "stopped" else None)(
+        requests.get(f"{api}/compute/instances/vm", headers=h).json()), timeout=60)
+    assert s["status_reason"] == "the machine powered off", s
+
+    # Deleted: no domain and no files are left.
+    machine_dir = platform.root / "data" / "machines" / "instances" / vid
+    assert machine_dir.is_dir()
+    for name in ["vm", "box"]:
+        r = requests.delete(f"{api}/compute/instances/{name}", headers=h)
+        assert r.status_code == 202, r.text
+    wait_for("vm to go", lambda: requests.get(f"{api}/compute/instances/vm", headers=h).status_code == 404)
+    assert domstate(vid) is None
+    assert not machine_dir.exists()
+
+
+def test_an_image_without_a_kernel_fails_with_the_reason(platform):
+    api, h = platform.api, platform.h
+    if not any(x["name"] == "vm1" for x in requests.get(f"{api}/compute/hosts", headers=h).json()["hosts"]):
+        assert requests.post(f"{api}/compute/hosts", headers=h, json={"name": "vm1", "libvirt_uri": URI, "accelerator": "tcg"}).status_code == 201
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        add_dirs(tar, ["bin"])
+        add_busybox(tar, ["sh"])
+    r = requests.put(f"{api}/compute/images/nokernel", headers={**h, "Content-Type": "application/x-tar"}, data=out.getvalue())
+    assert r.status_code == 201, r.text
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "nok", "image": "nokernel", "type": "micro", "backend": "libvirt"})
+    assert r.status_code == 201, r.text
+    s = wait_for("nok to fail", lambda: (lambda s: s if s["status"] not in ("pending", "provisioning") else None)(
+        requests.get(f"{api}/compute/instances/nok", headers=h).json()), timeout=120)
+    assert s["status"] == "failed" and "the image has no kernel" in s["status_reason"], s
+    assert domstate(s["id"]) is None
+    assert not (platform.root / "data" / "machines" / "instances" / s["id"]).exists()
