@@ -49,6 +49,26 @@ import Testing
         #expect(DomainSpec.vncPassword(liveXML: off) == nil)
     }
 
+    @Test func findsAVolumesDiskAndTheNextFreeTarget() {
+        let live = """
+            <domain><devices>
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+              <source file='/m/instances/i-1/disk.qcow2' index='1'/>
+              <backingStore type='file' index='2'><format type='raw'/><source file='/m/images/d/disk.raw'/></backingStore>
+              <target dev='vda' bus='virtio'/></disk>
+            <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/v/files/vol-1.img' index='3'/>
+              <target dev='vdb' bus='virtio'/><serial>vol-1</serial></disk>
+            </devices></domain>
+            """
+        #expect(DomainSpec.diskTarget(file: "/v/files/vol-1.img", liveXML: live) == "vdb")
+        #expect(DomainSpec.diskTarget(file: "/v/files/vol-2.img", liveXML: live) == nil)
+        // A disk is found by any of its sources, its backing file's too.
+        #expect(DomainSpec.diskTarget(file: "/m/images/d/disk.raw", liveXML: live) == "vda")
+        #expect(DomainSpec.freeTarget(liveXML: live) == "vdc")
+        let full = (["a"] + "bcdefghijklmnopqrstuvwxyz".map(String.init)).map { "<disk type='file'><target dev='vd\($0)'/></disk>" }.joined()
+        #expect(DomainSpec.freeTarget(liveXML: full) == nil)
+    }
+
     @Test func bootFilesAreFoundInsideTheImageOnly() throws {
         let tree = FileManager.default.temporaryDirectory.appendingPathComponent("machine-tree-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: tree) }

@@ -94,11 +94,32 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 echo "cloud-guest: up"
 echo "cloud-guest: root $(grep ' / ' /proc/mounts | cut -d' ' -f1,3)"
-echo "cloud-guest: disks $(ls /sys/block | tr '\\n' ' ')"
 if [ -e /var/booted ]; then echo "cloud-guest: booted before at $(cat /var/booted)"; fi
 cat /proc/uptime > /var/booted
 sync
-while true; do sleep 3600; done
+# Reports the disks whenever they change; writes a file into each new one (a volume) and lets it go.
+last=""
+while true; do
+    now="$(ls /sys/block | tr '\\n' ' ')"
+    if [ "$now" != "$last" ]; then
+        echo "cloud-guest: disks $now"
+        for disk in $now; do
+            case " $last " in *" $disk "*) continue ;; esac
+            [ "$disk" = vda ] && continue
+            mkdir -p /mnt/$disk
+            if mount -t ext4 /dev/$disk /mnt/$disk; then
+                echo "written by the guest on $disk" > /mnt/$disk/from-guest
+                sync
+                umount /mnt/$disk
+                echo "cloud-guest: wrote $disk serial $(cat /sys/block/$disk/serial)"
+            else
+                echo "cloud-guest: cannot mount $disk"
+            fi
+        done
+        last="$now"
+    fi
+    sleep 0.5
+done
 """
 
 
@@ -137,8 +158,8 @@ def guest_tar():
     path, version = kernel()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        add_dirs(tar, ["bin", "sbin", "boot", "proc", "sys", "dev", "var", "tmp"])
-        add_busybox(tar, ["sh", "mount", "grep", "cut", "ls", "tr", "cat", "sleep", "sync", "echo"])
+        add_dirs(tar, ["bin", "sbin", "boot", "proc", "sys", "dev", "var", "tmp", "mnt"])
+        add_busybox(tar, ["sh", "mount", "umount", "mkdir", "grep", "cut", "ls", "tr", "cat", "sleep", "sync", "echo"])
         add_file(tar, "sbin/init", GUEST_INIT.encode(), mode=0o755)
         add_file(tar, f"boot/vmlinuz-{version}", open(path, "rb").read())
         add_file(tar, f"boot/initrd.img-{version}", initramfs(version))
@@ -227,7 +248,7 @@ def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
     # The machine booted the image's kernel and initramfs, and its root is the image's tree on its own disk.
     wait_line(api, h, "vm", "cloud-guest: up")
     assert any(line.startswith("cloud-guest: root /dev/vda ext4") for line in logs(api, h, "vm")), logs(api, h, "vm")
-    assert any(line.startswith("cloud-guest: disks vda") for line in logs(api, h, "vm")), logs(api, h, "vm")
+    assert wait_line(api, h, "vm", "cloud-guest: disks") == "cloud-guest: disks vda "
     assert not any("booted before" in line for line in logs(api, h, "vm"))
     r = requests.get(f"{api}/compute/instances/vm/logs?tail=1", headers=h)
     assert r.status_code == 200 and len(r.json()["lines"]) == 1, r.text
@@ -250,6 +271,36 @@ def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
     assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_by_backend", r.text
     r = requests.get(f"{api}/compute/instances/box/console", headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_by_backend", r.text
+
+    # A volume, attached live: the guest sees a new disk with the volume's id as its serial, and
+    # what it writes there is in the volume's file. A snapshot while attached pauses the machine.
+    r = requests.post(f"{api}/compute/volumes", headers=h, json={"name": "data", "size_mib": 64})
+    assert r.status_code == 201, r.text
+    vol = wait_for("the volume", lambda: (lambda v: v if v["status"] == "available" else None)(
+        requests.get(f"{api}/compute/volumes/data", headers=h).json()))
+    out = subprocess.run([CLOUD_BIN, "volumes", "attach", "data", "--instance", "vm", "--wait"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and f"/dev/disk/by-id/virtio-{vol['id']}" in out.stdout, out.stdout + out.stderr
+    wrote = wait_line(api, h, "vm", "cloud-guest: wrote vdb", timeout=60)
+    assert wrote == f"cloud-guest: wrote vdb serial {vol['id']}", wrote
+    r = requests.post(f"{api}/compute/snapshots", headers=h, json={"name": "s1", "volume": "data"})
+    assert r.status_code == 201, r.text
+    snap = wait_for("the snapshot", lambda: (lambda x: x if x["status"] != "creating" else None)(
+        requests.get(f"{api}/compute/snapshots/s1", headers=h).json()))
+    assert snap["status"] == "completed" and snap["stored_bytes"] > 0, snap
+    assert domstate(vid) == "running"
+    r = requests.post(f"{api}/compute/volumes/data/detach", headers=h)
+    assert r.status_code == 202, r.text
+    v = wait_for("the detach", lambda: (lambda v: v if v["status"] != "detaching" else None)(
+        requests.get(f"{api}/compute/volumes/data", headers=h).json()))
+    assert v["status"] == "available", v
+    wait_for("the guest to lose vdb", lambda: [x for x in logs(api, h, "vm") if x.startswith("cloud-guest: disks")][-1] == "cloud-guest: disks vda ")
+    volume_file = platform.root / "data" / "volumes" / "files" / f"{vol['id']}.img"
+    if not volume_file.exists():
+        volume_file = next((platform.root / "data" / "volumes").rglob(f"{vol['id']}.img"))
+    out = subprocess.run(["debugfs", "-R", "cat /from-guest", str(volume_file)], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "written by the guest on vdb\n", out.stdout + out.stderr
+    assert "vdb" not in virsh("domblklist", "cloud-" + vid).stdout
 
     # Stop and start: the machine's disk keeps what the guest wrote.
     r = requests.post(f"{api}/compute/instances/vm/stop", headers=h)

@@ -126,6 +126,35 @@ public struct DomainSpec: Sendable, Equatable {
         return out
     }
 
+    /// The target (`vdb`) of the disk whose source is `path`, from the domain's XML; nil when it has none.
+    public static func diskTarget(file path: String, liveXML xml: String) -> String? {
+        for disk in Self.disks(xml) where disk.contains("<source file='\(Self.escape(path))'") {
+            return Self.attribute("dev", of: "<target", in: disk)
+        }
+        return nil
+    }
+
+    /// The first of `vdb` to `vdz` no disk of the domain uses.
+    public static func freeTarget(liveXML xml: String) -> String? {
+        let used = Set(Self.disks(xml).compactMap { Self.attribute("dev", of: "<target", in: $0) })
+        return "bcdefghijklmnopqrstuvwxyz".map { "vd\($0)" }.first { !used.contains($0) }
+    }
+
+    /// The `<disk …>…</disk>` elements of a domain's XML.
+    static func disks(_ xml: String) -> [Substring] {
+        xml.components(separatedBy: "<disk ").dropFirst().map { chunk in
+            chunk.range(of: "</disk>").map { chunk[..<$0.lowerBound] } ?? Substring(chunk)
+        }
+    }
+
+    /// An attribute of the first `element` (`<target`) in `text`, as libvirt writes it (single quotes).
+    static func attribute(_ name: String, of element: String, in text: Substring) -> String? {
+        guard let start = text.range(of: element) else { return nil }
+        let rest = text[start.upperBound...]
+        guard let end = rest.firstIndex(of: ">"), let value = rest[..<end].range(of: " \(name)='") else { return nil }
+        return String(rest[value.upperBound..<end].prefix { $0 != "'" })
+    }
+
     /// The VNC port of a running domain, from its live XML (`<graphics type='vnc' port='5901' …>`).
     public static func vncPort(liveXML xml: String) -> Int? {
         guard let text = Self.vncAttribute("port", liveXML: xml), let value = Int(text), value > 0 else { return nil }
@@ -139,11 +168,7 @@ public struct DomainSpec: Sendable, Equatable {
 
     /// An attribute of the VNC `<graphics>` element, as libvirt writes it (single quotes).
     static func vncAttribute(_ name: String, liveXML xml: String) -> String? {
-        guard let graphics = xml.range(of: "<graphics type='vnc'") else { return nil }
-        let rest = xml[graphics.upperBound...]
-        guard let end = rest.firstIndex(of: ">"), let start = rest[..<end].range(of: " \(name)='") else { return nil }
-        let value = rest[start.upperBound..<end].prefix { $0 != "'" }
-        return String(value)
+        Self.attribute(name, of: "<graphics type='vnc'", in: Substring(xml))
     }
 
     static func unescape(_ text: String) -> String {

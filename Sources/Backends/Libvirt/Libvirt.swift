@@ -135,6 +135,24 @@ public struct Libvirt: Sendable {
         }
     }
 
+    /// Runs `body` with the domain paused when it runs (its disks then change under no one: what
+    /// is read is what a power cut would have left), and lets it run again afterwards.
+    public func paused<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
+        let suspended = try await self.withDomain(name, "pausing") { library, domain -> Bool in
+            guard Self.state(library, domain) == .running else { return false }
+            guard library.domainSuspend(domain) == 0 else { throw library.lastError("virDomainSuspend") }
+            return true
+        }
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        if suspended {
+            try await self.withDomain(name, "resuming") { library, domain in
+                guard library.domainResume(domain) == 0 else { throw library.lastError("virDomainResume") }
+            }
+        }
+        return try result.get()
+    }
+
     /// Adds a device (a disk) to the domain, live when it runs and in its definition.
     public func attach(_ name: String, device xml: String) async throws {
         try await self.withDomain(name, "attaching a device to") { library, domain in

@@ -39,6 +39,8 @@ final class LibvirtLibrary: @unchecked Sendable {  // immutable after init: func
     let domainCreate: DomainCall
     let domainDestroy: DomainCall
     let domainShutdown: DomainCall
+    let domainSuspend: DomainCall
+    let domainResume: DomainCall
     let domainFree: DomainCall
     let domainUndefineFlags: DomainCallFlags
     let domainGetState: DomainGetState
@@ -72,6 +74,8 @@ final class LibvirtLibrary: @unchecked Sendable {  // immutable after init: func
         self.domainCreate = try symbol("virDomainCreate", DomainCall.self)
         self.domainDestroy = try symbol("virDomainDestroy", DomainCall.self)
         self.domainShutdown = try symbol("virDomainShutdown", DomainCall.self)
+        self.domainSuspend = try symbol("virDomainSuspend", DomainCall.self)
+        self.domainResume = try symbol("virDomainResume", DomainCall.self)
         self.domainFree = try symbol("virDomainFree", DomainCall.self)
         self.domainUndefineFlags = try symbol("virDomainUndefineFlags", DomainCallFlags.self)
         self.domainGetState = try symbol("virDomainGetState", DomainGetState.self)

@@ -92,7 +92,8 @@ struct Volumes: AsyncParsableCommand {
             var answer = try await self.client.call("POST", Volumes.path(self.name) + "/attach", body: .object([("instance", .string(self.instance))]))
             if self.wait { answer = try await Volumes.settle(self.client, self.name, passing: ["attaching"], target: "attached") }
             self.client.emit(answer) {
-                print("Volume \(self.name) \(APIClientOptions.text(answer?["status"])) to \(self.instance) at /volumes/\(self.name).")
+                let path = answer?["mount_path"].map { APIClientOptions.text($0) } ?? "/volumes/\(self.name)"
+                print("Volume \(self.name) \(APIClientOptions.text(answer?["status"])) to \(self.instance) at \(path).")
             }
         }
     }

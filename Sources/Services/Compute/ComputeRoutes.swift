@@ -317,6 +317,17 @@ extension ComputeService {
             guard let next = action.transition(from: instance.state) else {
                 throw ComputeError.invalidState(name: instance.name, state: instance.state, action: action.rawValue)
             }
+            if instance.backend == "libvirt", action != .delete,
+                try await db.query(
+                    """
+                    SELECT 1 FROM compute_snapshots s JOIN compute_volumes v ON v.id = s.volume_id
+                    WHERE v.instance_id = $1 AND s.state = 'creating' LIMIT 1
+                    """, [.text(instance.id)]
+                ).first != nil
+            {
+                throw APIError.conflict(
+                    "invalid_state", "a volume of instance '\(instance.name)' is being snapshotted: \(action.rawValue) it when that is done")
+            }
             try await ComputeSchema.update(db, id: instance.id, state: next, reason: nil, now: now)
             let task =
                 action == .delete

@@ -212,3 +212,38 @@ struct HostReport: Sendable {
     var version: String
     var observations: [String: ContainerObservation]
 }
+
+// MARK: - Volumes
+
+extension ComputeService {
+    /// How long a detach waits for the guest to let go of the disk (it must answer the unplug).
+    static let detachGrace: Duration = .seconds(10)
+
+    /// Attaches a volume's file to the machine as a virtio disk (live when it runs, and in its
+    /// definition): the guest sees `/dev/disk/by-id/virtio-<volume id>`. One already attached is left.
+    func attachToMachine(file: String, volumeID: String, _ instance: InstanceRecord, on host: HostRecord) async throws {
+        let libvirt = Libvirt(uri: host.libvirtURI)
+        let xml = try await libvirt.liveXML(instance.containerName)
+        if DomainSpec.diskTarget(file: file, liveXML: xml) != nil { return }
+        guard let target = DomainSpec.freeTarget(liveXML: xml) else {
+            throw LibvirtError(.failed, "machine \(instance.name) has no free disk (vdb to vdz are taken)")
+        }
+        try await libvirt.attach(
+            instance.containerName, device: DomainSpec.diskXML(DomainSpec.Disk(path: file, format: "raw", target: target, serial: volumeID)))
+    }
+
+    /// Detaches a volume's disk from the machine; false when the running guest has not let go of
+    /// it within ``detachGrace`` (it stays attached).
+    func detachFromMachine(file: String, volumeID: String, _ instance: InstanceRecord, on host: HostRecord) async throws -> Bool {
+        let libvirt = Libvirt(uri: host.libvirtURI)
+        guard let target = DomainSpec.diskTarget(file: file, liveXML: try await libvirt.liveXML(instance.containerName)) else { return true }
+        try await libvirt.detach(
+            instance.containerName, device: DomainSpec.diskXML(DomainSpec.Disk(path: file, format: "raw", target: target, serial: volumeID)))
+        let deadline = ContinuousClock.now + Self.detachGrace
+        while true {
+            if DomainSpec.diskTarget(file: file, liveXML: try await libvirt.liveXML(instance.containerName)) == nil { return true }
+            guard ContinuousClock.now < deadline else { return false }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import Database
 import Hashing
+import Libvirt
 import Logging
 import ServiceContract
 import SQLite
@@ -95,7 +96,10 @@ extension ComputeService {
         }
         let outcome: (blocks: Int64, stored: Int64)
         do {
-            if volume.state == .attached, let instance = volume.instanceID, files.isMounted(instance: instance, name: volume.name) {
+            if volume.state == .attached, let instance = volume.instanceID, let (machine, host) = try await self.machine(instance, context) {
+                // A machine's disk: read with the machine paused (what a power cut would leave).
+                outcome = try await Libvirt(uri: host.libvirtURI).paused(machine.containerName) { try await read() }
+            } else if volume.state == .attached, let instance = volume.instanceID, files.isMounted(instance: instance, name: volume.name) {
                 outcome = try await files.frozen(instance: instance, name: volume.name) { try await read() }
             } else {
                 outcome = try await read()
@@ -104,6 +108,9 @@ extension ComputeService {
             throw TaskFailure.retryable(error.description)
         } catch let error as VolumeError {
             return fail("\(error)")
+        } catch let error as LibvirtError {
+            if error.kind == .unavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+            return fail(error.description)
         } catch let error as SystemStoreError {
             return fail(error.description)
         }

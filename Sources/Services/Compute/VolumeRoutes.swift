@@ -21,7 +21,9 @@ extension ComputeService {
         $0.enumeration("status", VolumeState.allCases.map(\.rawValue)) { $0.state.rawValue }
         $0.optionalString("status_reason", "Why it failed, or why the last attach, detach or resize did not happen.") { $0.reason }
         $0.optionalString("instance", "The instance it is attached to (or being attached to or detached from).") { $0.instanceName }
-        $0.optionalString("mount_path", "Where that instance sees it.") { $0.instanceName == nil ? nil : "/volumes/\($0.name)" }
+        $0.optionalString("mount_path", "Where that instance sees it: /volumes/NAME in a container, /dev/disk/by-id/virtio-ID (a disk) in a machine.") {
+            $0.mountPath
+        }
         $0.optionalString("snapshot", "The snapshot it was made from.") { $0.sourceSnapshot }
         $0.boolean("formatted", "It has its ext4 file system (made on first attach).") { $0.formatted }
         $0.integer("version", "The ETag.") { $0.version }
@@ -114,8 +116,7 @@ extension ComputeService {
                 method: "POST", path: "/compute/volumes/{name}/attach", operationID: "attachVolume",
                 summary: "Attach an available volume to a ready or stopped instance, which sees it at /volumes/NAME (asynchronous).",
                 access: update, body: BodySchema([.string("instance", maxLength: 63, "An instance of the tenant.")]), success: 202,
-                response: .shape(Self.volumeShape.component),
-                errors: [(409, "invalid_state"), (409, "unsupported_by_backend"), (404, "instance_not_found")]
+                response: .shape(Self.volumeShape.component), errors: [(409, "invalid_state"), (404, "instance_not_found")]
             ) { context in try await self.attachVolume(context) },
             Route(
                 method: "POST", path: "/compute/volumes/{name}/detach", operationID: "detachVolume",
@@ -273,9 +274,6 @@ extension ComputeService {
             try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: instanceName, dialect: dialect)
         }
         guard let instance else { throw ComputeError.instanceNotFound(instanceName) }
-        guard instance.backend == "docker" else {
-            throw ComputeError.unsupported("volumes attach to containers for now; a virtual machine has only its own disk")
-        }
         let instanceID = instance.id
         return try await self.requestVolume(context, action: "attach", from: [.available], to: .attaching, instance: .some(instanceID)) { _, db in
             // Its state, read in the transaction that attaches.
@@ -327,6 +325,17 @@ extension ComputeService {
             guard let volume = try await ComputeSchema.volume(db, tenantID: caller.tenantID, name: volumeName, dialect: dialect, forUpdate: true)
             else { throw ComputeError.volumeNotFound(volumeName) }
             guard [.available, .attached].contains(volume.state) else { throw ComputeError.volumeState(volume.name, volume.state, "snapshot") }
+            if volume.state == .attached, let instanceID = volume.instanceID {
+                // A machine's disk is read with the machine paused; one on its way up or down is not
+                // read at all (its power requests wait for the snapshot too: see request(_:_:)).
+                let lock = dialect == .postgres ? " FOR UPDATE" : ""
+                if let row = try await db.query("SELECT state, backend FROM compute_instances WHERE id = $1\(lock)", [.text(instanceID)]).first,
+                    row.text(1) == "libvirt", ![InstanceState.ready.rawValue, InstanceState.stopped.rawValue].contains(row.text(0))
+                {
+                    throw APIError.conflict(
+                        "invalid_state", "volume '\(volume.name)' is a disk of a machine that is \(row.text(0)): snapshot it once it is ready or stopped")
+                }
+            }
             if try await ComputeSchema.snapshot(db, tenantID: caller.tenantID, name: name, dialect: dialect) != nil {
                 throw ComputeError.snapshotExists(name)
             }

@@ -1,6 +1,7 @@
 import Database
 import DockerEngine
 import Hashing
+import Libvirt
 import Logging
 import ServiceContract
 import SQLite
@@ -38,6 +39,21 @@ extension ComputeService {
         case "attach": return try await self.attach(volume, files, context)
         case "detach":
             guard volume.state == .detaching, let instance = volume.instanceID else { return TaskCompletion(result: .string("nothing to do")) }
+            if let (machine, host) = try await self.machine(instance, context) {
+                do {
+                    guard try await self.detachFromMachine(file: files.path(volume.id), volumeID: volume.id, machine, on: host) else {
+                        return self.settle(
+                            volume, from: [.detaching], to: .attached,
+                            reason: "not detached: the guest did not let go of the disk within \(Self.detachGrace) (unmount it in the guest, then detach again)",
+                            context)
+                    }
+                } catch let error as LibvirtError {
+                    if error.kind == .unavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+                    return self.settle(volume, from: [.detaching], to: .attached, reason: "not detached: \(error)", context)
+                }
+                context.logger.info("volume detached from machine", metadata: ["volume": "\(volume.id)", "instance": "\(instance)"])
+                return self.settle(volume, from: [.detaching], to: .available, reason: nil, instance: .some(nil), context)
+            }
             do {
                 try await files.unmount(instance: instance, name: volume.name)
             } catch let error as VolumeError {
@@ -146,6 +162,24 @@ extension ComputeService {
         guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
             return back("not attached: the instance has no host")
         }
+        if host.backend == "libvirt" {
+            do {
+                if !volume.formatted {
+                    try await files.format(volume.id, label: volume.name)
+                    try await context.fenced { db in
+                        try await db.query("UPDATE compute_volumes SET formatted = 1 WHERE id = $1", [.text(volume.id)])
+                    }
+                }
+                try await self.attachToMachine(file: files.path(volume.id), volumeID: volume.id, instance, on: host)
+            } catch let error as LibvirtError {
+                if error.kind == .unavailable && context.attempt < 3 { throw TaskFailure.retryable(error.description) }
+                return back("not attached: \(error)")
+            } catch let error as VolumeError {
+                return back("not attached: \(error)")
+            }
+            context.logger.info("volume attached to machine", metadata: ["volume": "\(volume.id)", "instance": "\(instance.id)"])
+            return self.settle(volume, from: [.attaching], to: .attached, reason: nil, context)
+        }
         do {
             guard let container = try await DockerEngine(socket: host.dockerSocket).inspect(instance.containerName) else {
                 return back("not attached: the instance has no container on \(hostName)")
@@ -211,11 +245,25 @@ extension ComputeService {
         }
     }
 
-    /// Mounts attached volumes the host lost (after a reboot of the host, say).
+    /// The instance when it is a machine (backend libvirt) with its host, else nil.
+    func machine(_ instanceID: String, _ context: TaskContext) async throws -> (InstanceRecord, HostRecord)? {
+        try await context.queue.database.transaction { db in
+            guard let instance = try await ComputeSchema.instance(db, id: instanceID), instance.backend == "libvirt", let name = instance.host,
+                let host = try await ComputeSchema.host(db, named: name)
+            else { return nil }
+            return (instance, host)
+        }
+    }
+
+    /// Mounts attached volumes the host lost (after a reboot of the host, say). Volumes of
+    /// machines are disks of their domains, never mounted on the host.
     func remountVolumes(_ context: TaskContext) async throws -> Int {
         guard let files = self.volumes else { return 0 }
         let attached = try await context.queue.database.query(
-            "SELECT \(ComputeSchema.volumeColumns) FROM compute_volumes v WHERE v.state = 'attached'"
+            """
+            SELECT \(ComputeSchema.volumeColumns) FROM compute_volumes v
+            WHERE v.state = 'attached' AND NOT EXISTS (SELECT 1 FROM compute_instances i WHERE i.id = v.instance_id AND i.backend = 'libvirt')
+            """
         ).map(ComputeSchema.volume)
         let points = files.mountPoints()
         var mounted = 0

@@ -23,6 +23,14 @@ struct VolumeRecord: Sendable {
     var updatedAt: Int64
     /// The name of `instanceID`, read with it.
     var instanceName: String? = nil
+    /// That instance's backend (`docker`, `libvirt`).
+    var instanceBackend: String? = nil
+
+    /// Where its instance sees it: a directory in a container, a disk in a machine.
+    var mountPath: String? {
+        guard self.instanceName != nil else { return nil }
+        return self.instanceBackend == "libvirt" ? "/dev/disk/by-id/virtio-\(self.id)" : "/volumes/\(self.name)"
+    }
 }
 
 /// Where a volume is. Every arrow but the user's requests is a task's.
@@ -119,14 +127,16 @@ extension ComputeSchema {
 
     static let volumeColumns = """
         v.id, v.tenant_id, v.name, v.size_mib, v.state, v.reason, v.instance_id, v.source_snapshot, v.formatted, v.version, v.created_at, \
-        v.updated_at, (SELECT i.name FROM compute_instances i WHERE i.id = v.instance_id)
+        v.updated_at, (SELECT i.name FROM compute_instances i WHERE i.id = v.instance_id), \
+        (SELECT i.backend FROM compute_instances i WHERE i.id = v.instance_id)
         """
 
     static func volume(_ row: SQLRow) -> VolumeRecord {
         VolumeRecord(
             id: row.text(0), tenantID: row.text(1), name: row.text(2), sizeMiB: row.int(3), state: VolumeState(rawValue: row.text(4)) ?? .failed,
             reason: row.optionalText(5), instanceID: row.optionalText(6), sourceSnapshot: row.optionalText(7), formatted: row.int(8) != 0,
-            version: row.int(9), createdAt: row.int(10), updatedAt: row.int(11), instanceName: row.optionalText(12))
+            version: row.int(9), createdAt: row.int(10), updatedAt: row.int(11), instanceName: row.optionalText(12),
+            instanceBackend: row.optionalText(13))
     }
 
     static func volume(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws
