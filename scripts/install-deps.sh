@@ -8,10 +8,12 @@ set -euo pipefail
 # docker.io: the Docker Engine the compute tests start privately (their own sockets and data roots);
 # busybox-static: the root file system of the images they import; curl: talks to the engines' sockets.
 # e2fsprogs, mount, util-linux: compute volumes (mkfs.ext4, resize2fs, loop mounts, fsfreeze).
-# libvirt-daemon-system, qemu-system-x86, qemu-utils: virtual machines (the tests start libvirtd);
-# linux-image-cloud-amd64 and cpio: the kernel and initramfs of the guest image the tests build.
+# libvirt-daemon-system, qemu-system-x86, qemu-utils: virtual machines (the tests start libvirtd); dosfstools,
+# mtools: their cloud-init disks (mkfs.vfat, mcopy);
+# linux-image-cloud-amd64 and cpio: the kernel and initramfs of the guest image the tests build;
+# openssh-client: ssh-keygen makes the keys they import.
 apt_packages=(libssl-dev zlib1g-dev libzstd-dev liblz4-dev libsqlite3-dev rclone s3cmd wrk nginx-light iproute2 libcurl4 postgresql docker.io busybox-static curl e2fsprogs mount util-linux
-    libvirt-daemon-system qemu-system-x86 qemu-utils linux-image-cloud-amd64 cpio)
+    libvirt-daemon-system qemu-system-x86 qemu-utils dosfstools mtools linux-image-cloud-amd64 cpio openssh-client)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -126,3 +126,47 @@ import Testing
         #expect(throws: (any Error).self) { try ComputeService.checkLibvirtURI("") }
     }
 }
+
+@Suite struct SSHKeyTests {
+    // Made with `ssh-keygen -t ed25519 -C ops@example` and `ssh-keygen -t rsa -b 2048 -C 'r s a'`;
+    // the fingerprints are what `ssh-keygen -lf` printed for them.
+    static let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILHNOKqu+NBjz86J55GcSC7VYufPh6WM18S0WFLBlI/j ops@example"
+    static let rsa = """
+        ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDEpJUkmiUcbEDYc10emRZ6u1dbQXuIoozqR6fXwtHTaj/90Wl/QDP9mrsx1AGYcuuTCLiCTWQGWVf8vQx7Z8ZXd4xSw86jV29YhtN9r0jq7vCKeu3Q2Nan+NS2KhDR5NcO+9XuWnxLjpNvAiA05kbRq21eUGLLVR5lGFK+HD++3A436EOBHwVJFyGyKX8V8OoLO6AQFVUIB5EhaYj/Iyt3WJujKG9aA3VkiVP7cM7rqvIUfTfgXnTNdcL8RJQP2zrF5xczJ4U/cYFE9p/jTS/wngMAaAie11kfryEnMgKmTt0MJ2ApRX6SQYjMlcYFfDfl9NeH1aS7Z/zAIT3IEr6l r s a
+        """
+
+    @Test func parsesKeysAndPrintsTheFingerprintsSSHKeygenDoes() throws {
+        let ed = try SSHPublicKey.parse(Self.ed25519 + "\n")
+        #expect(ed.type == "ssh-ed25519" && ed.comment == "ops@example")
+        #expect(ed.fingerprint == "SHA256:AmwoX2HHzESLwNmbxo0LV2fuYW6f/qs1n+LgGF5/Z/M")
+        #expect(ed.line == Self.ed25519)
+        let rsa = try SSHPublicKey.parse(Self.rsa)
+        #expect(rsa.fingerprint == "SHA256:TWjBPk/d1yrPgNitrLpx50matbLUlgfi4m6/drzfh44")
+        #expect(rsa.comment == "r s a")
+    }
+
+    @Test func refusesWhatIsNotAKeyOfItsType() {
+        let blob = Self.ed25519.split(separator: " ")[1]
+        for bad in [
+            "", "hello", "ssh-ed25519", "ssh-dss \(blob)", "ssh-rsa \(blob) claims the wrong type", "ssh-ed25519 !!!notbase64",
+            "ssh-ed25519 \(blob)\nssh-ed25519 \(blob)", "ssh-ed25519 AAAA",
+            // Cut short (whole base64 groups still) and with bytes added: not a whole key.
+            String(Self.ed25519.prefix(40)), "ssh-ed25519 \(blob.dropLast(4))", "ssh-ed25519 \(blob.dropLast(1))AAAAAA==",
+        ] {
+            #expect(throws: ComputeError.self, "\(bad)") { try SSHPublicKey.parse(bad) }
+        }
+    }
+
+    @Test func metaDataIsYAMLWithQuotedValues() {
+        let text = CloudInitSeed.metaData(instanceID: "i-1", hostname: "web", publicKeys: ["ssh-ed25519 AAAA a \"quoted\" comment"])
+        #expect(
+            text == """
+                instance-id: "i-1"
+                local-hostname: "web"
+                public-keys:
+                  - "ssh-ed25519 AAAA a \\"quoted\\" comment"
+
+                """)
+        #expect(!CloudInitSeed.metaData(instanceID: "i-1", hostname: "web", publicKeys: []).contains("public-keys"))
+    }
+}

@@ -80,6 +80,7 @@ while true; do
         for disk in $now; do
             case " $last " in *" $disk "*) continue ;; esac
             [ "$disk" = vda ] && continue
+            echo "cloud-guest: disk $disk serial $(cat /sys/block/$disk/serial)"
             mkdir -p /mnt/$disk
             if mount -t ext4 /dev/$disk /mnt/$disk; then
                 echo "written by the guest on $disk" > /mnt/$disk/from-guest

@@ -58,13 +58,13 @@ def test_quotas_defaults_enforcement_and_admin_api(api, operator):
     tenant = call(api, "GET", "/auth/me", key).json()["tenant"]["id"]
     quotas = {q["resource"]: q for q in call(api, "GET", f"/tenants/{tenant}/quotas", key).json()["quotas"]}
     assert set(quotas) == {"buckets", "storage_bytes", "api_keys", "members", "secrets", "queues", "topics", "subscriptions", "schedules",
-                           "instances", "vcpus", "memory_mib", "images", "volumes", "volume_mib", "snapshots"}
+                           "instances", "vcpus", "memory_mib", "images", "volumes", "volume_mib", "snapshots", "ssh_keys"}
     assert quotas["api_keys"]["used"] == 1 and quotas["api_keys"]["default"] is True
     assert quotas["buckets"]["used"] is None
     assert quotas["secrets"]["used"] == 0 and quotas["secrets"]["limit"] == 1000
     for resource, limit in [("queues", 1000), ("topics", 100), ("subscriptions", 200), ("schedules", 100),
                             ("instances", 20), ("vcpus", 40), ("memory_mib", 65536), ("images", 50), ("volumes", 20),
-                            ("volume_mib", 102400), ("snapshots", 50)]:
+                            ("volume_mib", 102400), ("snapshots", 50), ("ssh_keys", 100)]:
         assert quotas[resource]["used"] == 0 and quotas[resource]["limit"] == limit, resource
 
     # A tenant admin cannot raise their own quotas; an operator can set anyone's.

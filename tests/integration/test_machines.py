@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 import requests
+import yaml
 
 import guestimage
 from cloudtest import CLOUD_BIN
@@ -120,7 +121,7 @@ def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
     assert domstate(vid) == "running"
     # The machine booted the image's kernel and initramfs, and its root is the image's tree on its own disk.
     wait_line(api, h, "vm", "cloud-guest: up")
-    assert any(line.startswith("cloud-guest: root /dev/vda ext4") for line in logs(api, h, "vm")), logs(api, h, "vm")
+    assert wait_line(api, h, "vm", "cloud-guest: root").startswith("cloud-guest: root /dev/vda ext4")
     assert wait_line(api, h, "vm", "cloud-guest: disks") == "cloud-guest: disks vda "
     assert not any("booted before" in line for line in logs(api, h, "vm"))
     r = requests.get(f"{api}/compute/instances/vm/logs?tail=1", headers=h)
@@ -204,10 +205,67 @@ def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
     assert not machine_dir.exists()
 
 
-def test_an_image_without_a_kernel_fails_with_the_reason(platform):
-    api, h = platform.api, platform.h
+def ensure_host(api, h):
     if not any(x["name"] == "vm1" for x in requests.get(f"{api}/compute/hosts", headers=h).json()["hosts"]):
         assert requests.post(f"{api}/compute/hosts", headers=h, json={"name": "vm1", "libvirt_uri": URI, "accelerator": "tcg"}).status_code == 201
+
+
+def test_ssh_keys_and_user_data_reach_the_machine_through_its_cloud_init_disk(platform, guest_tar, tmp_path):
+    api, h = platform.api, platform.h
+    ensure_host(api, h)
+    if requests.get(f"{api}/compute/images/guest", headers=h).status_code == 404:
+        assert requests.put(f"{api}/compute/images/guest", headers={**h, "Content-Type": "application/x-tar"}, data=guest_tar).status_code == 201
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=platform.key)
+    # A real key made by ssh-keygen; the fingerprint is the one ssh-keygen prints.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops@example", "-f", str(tmp_path / "id")], check=True)
+    out = subprocess.run([CLOUD_BIN, "ssh-keys", "import", "laptop", "--public-key-file", str(tmp_path / "id.pub")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    expected = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "id.pub")], capture_output=True, text=True, check=True).stdout.split()[1]
+    key = requests.get(f"{api}/compute/ssh-keys/laptop", headers=h).json()
+    assert key["fingerprint"] == expected and key["type"] == "ssh-ed25519", (key, expected)
+    public = (tmp_path / "id.pub").read_text().strip()
+    assert key["public_key"] == public
+    # Not a key, a truncated one, a name taken: 4xx with a message.
+    for body, status, code in [({"public_key": "hello"}, 400, "invalid_ssh_key"),
+                               ({"public_key": public[:40]}, 400, "invalid_ssh_key"),
+                               ({"public_key": public}, 409, "ssh_key_exists")]:
+        r = requests.put(f"{api}/compute/ssh-keys/laptop", headers=h, json=body)
+        assert r.status_code == status and r.json()["error"]["code"] == code, r.text
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "k0", "image": "guest", "backend": "libvirt", "ssh_keys": ["nope"]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "ssh_key_not_found", r.text
+    r = requests.post(f"{api}/compute/instances", headers=h, json={"name": "k0", "image": "guest", "ssh_keys": ["laptop"]})
+    assert r.status_code == 400, r.text
+
+    user_data = "#cloud-config\nruncmd:\n  - echo 'hello from user data'\n"
+    (tmp_path / "user-data").write_text(user_data)
+    out = subprocess.run([CLOUD_BIN, "instances", "create", "seeded", "--image", "guest", "--type", "micro", "--backend", "libvirt",
+                          "--ssh-key", "laptop", "--user-data-file", str(tmp_path / "user-data"), "--wait"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    s = requests.get(f"{api}/compute/instances/seeded", headers=h).json()
+    assert s["ssh_keys"] == ["laptop"] and s["user_data_bytes"] == len(user_data), s
+    # The guest sees a second disk whose serial is cidata...
+    wait_line(api, h, "seeded", "cloud-guest: disk vdb serial cidata")
+    # ...and it is what cloud-init's NoCloud source reads: vfat labelled CIDATA with meta-data and user-data.
+    seed = platform.root / "data" / "machines" / "instances" / s["id"] / "seed.img"
+    probe = subprocess.run(["blkid", "-o", "export", str(seed)], capture_output=True, text=True, check=True).stdout
+    assert "TYPE=vfat" in probe and "LABEL=CIDATA" in probe, probe
+    meta = yaml.safe_load(subprocess.run(["mtype", "-i", str(seed), "::meta-data"], capture_output=True, text=True, check=True).stdout)
+    assert meta == {"instance-id": s["id"], "local-hostname": "seeded", "public-keys": [public]}, meta
+    assert subprocess.run(["mtype", "-i", str(seed), "::user-data"], capture_output=True, text=True, check=True).stdout == user_data
+    # Deleting the key leaves the machine's copy.
+    assert requests.delete(f"{api}/compute/ssh-keys/laptop", headers=h).status_code == 204
+    assert requests.get(f"{api}/compute/instances/seeded", headers=h).json()["ssh_keys"] == ["laptop"]
+    r = requests.delete(f"{api}/compute/instances/seeded", headers=h)
+    assert r.status_code == 202, r.text
+    wait_for("seeded to go", lambda: requests.get(f"{api}/compute/instances/seeded", headers=h).status_code == 404)
+    assert not seed.exists() and domstate(s["id"]) is None
+
+
+def test_an_image_without_a_kernel_fails_with_the_reason(platform):
+    api, h = platform.api, platform.h
+    ensure_host(api, h)
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         guestimage.add_dirs(tar, ["bin"])

@@ -12,12 +12,15 @@ public struct DomainSpec: Sendable, Equatable {
         public var target: String
         /// A stable id the guest sees (`/dev/disk/by-id/virtio-<serial>`), at most 20 characters.
         public var serial: String?
+        /// The guest cannot write it.
+        public var readOnly: Bool
 
-        public init(path: String, format: String, target: String, serial: String? = nil) {
+        public init(path: String, format: String, target: String, serial: String? = nil, readOnly: Bool = false) {
             self.path = path
             self.format = format
             self.target = target
             self.serial = serial
+            self.readOnly = readOnly
         }
     }
 
@@ -106,6 +109,7 @@ public struct DomainSpec: Sendable, Equatable {
         var xml = "<disk type='file' device='disk'><driver name='qemu' type='\(e(disk.format))'/><source file='\(e(disk.path))'/>"
         xml += "<target dev='\(e(disk.target))' bus='virtio'/>"
         if let serial = disk.serial { xml += "<serial>\(e(serial))</serial>" }
+        if disk.readOnly { xml += "<readonly/>" }
         return xml + "</disk>"
     }
 

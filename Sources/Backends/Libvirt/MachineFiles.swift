@@ -39,6 +39,7 @@ public struct MachineFiles: Sendable {
     public func instanceDirectory(_ id: String) -> String { self.instances + "/" + id }
     public func disk(_ id: String) -> String { self.instanceDirectory(id) + "/disk.qcow2" }
     public func serialLog(_ id: String) -> String { self.instanceDirectory(id) + "/serial.log" }
+    public func seed(_ id: String) -> String { self.instanceDirectory(id) + "/seed.img" }
 
     /// The boot files of an image prepared earlier, nil when it has not been.
     public func boot(digest: String) -> Boot? {
@@ -147,6 +148,30 @@ public struct MachineFiles: Sendable {
             throw error
         } catch {
             throw LibvirtError(.files, "making the machine's disk: \(error)")
+        }
+    }
+
+    /// Makes a machine's NoCloud seed: a small vfat disk labelled CIDATA holding `meta-data` and
+    /// `user-data`, which cloud-init in the guest finds by its label (`mkfs.vfat` and `mcopy`: no mount).
+    public func createSeed(_ id: String, metaData: String, userData: String) async throws -> String {
+        let seed = self.seed(id)
+        let partial = seed + ".new"
+        do {
+            try FileManager.default.createDirectory(atPath: self.instanceDirectory(id), withIntermediateDirectories: true)
+            try? FileManager.default.removeItem(atPath: partial)
+            try await HostCommand.check(["mkfs.vfat", "-n", "CIDATA", "-C", partial, "2048"], doing: "making the machine's cloud-init disk")
+            for (name, text) in [("meta-data", metaData), ("user-data", userData)] {
+                let file = self.instanceDirectory(id) + "/" + name
+                try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+                defer { try? FileManager.default.removeItem(atPath: file) }
+                try await HostCommand.check(["mcopy", "-o", "-i", partial, file, "::" + name], doing: "writing \(name) to the cloud-init disk")
+            }
+            guard rename(partial, seed) == 0 else { throw LibvirtError(.files, "cannot rename \(partial): \(String(cString: strerror(errno)))") }
+            return seed
+        } catch let error as LibvirtError {
+            throw error
+        } catch {
+            throw LibvirtError(.files, "making the machine's cloud-init disk: \(error)")
         }
     }
 

@@ -104,6 +104,60 @@ struct Images: AsyncParsableCommand {
     }
 }
 
+/// `cloud ssh-keys`: public keys that machines get through cloud-init.
+struct SSHKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ssh-keys", abstract: "SSH public keys of the tenant of your API key, installed in machines made with --ssh-key.",
+        subcommands: [Import.self, List.self, Show.self, Delete.self], defaultSubcommand: List.self)
+
+    static func path(_ name: String) -> String { "/compute/ssh-keys/" + name.addingPercentEncodingForQuery() }
+    static let columns = [("NAME", "name"), ("TYPE", "type"), ("FINGERPRINT", "fingerprint"), ("CREATED", "created_at")]
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import a public key.", discussion: "cloud ssh-keys import laptop --public-key-file ~/.ssh/id_ed25519.pub")
+        @Argument(help: "The key's name (lowercase letters, digits and -).") var name: String
+        @Option(help: "The public key file (one authorized_keys line).") var publicKeyFile: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: self.publicKeyFile) else { throw CLIError("cannot read \(self.publicKeyFile)") }
+            let answer = try await self.client.call(
+                "PUT", SSHKeys.path(self.name), body: .object([("public_key", .string(String(decoding: data, as: UTF8.self)))]))
+            self.client.emit(answer) { print("SSH key \(self.name) imported (\(APIClientOptions.text(answer?["fingerprint"]))).") }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tenant's SSH keys.")
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            resources.show(try await resources.listAll("/compute/ssh-keys", itemsKey: "ssh_keys"), itemsKey: "ssh_keys", columns: SSHKeys.columns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One SSH key.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws { ResourceClient(self.client).showOne(try await self.client.call("GET", SSHKeys.path(self.name))) }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an SSH key (machines made with it keep it).")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            try await self.client.call("DELETE", SSHKeys.path(self.name))
+            self.client.emit(.object([("deleted", .string(self.name))])) { print("SSH key \(self.name) deleted.") }
+        }
+    }
+}
+
 /// `cloud instance-types`: the sizes an instance can have.
 struct InstanceTypes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -239,6 +293,9 @@ struct Instances: AsyncParsableCommand {
         @Option(help: "The image.") var image: String
         @Option(help: "docker (a container, the default) or libvirt (a virtual machine booting the image's kernel).") var backend: String?
         @Option(help: "no (default), on-failure, always or unless-stopped.") var restart: String?
+        @Option(help: "A machine's user data for its cloud-init (#cloud-config or a script), from this file.") var userDataFile: String?
+        @Option(name: .customLong("ssh-key"), help: "An SSH key (`cloud ssh-keys list`) the machine's cloud-init installs (repeatable).")
+        var sshKeys: [String] = []
         @Flag(help: "Wait until it is ready (or failed, with the reason).") var wait = false
         @OptionGroup var process: ProcessOptions
         @OptionGroup var client: APIClientOptions
@@ -247,6 +304,11 @@ struct Instances: AsyncParsableCommand {
             var body: [(String, JSONValue)] = [("name", .string(self.name)), ("image", .string(self.image))] + (try self.process.members())
             if let backend { body.append(("backend", .string(backend))) }
             if let restart { body.append(("restart", .string(restart))) }
+            if let userDataFile {
+                guard let data = FileManager.default.contents(atPath: userDataFile) else { throw CLIError("cannot read \(userDataFile)") }
+                body.append(("user_data", .string(String(decoding: data, as: UTF8.self))))
+            }
+            if !self.sshKeys.isEmpty { body.append(("ssh_keys", .array(self.sshKeys.map(JSONValue.string)))) }
             let resources = ResourceClient(self.client)
             var answer = try await resources.create("/compute/instances", body: .object(body))
             if self.wait { answer = try await resources.wait(Instances.path(self.name)) }

@@ -23,6 +23,9 @@ enum ComputeError: Error, APIErrorConvertible {
     case engine(String)
     /// The instance's backend cannot do what was asked (the reason says what can).
     case unsupported(String)
+    case invalidSSHKey(String)
+    case sshKeyNotFound(String)
+    case sshKeyExists(String)
     case volumesUnavailable
     case snapshotsUnavailable
     case volumeNotFound(String)
@@ -62,6 +65,9 @@ enum ComputeError: Error, APIErrorConvertible {
         case .imagesUnavailable: APIError(status: 503, code: "images_unavailable", message: "no object store is configured for images")
         case .engine(let message): APIError(status: 502, code: "engine_error", message: message)
         case .unsupported(let why): .conflict("unsupported_by_backend", why)
+        case .invalidSSHKey(let why): APIError(status: 400, code: "invalid_ssh_key", message: why)
+        case .sshKeyNotFound(let name): APIError(status: 404, code: "ssh_key_not_found", message: "no SSH key '\(name)'")
+        case .sshKeyExists(let name): .conflict("ssh_key_exists", "an SSH key '\(name)' exists")
         case .volumesUnavailable:
             APIError(status: 503, code: "volumes_unavailable", message: "this control plane has no volume directory (cloud server --volumes-dir)")
         case .snapshotsUnavailable: APIError(status: 503, code: "snapshots_unavailable", message: "no object store is configured for snapshots")

@@ -236,6 +236,15 @@ extension ComputeService {
         if backend == "libvirt", !command.isEmpty || !variables.isEmpty || restart != "no" {
             throw APIError.invalidRequest("command, environment and restart are a container's: a virtual machine boots its image's kernel and init")
         }
+        let userData = context.body.string("user_data") ?? ""
+        let keyNames = context.body.strings("ssh_keys") ?? []
+        if backend == "docker", !userData.isEmpty || !keyNames.isEmpty {
+            throw APIError.invalidRequest("user_data and ssh_keys are a virtual machine's (backend libvirt): a container runs its command")
+        }
+        guard userData.utf8.count <= CloudInitSeed.maximumUserDataBytes else {
+            throw APIError.invalidRequest("user_data is \(userData.utf8.count) bytes; at most \(CloudInitSeed.maximumUserDataBytes)")
+        }
+        guard Set(keyNames).count == keyNames.count, keyNames.count <= 10 else { throw APIError.invalidRequest("ssh_keys names at most 10 distinct keys") }
         let environment = context.environment
         let now = environment.clock.unixMilliseconds()
         let id = SecureRandom.identifier(prefix: "i-", bytes: 8)
@@ -244,13 +253,15 @@ extension ComputeService {
             if try await ComputeSchema.instance(db, tenantID: caller.tenantID, name: name, dialect: environment.database.dialect) != nil {
                 throw ComputeError.instanceExists(name)
             }
+            let keys = try await Self.sshKeys(db, tenantID: caller.tenantID, names: keyNames)
             try await environment.quotas.reserve(Self.instancesQuota, tenantID: caller.tenantID, in: db)
             try await environment.quotas.reserve(Self.vcpusQuota, tenantID: caller.tenantID, adding: type.vcpus, in: db)
             try await environment.quotas.reserve(Self.memoryQuota, tenantID: caller.tenantID, adding: type.memoryMiB, in: db)
             let record = InstanceRecord(
                 id: id, tenantID: caller.tenantID, name: name, image: imageName, imageDigest: image.digest, type: type.name, backend: backend,
                 vcpus: type.vcpus, memoryMiB: type.memoryMiB, command: command, environment: variables, restart: restart, state: .pending,
-                reason: nil, host: nil, backendID: nil, version: 1, createdAt: now, updatedAt: now)
+                reason: nil, host: nil, backendID: nil, version: 1, createdAt: now, updatedAt: now, userData: userData,
+                sshKeys: keys.map { ($0.name, $0.key.line) })
             try await ComputeSchema.insert(db, record)
             try await environment.tasks.enqueue(
                 NewTask(kind: Self.provisionKind, tenantID: caller.tenantID, payload: .object([("instance", .string(id))]), maxAttempts: 10), in: db)

@@ -99,7 +99,7 @@ public struct ComputeService: CloudService {
             PermissionSpec("deployment:create", "Create deployments.", grantedTo: [.developer]),
             PermissionSpec("deployment:update", "Scale deployments.", grantedTo: [.developer]),
             PermissionSpec("deployment:delete", "Delete deployments and their instances.", grantedTo: [.developer]),
-        ] + self.volumePermissions
+        ] + self.volumePermissions + self.sshKeyPermissions
     }
 
     public var migrations: [Migration] { ComputeSchema.migrations }
@@ -119,7 +119,7 @@ public struct ComputeService: CloudService {
             QuotaSpec(Self.imagesQuota, defaultLimit: 50, description: "Compute images.") { tenantID, db in
                 try await db.query("SELECT COUNT(*) FROM compute_images WHERE tenant_id = $1", [.text(tenantID)]).first?.int(0) ?? 0
             },
-        ] + self.volumeQuotas
+        ] + self.volumeQuotas + self.sshKeyQuotas
     }
 
     /// The sum of `instances` over the tenant's instances that no deployment made, plus that of
@@ -190,6 +190,8 @@ public struct ComputeService: CloudService {
         $0.optionalString("status_reason", "Why it is failed, stopped or unknown.") { $0.reason }
         $0.optionalString("host", "The host it was placed on.") { $0.host }
         $0.optionalString("container_id", "The container on that host's engine, or the machine's libvirt domain.") { $0.backendID }
+        $0.strings("ssh_keys", "A machine's SSH keys (names at creation; the keys were copied).") { $0.sshKeys.map(\.0) }
+        $0.integer("user_data_bytes", "The size of a machine's user data.") { Int64($0.userData.utf8.count) }
         $0.integer("version", "The ETag.") { $0.version }
         $0.time("created_at") { $0.createdAt }
         $0.time("updated_at") { $0.updatedAt }
@@ -336,8 +338,10 @@ public struct ComputeService: CloudService {
                     .strings("command", required: false, "What it runs instead of the image's command (containers only)."),
                     .stringMap("environment", "Environment variables (containers only)."),
                     .string("restart", required: false, maxLength: 16, "no (default), on-failure, always or unless-stopped (containers only)."),
+                    .string("user_data", required: false, maxLength: CloudInitSeed.maximumUserDataBytes, "What the machine's cloud-init runs: #cloud-config or a script (machines only)."),
+                    .strings("ssh_keys", required: false, "Names of SSH keys of the tenant that the machine's cloud-init installs (machines only)."),
                 ]), success: 201, response: .shape(Self.instanceShape.component),
-                errors: [(409, "instance_exists"), (404, "image_not_found"), (400, "unknown_instance_type"), (400, "unknown_backend")]
+                errors: [(409, "instance_exists"), (404, "image_not_found"), (404, "ssh_key_not_found"), (400, "unknown_instance_type"), (400, "unknown_backend")]
             ) { context in try await self.createInstance(context) },
             Route(
                 method: "GET", path: "/compute/instances", operationID: "listInstances", summary: "The tenant's instances by name.",
@@ -378,7 +382,7 @@ public struct ComputeService: CloudService {
                 access: .permission(Permission("instance:console")!), success: 200, response: .shape(Self.consoleShape.component),
                 errors: [(409, "invalid_state"), (409, "unsupported_by_backend"), (502, "engine_error")]
             ) { context in try await self.console(context) },
-        ] + power + self.deploymentRoutes + self.volumeRoutes
+        ] + power + self.deploymentRoutes + self.volumeRoutes + self.sshKeyRoutes
     }
 
     // MARK: - Names

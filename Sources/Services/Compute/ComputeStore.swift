@@ -97,6 +97,10 @@ struct InstanceRecord: Sendable {
     var updatedAt: Int64
     /// The deployment that made it and replaces it (nil: made by a user).
     var deploymentID: String? = nil
+    /// What a machine's cloud-init runs (its `user-data`); empty for none.
+    var userData: String = ""
+    /// The SSH public keys a machine's cloud-init installs, by the names they had (copied at creation).
+    var sshKeys: [(String, String)] = []
 
     /// The container's name on its engine (and the domain's name on a libvirt host).
     var containerName: String { "cloud-\(self.id)" }
@@ -185,9 +189,18 @@ enum ComputeSchema {
             ALTER TABLE compute_deployments ADD COLUMN scaled_at BIGINT NOT NULL DEFAULT 0;
             """),
         Self.volumeMigration,
-        Migration(version: 5, name: "libvirt hosts", sql: """
+        Migration(version: 5, name: "virtual machines: libvirt hosts, user data and SSH keys", sql: """
             ALTER TABLE compute_hosts ADD COLUMN libvirt_uri TEXT NOT NULL DEFAULT '';
             ALTER TABLE compute_hosts ADD COLUMN accelerator TEXT NOT NULL DEFAULT '';
+            ALTER TABLE compute_instances ADD COLUMN user_data TEXT NOT NULL DEFAULT '';
+            ALTER TABLE compute_instances ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '{}';
+            CREATE TABLE compute_ssh_keys (
+                tenant_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                public_key TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, name)
+            );
             """),
     ]
 
@@ -215,7 +228,7 @@ enum ComputeSchema {
 
     static let instanceColumns = """
         id, tenant_id, name, image, image_digest, type, backend, vcpus, memory_mib, command, environment, restart, state, reason, host, \
-        backend_id, version, created_at, updated_at, deployment_id
+        backend_id, version, created_at, updated_at, deployment_id, user_data, ssh_keys
         """
 
     static func instance(_ row: SQLRow) -> InstanceRecord {
@@ -224,7 +237,8 @@ enum ComputeSchema {
             backend: row.text(6), vcpus: row.int(7), memoryMiB: row.int(8), command: Self.strings(row.text(9)),
             environment: Self.pairs(row.text(10)), restart: row.text(11), state: InstanceState(rawValue: row.text(12)) ?? .unknown,
             reason: row.optionalText(13), host: row.optionalText(14), backendID: row.optionalText(15), version: row.int(16),
-            createdAt: row.int(17), updatedAt: row.int(18), deploymentID: row.optionalText(19))
+            createdAt: row.int(17), updatedAt: row.int(18), deploymentID: row.optionalText(19), userData: row.text(20),
+            sshKeys: Self.pairs(row.text(21)))
     }
 
     /// Writes a new instance (its provisioning task is the caller's to enqueue, in the same transaction).
@@ -232,12 +246,13 @@ enum ComputeSchema {
         try await db.query(
             """
             INSERT INTO compute_instances (\(Self.instanceColumns))
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14, $15)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14, $15, $16, $17)
             """,
             [.text(instance.id), .text(instance.tenantID), .text(instance.name), .text(instance.image), .text(instance.imageDigest),
              .text(instance.type), .text(instance.backend), .integer(instance.vcpus), .integer(instance.memoryMiB),
              .text(Self.encode(instance.command)), .text(Self.encode(pairs: instance.environment)), .text(instance.restart),
-             .text(instance.state.rawValue), .integer(instance.createdAt), instance.deploymentID.map(SQLValue.text) ?? .null])
+             .text(instance.state.rawValue), .integer(instance.createdAt), instance.deploymentID.map(SQLValue.text) ?? .null,
+             .text(instance.userData), .text(Self.encode(pairs: instance.sshKeys))])
     }
 
     static let deploymentColumns = """

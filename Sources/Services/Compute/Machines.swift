@@ -56,10 +56,17 @@ extension ComputeService {
             if try await libvirt.state(domain) == nil {
                 let boot = try await self.machineImage(instance.imageDigest, machines, logger: context.logger)
                 let disk = try await machines.createDisk(instance.id, on: boot)
+                var disks = [DomainSpec.Disk(path: disk, format: "qcow2", target: "vda", serial: "root")]
+                if !instance.userData.isEmpty || !instance.sshKeys.isEmpty {
+                    let seed = try await machines.createSeed(
+                        instance.id, metaData: CloudInitSeed.metaData(instanceID: instance.id, hostname: instance.name, publicKeys: instance.sshKeys.map(\.1)),
+                        userData: instance.userData)
+                    disks.append(DomainSpec.Disk(path: seed, format: "raw", target: "vdb", serial: "cidata", readOnly: true))
+                }
                 let spec = DomainSpec(
                     name: domain, title: "\(instance.tenantID)/\(instance.name)", vcpus: instance.vcpus, memoryMiB: instance.memoryMiB,
                     type: host.accelerator == "kvm" ? "kvm" : "qemu", kernel: boot.kernel, initrd: boot.initrd, cmdline: Self.machineCommandLine,
-                    disks: [DomainSpec.Disk(path: disk, format: "qcow2", target: "vda", serial: "root")],
+                    disks: disks,
                     serialLog: machines.serialLog(instance.id), vncListen: Self.consoleListen,
                     vncPassword: SecureRandom.identifier(prefix: "", bytes: 4), owner: try machines.owner())
                 try await libvirt.define(spec.xml)
