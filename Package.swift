@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "S3API",
             dependencies: [
-                "Hashing", "SigV4", "StorageEngine",
+                "Hashing", "SigV4", "StorageEngine", "TextEscaping",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -168,7 +168,7 @@ let package = Package(
         .target(
             name: "ServiceContract",
             dependencies: [
-                "Database", "Hashing", "COpenSSL",
+                "Database", "Hashing", "COpenSSL", "TextEscaping",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -210,9 +210,11 @@ let package = Package(
             path: "Sources/Backends/DockerEngine", swiftSettings: strictSettings),
         // Block volumes as sparse files on the host, ext4 on a loop device, mounted where containers see them.
         .target(name: "VolumeFiles", path: "Sources/Backends/VolumeFiles", swiftSettings: strictSettings),
+        // XML and JSON string escaping: one place for the S3 responses, the service contract's JSON and libvirt's XML.
+        .target(name: "TextEscaping", path: "Sources/TextEscaping", swiftSettings: strictSettings),
         // QEMU domains through the libvirt C API, loaded with dlopen (no libvirt-dev to build; a host
         // without libvirt gets a clear error), and the disks and kernels of their images.
-        .target(name: "Libvirt", dependencies: ["VolumeFiles"], path: "Sources/Backends/Libvirt", swiftSettings: strictSettings),
+        .target(name: "Libvirt", dependencies: ["VolumeFiles", "TextEscaping"], path: "Sources/Backends/Libvirt", swiftSettings: strictSettings),
         .target(
             name: "Compute",
             dependencies: [

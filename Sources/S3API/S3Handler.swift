@@ -4,6 +4,7 @@ public import Logging
 import NIOCore
 import SigV4
 import StorageEngine
+import TextEscaping
 
 /// Looks up who an access key is: its secret and what it may use.
 public protocol CredentialStore: Sendable {

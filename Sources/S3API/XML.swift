@@ -1,3 +1,5 @@
+import TextEscaping
+
 /// Builds the XML documents S3 responds with.
 struct XMLWriter {
     private(set) var text = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -42,33 +44,7 @@ struct XMLWriter {
         self.close(name)
     }
 
-    static func escape(_ value: String) -> String {
-        var needsEscape = false
-        for byte in value.utf8 where byte == 0x26 || byte == 0x3C || byte == 0x3E || byte == 0x22 || byte == 0x27 || byte < 0x20 {
-            needsEscape = true
-            break
-        }
-        guard needsEscape else { return value }
-        var result = ""
-        result.reserveCapacity(value.utf8.count + 16)
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&apos;"
-            case "\t", "\n", "\r": result += "&#\(scalar.value);"
-            default:
-                if scalar.value < 0x20 {
-                    result += "&#\(scalar.value);"
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result
-    }
+    static func escape(_ value: String) -> String { XMLText.escape(value) }
 }
 
 /// A parsed XML element: name (without namespace prefix), children and text.

@@ -1,4 +1,5 @@
 import Foundation
+import TextEscaping
 
 /// A JSON value. Objects keep their key order (for stable output).
 public indirect enum JSONValue: Sendable, Equatable {
@@ -91,23 +92,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         out += "\n" + String(repeating: indent, count: level)
     }
 
-    private static func writeString(_ value: String, to out: inout String) {
-        out += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
-    }
+    private static func writeString(_ value: String, to out: inout String) { out += JSONText.quote(value) }
 }
 
 /// Decodes any JSON into ``JSONValue`` through Foundation's strict parser.

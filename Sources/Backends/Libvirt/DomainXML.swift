@@ -1,4 +1,5 @@
 import Foundation
+import TextEscaping
 
 /// The definition of a QEMU domain for one instance: pure, so what libvirt is given is tested
 /// without a daemon.
@@ -114,21 +115,7 @@ public struct DomainSpec: Sendable, Equatable {
     }
 
     /// Text for an XML attribute or element.
-    static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "'": out += "&apos;"
-            case "\"": out += "&quot;"
-            default: out.append(character)
-            }
-        }
-        return out
-    }
+    static func escape(_ text: String) -> String { XMLText.escape(text) }
 
     /// The target (`vdb`) of the disk whose source is `path`, from the domain's XML; nil when it has none.
     public static func diskTarget(file path: String, liveXML xml: String) -> String? {
