@@ -215,11 +215,22 @@ let package = Package(
         // QEMU domains through the libvirt C API, loaded with dlopen (no libvirt-dev to build; a host
         // without libvirt gets a clear error), and the disks and kernels of their images.
         .target(name: "Libvirt", dependencies: ["VolumeFiles", "TextEscaping"], path: "Sources/Backends/Libvirt", swiftSettings: strictSettings),
+        // The compute agent (`cloud agent`): a machine's Docker Engine behind a token, for a control plane elsewhere.
+        .target(
+            name: "ComputeAgent",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings),
         .target(
             name: "Compute",
             dependencies: [
                 "ServiceContract", "DockerEngine", "VolumeFiles", "Libvirt", "StorageClient", "Database", "SQLite", "Hashing",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/Services/Compute", swiftSettings: strictSettings),
         // The control plane (the host): identity, API keys, tenants, RBAC, tasks, the REST API and its
@@ -240,7 +251,7 @@ let package = Package(
         .executableTarget(
             name: "CLI",
             dependencies: [
-                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "VolumeFiles", "Libvirt", "Database", "SigV4", "Hashing",
+                "StorageNode", "ControlPlane", "ServiceContract", "Storage", "Secrets", "Queues", "Notify", "Cron", "Compute", "ComputeAgent", "VolumeFiles", "Libvirt", "Database", "SigV4", "Hashing",
                 "Gossip", "Replication", "StorageClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -308,7 +319,7 @@ let package = Package(
             name: "CronTests", dependencies: ["ServiceTestSupport", "Cron", "Queues", "Notify", "ControlPlane", "ServiceContract", "Database", "SQLite"],
             swiftSettings: strictSettings),
         .testTarget(
-            name: "ComputeTests", dependencies: ["Compute", "DockerEngine", "VolumeFiles", "Libvirt", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
+            name: "ComputeTests", dependencies: ["Compute", "ComputeAgent", "DockerEngine", "VolumeFiles", "Libvirt", "ServiceContract", "ServiceTestSupport", "ControlPlane", "Database", "SQLite"], swiftSettings: strictSettings),
         .testTarget(
             name: "ClusterTests",
             dependencies: ["Cluster", "StorageEngine", "S3API", "Ring", "Replication", "TestSupport", "Hashing"],

@@ -27,7 +27,7 @@ fi
 # The S3 clients the integration tests drive (aws-cli v1, boto3, the AWS CRT for CRC32C/CRC64NVME)
 # and pytest; PyYAML parses `cloud -o yaml` in the CLI tests.
 here="$(cd "$(dirname "$0")" && pwd)"
-if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest, yaml, aiosmtpd, vncdotool' 2>/dev/null || ! command -v aws >/dev/null; then
+if ! python3 -c 'import boto3, botocore, awscli, awscrt, requests, pytest, yaml, aiosmtpd, vncdotool, websocket' 2>/dev/null || ! command -v aws >/dev/null; then
     echo "installing Python test clients"
     python3 -m pip install -q -r "$here/requirements-test.txt" -r "$here/../tests/requirements.txt"
 fi

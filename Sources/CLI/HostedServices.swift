@@ -1,6 +1,8 @@
+import ArgumentParser
 import Compute
 import ControlPlane
 import Cron
+import HostAddress
 import Notify
 import Prometheus
 import Queues
@@ -23,10 +25,11 @@ enum HostedServices {
     ///   Snapshots of volumes go there too.
     ///   - volumes: The directory of compute volume files (nil: volume routes answer 503).
     ///   - machines: The directory of virtual machines' files (nil: instances on libvirt hosts fail).
+    ///   - console: Where the console gateway listens (nil: none; consoles give their VNC address only).
     ///   - metrics: The process's registry, the control plane's too (`configuration.api.metricsRegistry`).
     static func make(
         storage: StorageServiceConfiguration?, masterKey: MasterKey?, volumes: String? = nil, machines: String? = nil,
-        metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+        console: ConsoleGatewayConfiguration? = nil, metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
     ) -> [any CloudService] {
         let cluster = storage.map(StorageAdminClient.init)
         let sqs = cluster.map { cluster in
@@ -41,13 +44,22 @@ enum HostedServices {
             StorageService(cluster: cluster), SecretsService(masterKey: masterKey), QueuesService(sqs: sqs), NotifyService(), CronService(),
             ComputeService(
                 store: images, volumes: volumes.map(VolumeFiles.init(root:)), machines: machines.map(MachineFiles.init(root:)),
-                metrics: ServiceMetrics(service: "compute", registry: metrics)),
+                console: console, metrics: ServiceMetrics(service: "compute", registry: metrics)),
         ]
     }
 
     /// The services without run-time settings: what they declare (routes, permissions, quotas), for
     /// the API reference and option checks.
     static var described: [any CloudService] { Self.make(storage: nil, masterKey: nil) }
+
+    /// `--console-address host:port` as a gateway's configuration (port 0: any free port).
+    static func console(_ address: String?) throws -> ConsoleGatewayConfiguration? {
+        guard let address else { return nil }
+        guard let (host, port) = HostPort.split(address), (0...65535).contains(port) else {
+            throw ValidationError("--console-address must be host:port, not '\(address)'")
+        }
+        return ConsoleGatewayConfiguration(host: host, port: port)
+    }
 
     /// Every quota resource of the host and the services, in display order.
     static var quotaResources: [QuotaResource] {

@@ -117,9 +117,13 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "Address the control plane's REST API listens on, host:port. Its state is <data-dir>/control.sqlite.")
     var apiAddress: String = "127.0.0.1:8080"
 
+    @Option(help: "Address of the console gateway (WebSocket links to virtual machines' consoles), host:port; port 0 takes a free one.")
+    var consoleAddress: String = "127.0.0.1:0"
+
     @OptionGroup var control: ControlPlaneOptions
 
     func validate() throws {
+        _ = try HostedServices.console(self.consoleAddress)
         var configuration = ControlPlaneConfiguration()
         configuration.apiAddress = self.apiAddress
         do {
@@ -131,6 +135,7 @@ struct Dev: AsyncParsableCommand {
 
     func run() async throws {
         let apiAddress = self.apiAddress
+        let consoleAddress = self.consoleAddress
         let control = self.control
         try await self.options.runNode { node, logger in
             var configuration = ControlPlaneConfiguration()
@@ -144,7 +149,7 @@ struct Dev: AsyncParsableCommand {
                     secretKey: node.credentials.secretKey, region: node.configuration.region),
                 masterKey: try control.masterKey(defaultFile: node.configuration.dataDirectory + "/master.key", logger: logger),
                 volumes: node.configuration.dataDirectory + "/volumes", machines: node.configuration.dataDirectory + "/machines",
-                metrics: configuration.api.metricsRegistry)
+                console: try HostedServices.console(consoleAddress), metrics: configuration.api.metricsRegistry)
             try control.apply(to: &configuration, defaultOutbox: node.configuration.dataDirectory + "/outbox")
             do {
                 return try await ControlServer(configuration: configuration, logger: logger).services()

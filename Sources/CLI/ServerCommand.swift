@@ -41,6 +41,9 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Directory of virtual machines' disks, serial consoles and prepared images (on the libvirt hosts' machine: this one). Default: none, and instances on libvirt hosts fail with the reason.")
     var machinesDir: String?
 
+    @Option(help: "Address of the console gateway (WebSocket links to virtual machines' consoles), host:port, on the libvirt hosts' machine. Default: none, and consoles give their VNC address only.")
+    var consoleAddress: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -65,7 +68,7 @@ struct Server: AsyncParsableCommand {
         }
         configuration.services = HostedServices.make(
             storage: try self.storage.configuration(environment: environment), masterKey: masterKey, volumes: self.volumesDir, machines: self.machinesDir,
-            metrics: configuration.api.metricsRegistry)
+            console: try HostedServices.console(self.consoleAddress), metrics: configuration.api.metricsRegistry)
         try self.control.apply(to: &configuration, defaultOutbox: nil)
         do {
             try configuration.validate()

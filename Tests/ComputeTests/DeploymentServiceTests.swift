@@ -132,6 +132,57 @@ import Testing
     }
 }
 
+extension DeploymentServiceTests {
+    static func kinds(_ value: JSONValue?) -> [String] {
+        guard case .array(let items) = value?["events"] else { return [] }
+        return items.compactMap { text($0["kind"]) }
+    }
+
+    /// An update's events and its replacement of replicas (pending ones go at once), paged; and the
+    /// console's one-time tickets, on both dialects' SQL.
+    @Test(arguments: Backing.available) func eventsOfAnUpdateAndConsoleTicketsOnEachDatabase(_ backing: Backing) async throws {
+        let h = try await Harness(backing)
+        let driver = APIDriver(h.api)
+        let ada = try await driver.user("ada@example.com")
+        let tenant = await driver.tenant(of: ada)
+        try await h.database.query(
+            "INSERT INTO compute_images (tenant_id, name, digest, size_bytes, command, created_at) VALUES ($1, 'busybox', 'abc', 1, '[\"sh\"]', 0)",
+            [.text(tenant)])
+        #expect(await h.call("POST", "/compute/deployments", key: ada, body: #"{"name": "api", "image": "busybox", "replicas": 2, "type": "nano"}"#).0 == 201)
+        try await h.reconciling {
+            let first = Set(Self.names(try await h.deployment("api", key: ada) { Self.names($0).count == 2 }))
+            #expect(await h.call("PATCH", "/compute/deployments/api", key: ada, body: "{}").0 == 400)
+            let (updated, answer) = await h.call("PATCH", "/compute/deployments/api", key: ada, body: #"{"command": ["sh", "-c", "exec true"]}"#)
+            #expect(updated == 200 && answer?["revision"] == .int(2) && answer?["status"] == .string("progressing"))
+            let replaced = try await h.deployment("api", key: ada) { value in
+                let names = Set(Self.names(value))
+                return names.count == 2 && names.isDisjoint(with: first)
+            }
+            #expect(replaced?["revision"] == .int(2))
+            let (_, events) = await h.call("GET", "/compute/deployments/api/events", key: ada)
+            let kinds = Self.kinds(events)
+            #expect(Array(kinds.prefix(4)) == ["created", "replica-created", "replica-created", "updated"], "\(kinds)")
+            #expect(kinds.filter { $0 == "replica-deleted" }.count == 2 && kinds.filter { $0 == "replica-created" }.count == 4, "\(kinds)")
+            let (_, page) = await h.call("GET", "/compute/deployments/api/events?limit=3", key: ada)
+            #expect(Self.kinds(page) == Array(kinds.prefix(3)))
+            guard let token = text(page?["next_token"]) else { throw TestFailure("no next_token") }
+            let (_, rest) = await h.call("GET", "/compute/deployments/api/events?limit=100&next_token=\(token)", key: ada)
+            #expect(Self.kinds(rest) == Array(kinds.dropFirst(3)))
+        }
+
+        let ticket = try await h.database.transaction { db in try await ConsoleTickets.issue(db, instanceID: "i-1", now: 1_000) }
+        let stale = try await h.database.transaction { db in try await ConsoleTickets.issue(db, instanceID: "i-2", now: 1_000) }
+        #expect(try await h.database.transaction { db in try await ConsoleTickets.redeem(db, ticket: "nope", now: 2_000) } == nil)
+        #expect(try await h.database.transaction { db in try await ConsoleTickets.redeem(db, ticket: ticket, now: 2_000) } == "i-1")
+        #expect(try await h.database.transaction { db in try await ConsoleTickets.redeem(db, ticket: ticket, now: 2_000) } == nil, "used up")
+        #expect(
+            try await h.database.transaction { db in try await ConsoleTickets.redeem(db, ticket: stale, now: 1_000 + ConsoleTickets.lifetime) } == nil,
+            "expired")
+        let stored = try await h.database.query("SELECT digest FROM compute_console_tickets").map { $0.text(0) }
+        #expect(!stored.contains(ticket) && !stored.contains(stale), "only digests are kept")
+    }
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }

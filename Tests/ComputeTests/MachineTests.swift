@@ -97,19 +97,19 @@ import Testing
     }
 
     @Test func machinesArePlacedOnLibvirtHostsOnly() {
-        func host(_ name: String, _ backend: String, state: HostState = .ready) -> Placement.Candidate {
+        func host(_ name: String, _ backend: Backend, state: HostState = .ready) -> Placement.Candidate {
             Placement.Candidate(
                 host: name, state: state, cpus: 4, memoryBytes: 8 << 30, cpuOvercommit: 4, usedVCPUs: 0, usedMemoryMiB: 0, instances: 0,
                 backend: backend)
         }
-        let hosts = [host("a", "docker"), host("b", "libvirt")]
-        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: hosts) == .place(host: "b"))
-        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: "docker", among: hosts) == .place(host: "a"))
+        let hosts = [host("a", .docker), host("b", .libvirt)]
+        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: .libvirt, among: hosts) == .place(host: "b"))
+        #expect(Placement.choose(vcpus: 1, memoryMiB: 512, backend: .docker, among: hosts) == .place(host: "a"))
         #expect(
-            Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: [host("a", "docker")])
+            Placement.choose(vcpus: 1, memoryMiB: 512, backend: .libvirt, among: [host("a", .docker)])
                 == .refuse(reason: "no compute host runs libvirt (cloud hosts add)"))
         #expect(
-            Placement.choose(vcpus: 1, memoryMiB: 512, backend: "libvirt", among: [host("b", "libvirt", state: .unknown), host("a", "docker")])
+            Placement.choose(vcpus: 1, memoryMiB: 512, backend: .libvirt, among: [host("b", .libvirt, state: .unknown), host("a", .docker)])
                 == .refuse(reason: "no libvirt compute host is ready (1 unknown)"))
     }
 

@@ -69,6 +69,14 @@ import Testing
         #expect(VolumeFiles.mountTable().contains { $0.point == "/" })
     }
 
+    @Test func lvmSaysWhatItLacks() {
+        let misc = " 10 device-mapper\n183 hw_random\n"
+        #expect(LVMSupport.unavailable(procMisc: "183 hw_random\n", lvmInstalled: true).contains("no device-mapper"))
+        #expect(LVMSupport.unavailable(procMisc: "183 hw_random-device-mapper\n", lvmInstalled: true).contains("no device-mapper"))
+        #expect(LVMSupport.unavailable(procMisc: misc, lvmInstalled: false).contains("(Debian: lvm2)"))
+        #expect(LVMSupport.unavailable(procMisc: misc, lvmInstalled: true).contains("no LVM volume backend yet"))
+    }
+
     /// /proc files report size 0; a mount table longer than Foundation's first read (4000 bytes) is read whole.
     @Test func aLongProcFileIsReadToItsEnd() throws {
         let whole = try #require(VolumeFiles.readProcFile("/proc/self/maps"))

@@ -102,12 +102,21 @@ class Dev:
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for("cloud dev", lambda: _ready(self.api), timeout=90)
 
+    def start_as_operator(self):
+        """Starts it for the first time, registers the platform operator and logs in: `key` and `h` are its API key."""
+        self.start()
+        requests.post(f"{self.api}/auth/register", json={"email": self.operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
+        self.key = requests.post(f"{self.api}/auth/login", json={"email": self.operator, "password": PASSWORD}).json()["api_key"]
+        self.h = {"X-API-Key": self.key}
+
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
         self.log.close()
 
     def stop(self):
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
@@ -128,10 +137,8 @@ def unmount_below(root):
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory, engines):
     d = Dev(tmp_path_factory.mktemp("compute-dev"))
-    d.start()
     try:
-        requests.post(f"{d.api}/auth/register", json={"email": d.operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
-        d.key = requests.post(f"{d.api}/auth/login", json={"email": d.operator, "password": PASSWORD}).json()["api_key"]
+        d.start_as_operator()
         yield d
     finally:
         d.stop()
@@ -466,6 +473,174 @@ def test_deployments_replace_what_fails_and_what_a_lost_host_ran(dev, engines, b
     assert requests.delete(f"{api}/compute/images/dep", headers=h).status_code == 204
 
 
+def test_an_agent_host_runs_replicas_and_its_loss_moves_them(dev, engines, busybox_tar, tmp_path):
+    """A third engine reached only through `cloud agent` (its own dockerd, the agent on a TCP port
+    with a token it made): it registers itself, takes a replica of a spread deployment, answers for
+    it (logs), refuses requests without its token; killed, its replica moves to the other hosts;
+    started again, it registers again with a new address and its leftovers are removed."""
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=dev.key)
+    r = requests.put(f"{api}/compute/images/agent", headers={**h, "Content-Type": "application/x-tar"}, data=busybox_tar)
+    assert r.status_code == 201, r.text
+    fourth = Dockerd(tmp_path / "h4")
+    agents = []
+
+    def host_a1():
+        return next((x for x in requests.get(f"{api}/compute/hosts", headers=h).json()["hosts"] if x["name"] == "a1"), None)
+
+    def start_agent(previous=None):
+        log = open(tmp_path / f"agent-{len(agents)}.log", "w")
+        agents.append(subprocess.Popen([CLOUD_BIN, "agent", "a1", "--docker-socket", "unix://" + fourth.socket, "--listen", "127.0.0.1:0"],
+                                       env=env, stdout=log, stderr=subprocess.STDOUT))
+        return wait_for("the agent registered", lambda: (lambda x: x if x and x["status"] == "ready" and x["docker_socket"] != previous
+                                                         else None)(host_a1()), timeout=60)
+
+    try:
+        a1 = start_agent()
+        assert a1["docker_socket"].startswith("tcp://127.0.0.1:") and a1["cpus"] > 0 and a1["backend"] == "docker", a1
+        assert "agent_token" not in a1 and not any("token" in key for key in a1), a1
+        agent_url = "http://" + a1["docker_socket"][len("tcp://"):]
+        assert requests.get(f"{agent_url}/v1.41/info", timeout=10).status_code == 401
+        wrong = requests.get(f"{agent_url}/v1.41/info", headers={"Authorization": "Bearer " + "0" * 64}, timeout=10)
+        assert wrong.status_code == 401 and "token" in wrong.json()["message"], wrong.text
+        r = requests.post(f"{api}/compute/hosts", headers=h, json={"name": "a2", "docker_socket": a1["docker_socket"]})
+        assert r.status_code == 400 and "agent_token" in r.json()["error"]["message"], r.text
+
+        made = json.loads(cli(["deployments", "create", "spread", "--image", "agent", "--replicas", "3", "--type", "nano", "--wait", "-o", "json",
+                               "--", "sh", "-c", "echo on my host; exec sleep 3600"], env).stdout)
+        placed = {instance(api, h, n)["host"]: n for n in made["instances"]}
+        assert sorted(placed) == ["a1", "h1", "h2"], placed
+        remote = instance(api, h, placed["a1"])
+        assert [c["Id"] for c in fourth.containers() if c["State"] == "running"] == [remote["container_id"]]
+        lines = wait_for("logs through the agent", lambda: requests.get(f"{api}/compute/instances/{remote['name']}/logs", headers=h).json()["lines"])
+        assert [line["text"] for line in lines] == ["on my host"], lines
+        r = requests.post(f"{api}/compute/volumes", headers=h, json={"name": "far", "size_mib": 16})
+        if r.status_code == 201:  # the module's cloud dev has a volume directory
+            wait_for("the volume", lambda: requests.get(f"{api}/compute/volumes/far", headers=h).json()["status"] == "available")
+            r = requests.post(f"{api}/compute/volumes/far/attach", headers=h, json={"instance": remote["name"]})
+            assert r.status_code == 409 and "compute agent" in r.json()["error"]["message"], r.text
+            assert requests.delete(f"{api}/compute/volumes/far", headers=h).status_code == 202
+
+        # The agent dies: its host goes unknown and the replica moves to the hosts that answer.
+        agents[-1].kill()
+        agents[-1].wait(30)
+        moved = wait_for("the replica moved", lambda: (lambda d: d if d["status"] == "ready" and remote["name"] not in d["instances"] else None)(
+            requests.get(f"{api}/compute/deployments/spread", headers=h).json()), timeout=120)
+        assert sorted(instance(api, h, n)["host"] for n in moved["instances"]) in (["h1", "h1", "h2"], ["h1", "h2", "h2"]), moved
+        assert host_a1()["status"] == "unknown"
+
+        # Started again: a new port and token, registered again; what the lost replica left is removed.
+        again = start_agent(previous=a1["docker_socket"])
+        assert again["docker_socket"] != a1["docker_socket"]
+        wait_for("the leftover container removed", lambda: not [c for c in fourth.containers() if c["Labels"].get("cloud.instance")], timeout=60)
+        assert "Deployment spread deleted." in cli(["deployments", "delete", "spread", "--wait"], env).stdout
+        wait_for("a1 removable", lambda: requests.delete(f"{api}/compute/hosts/a1", headers=h).status_code == 204, timeout=60)
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.terminate()
+                agent.wait(30)
+        fourth.stop()
+    assert requests.delete(f"{api}/compute/images/agent", headers=h).status_code == 204
+
+
+def test_rolling_update_keeps_replicas_running_and_stops_at_a_bad_revision(dev, engines, busybox_tar, tmp_path):
+    """An update of a 3-replica deployment with max_unavailable 1: a sampler watches, through the API
+    and the engines, that at least 2 replicas run throughout; at the end every replica runs the new
+    revision (its logs say so) and the events tell the update. A revision whose replicas exit stops
+    the update with 2 of the old replicas running; the next revision repairs it."""
+    import threading
+
+    api, h = dev.api, {"X-API-Key": dev.key}
+    ensure_hosts(api, h, engines)
+    env = dict(os.environ, HOME=str(tmp_path), CLOUD_CONFIG=str(tmp_path / "config"), CLOUD_API_URL=api, CLOUD_API_KEY=dev.key)
+    r = requests.put(f"{api}/compute/images/roll", headers={**h, "Content-Type": "application/x-tar"}, data=busybox_tar)
+    assert r.status_code == 201, r.text
+    serve = ["--", "sh", "-c", "echo running version $VERSION; exec sleep 3600"]
+    made = json.loads(cli(["deployments", "create", "web", "--image", "roll", "--replicas", "3", "--type", "nano", "--env", "VERSION=1",
+                           "--wait", "-o", "json"] + serve, env).stdout)
+    assert made["revision"] == 1 and made["updated_replicas"] == 3 and made["max_unavailable"] == 1, made
+    first = set(made["instances"])
+
+    def deployment():
+        return requests.get(f"{api}/compute/deployments/web", headers=h).json()
+
+    def rolled_out(revision):
+        # The event is written by the reconciler's pass after the last replica runs, so it may follow --wait.
+        return wait_for(f"revision {revision} rolled out", lambda: [
+            e for e in requests.get(f"{api}/compute/deployments/web/events", headers=h).json()["events"]
+            if e["kind"] == "rolled-out" and e["message"].startswith(f"revision {revision} ")])
+
+    rolled_out(1)
+
+    for body, status, code in [({}, 400, "invalid_request"), ({"image": "nope"}, 404, "image_not_found"),
+                               ({"max_unavailable": 0}, 400, "invalid_request"), ({"type": "huge-x"}, 400, "unknown_instance_type"),
+                               ({"type": "large", "replicas": 15}, 409, "quota_exceeded")]:
+        r = requests.patch(f"{api}/compute/deployments/web", headers=h, json=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (body, r.text)
+    assert deployment()["revision"] == 1, "a refused update changes nothing"
+
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            d = deployment()
+            ids = {instance(api, h, n)["id"] for n in d["instances"]} if d["instances"] else set()
+            running = [c for e in engines for c in e.containers()
+                       if c["Labels"].get("cloud.name", "").startswith("web-") and c["State"] == "running"]
+            samples.append((d["ready_replicas"], len(running), d["updated_replicas"], len(ids)))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        out = cli(["deployments", "update", "web", "--env", "VERSION=2", "--wait"], env).stdout
+    finally:
+        stop.set()
+        sampler.join()
+    assert "at revision 2: 3 of 3 replicas run it" in out, out
+    assert len(samples) > 10, samples
+    assert min(s[0] for s in samples) >= 2, f"the API saw fewer than 2 replicas running: {samples}"
+    assert min(s[1] for s in samples) >= 2, f"the engines ran fewer than 2 replicas: {samples}"
+    assert any(s[2] in (1, 2) for s in samples), f"the update went one replica at a time: {samples}"
+    done = deployment()
+    assert done["status"] == "ready" and done["updated_replicas"] == 3 and not first & set(done["instances"]), done
+    for name in done["instances"]:
+        lines = wait_for("logs", lambda: requests.get(f"{api}/compute/instances/{name}/logs", headers=h).json()["lines"])
+        assert [line["text"] for line in lines] == ["running version 2"], (name, lines)
+    rolled_out(2)
+    events = json.loads(cli(["deployments", "events", "web", "-o", "json"], env).stdout)["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "created" and kinds.count("rolled-out") == 2 and kinds[-1] == "rolled-out", kinds
+    assert kinds.count("replica-created") == 6 and kinds.count("replica-deleted") == 3, kinds
+    assert [e["instance"] for e in events if e["kind"] == "replica-deleted"] and \
+        {e["instance"] for e in events if e["kind"] == "replica-deleted"} == first, events
+    assert all("runs revision 1, not 2" in e["message"] for e in events if e["kind"] == "replica-deleted"), events
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1)), events
+    table = cli(["deployments", "events", "web"], env).stdout
+    assert "rolled-out" in table and "revision 2 runs on all 3 replicas" in table, table
+
+    # Revision 3 exits at once: the update stops with 2 replicas of revision 2 running.
+    r = requests.patch(f"{api}/compute/deployments/web", headers=h, json={"command": ["sh", "-c", "exit 3"]})
+    assert r.status_code == 200 and r.json()["revision"] == 3, r.text
+    # Two of its replicas in turn start and exit (a second one is made only after the first failed,
+    # after the backoff): meanwhile the update went no further than one old replica.
+    wait_for("two replicas of revision 3 to fail", lambda: sum(
+        e["kind"] == "replica-failed" for e in requests.get(f"{api}/compute/deployments/web/events", headers=h).json()["events"]) >= 2,
+        timeout=120)
+    stuck = deployment()
+    old = [n for n in stuck["instances"] if n in done["instances"]]
+    assert stuck["status"] == "progressing" and len(old) == 2, (stuck, done)
+    assert all(instance(api, h, n)["status"] == "ready" for n in old), stuck
+    # Revision 4 runs again: its update replaces all of it.
+    out = cli(["deployments", "update", "web", "--wait", "-o", "json"] + serve, env).stdout
+    fixed = json.loads(out)
+    assert fixed["revision"] == 4 and fixed["updated_replicas"] == 3 and fixed["status_reason"] is None, fixed
+    assert "Deployment web deleted." in cli(["deployments", "delete", "web", "--wait"], env).stdout
+    assert requests.delete(f"{api}/compute/images/roll", headers=h).status_code == 204
+
+
 def test_autoscaling_follows_cpu_use(dev, engines, busybox_tar, tmp_path):
     """A group of replicas that each burn a CPU for 30 s, then idle: the autoscaler takes it from
     --min to --max while they burn (never beyond), and back to --min once they idle."""
@@ -494,5 +669,8 @@ def test_autoscaling_follows_cpu_use(dev, engines, busybox_tar, tmp_path):
     down = wait_for("scale-down to 1", lambda: group(lambda d: d["replicas"] == 1 and d["status"] == "ready"), timeout=150)
     assert down["cpu_percent"] is not None and down["cpu_percent"] < 30, down
     assert max(seen) == 3 and seen[0] >= 1, seen
+    events = requests.get(f"{api}/compute/deployments/burners/events", headers=h).json()["events"]
+    scalings = [e["message"] for e in events if e["kind"] == "autoscaled"]
+    assert len(scalings) >= 2 and "auto-scaled from 1 to" in scalings[0] and scalings[-1].endswith("against a target of 30 %"), scalings
     assert "deleted" in cli(["autoscaling", "delete", "burners", "--wait"], env).stdout
     assert requests.delete(f"{api}/compute/images/burn", headers=h).status_code == 204

@@ -4,16 +4,18 @@ the host's packages; nothing is pulled). The guest has no network."""
 import io
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
+import threading
 
 import pytest
 import requests
+import websocket
 import yaml
 
 import guestimage
 from cloudtest import CLOUD_BIN
-from controlhelpers import PASSWORD
 from test_compute import Dev, settled, wait_for
 
 pytestmark = pytest.mark.needs_binary
@@ -49,11 +51,8 @@ def guest_tar():
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, libvirtd):
     d = Dev(tmp_path_factory.mktemp("machines-dev"))
-    d.start()
     try:
-        requests.post(f"{d.api}/auth/register", json={"email": d.operator, "name": "Ops", "password": PASSWORD}).raise_for_status()
-        d.key = requests.post(f"{d.api}/auth/login", json={"email": d.operator, "password": PASSWORD}).json()["api_key"]
-        d.h = {"X-API-Key": d.key}
+        d.start_as_operator()
         yield d
     finally:
         d.stop()
@@ -78,6 +77,57 @@ def wait_line(api, h, name, text, timeout=120):
 def domstate(instance_id):
     r = virsh("domstate", "cloud-" + instance_id, check=False)
     return r.stdout.strip() if r.returncode == 0 else None
+
+
+class WebSocketBridge:
+    """A local TCP port whose one connection is carried over a WebSocket (binary frames both ways)."""
+
+    def __init__(self, url):
+        self.url, self.errors, self.frames, self.subprotocol = url, [], 0, None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+        self.thread.join(30)
+
+    def _serve(self):
+        try:
+            client, _ = self.listener.accept()
+        except OSError as error:
+            self.errors.append(error)
+            return
+        ws = websocket.create_connection(self.url, subprotocols=["binary"], timeout=30)
+        self.subprotocol = ws.getsubprotocol()
+
+        def upstream():
+            try:
+                while data := client.recv(65536):
+                    ws.send_binary(data)
+            except OSError:
+                pass
+            finally:
+                ws.close()
+
+        pump = threading.Thread(target=upstream, daemon=True)
+        pump.start()
+        try:
+            while True:
+                opcode, data = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                self.frames += 1
+                client.sendall(data)
+        except (websocket.WebSocketException, OSError) as error:
+            self.errors.append(error)
+        finally:
+            client.close()
+            pump.join(30)
 
 
 def vnc_capture(port, password, path):
@@ -139,7 +189,25 @@ def test_virtual_machine_lifecycle(platform, guest_tar, tmp_path):
     wrong = "x" * 8 if console["password"] != "x" * 8 else "y" * 8
     assert vnc_capture(console["port"], wrong, tmp_path / "denied.png").returncode != 0
     out = subprocess.run([CLOUD_BIN, "instances", "console", "vm"], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and f":{console['port']}" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and f":{console['port']}" in out.stdout and "WebSocket ws://127.0.0.1:" in out.stdout, out.stdout + out.stderr
+
+    # The same console over the gateway's WebSocket, as a browser's noVNC reaches it: vncdo talks
+    # RFB to a local bridge that carries it in the WebSocket's binary frames.
+    link = console["websocket_url"]
+    assert link.startswith("ws://127.0.0.1:") and "/console/" in link, console
+    over = tmp_path / "over-websocket.png"
+    with WebSocketBridge(link) as bridge:
+        out = vnc_capture(bridge.port, console["password"], over)
+        assert out.returncode == 0, out.stdout + out.stderr + str(bridge.errors)
+    assert bridge.subprotocol == "binary" and bridge.frames > 0, (bridge.subprotocol, bridge.frames)
+    assert over.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and over.stat().st_size > 1000
+    # A link serves one connection; a made-up one, none; plain HTTP is told what the gateway is.
+    for url, status in [(link, 403), (link.rsplit("/", 1)[0] + "/0123abcd", 403), (link.split("/console/")[0] + "/other", 404)]:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, timeout=10)
+        assert refused.value.status_code == status, (url, refused.value)
+    plain = requests.get(link.replace("ws://", "http://"), timeout=10)
+    assert plain.status_code == 400 and "console gateway" in plain.text, plain.text
     # What only containers do is refused, with what to do instead.
     r = requests.post(f"{api}/compute/instances/vm/exec", headers=h, json={"command": ["ls"]})
     assert r.status_code == 409 and r.json()["error"]["code"] == "unsupported_by_backend", r.text

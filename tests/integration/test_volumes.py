@@ -191,6 +191,17 @@ def test_volumes_attach_live_detach_snapshot_restore(platform, env):
     size_kib = int(sh(env, "w2", "df -k /volumes/data2").stdout.splitlines()[1].split()[1])
     assert size_kib > 100 * 1024, size_kib
 
+    # LVM: this host says what it lacks (no device-mapper in the kernel here), and nothing is made.
+    lvm = cli(["volumes", "create", "lv", "--size", "64M", "--storage", "lvm"], env, check=False)
+    with open("/proc/misc") as misc:
+        dm = any(line.split()[-1:] == ["device-mapper"] for line in misc)
+    assert lvm.returncode != 0 and "lvm_unavailable" in lvm.stderr, lvm.stderr
+    expected = ("no LVM volume backend yet" if shutil.which("lvm") else "(Debian: lvm2)") if dm else "its kernel has no device-mapper"
+    assert expected in lvm.stderr, lvm.stderr
+    assert cli(["volumes", "show", "lv"], env, check=False).returncode != 0
+    odd = cli(["volumes", "create", "zz", "--size", "64M", "--storage", "tape"], env, check=False)
+    assert odd.returncode != 0 and "storage must be file or lvm" in odd.stderr, odd.stderr
+
     # Bad input: a 4xx with a message, nothing half made.
     for args, code in [(["volumes", "create", "small", "--from-snapshot", "s1", "--size", "32M"], "invalid_request"),
                        (["volumes", "create", "tiny", "--size", "1M"], "invalid_request"),

@@ -8,17 +8,30 @@ import NIOHTTP1
 /// Every call opens its own connection and has a deadline; an engine that is not there or does not
 /// answer is a ``DockerError`` with ``DockerError/isUnavailable``.
 public struct DockerEngine: Sendable {
-    /// The socket's path.
-    public let socketPath: String
+    /// Where it answers: `unix:///run/docker.sock`, or `tcp://host:port` of a compute agent.
+    public var socketPath: String { self.connection.address.url }
     /// How long an ordinary call may take (image imports get more).
     public var timeout: Duration = .seconds(30)
     let connection: EngineConnection
 
-    /// - Parameter socket: `unix:///run/docker.sock` or a plain path.
-    public init(socket: String) {
-        let path = socket.hasPrefix("unix://") ? String(socket.dropFirst("unix://".count)) : socket
-        self.socketPath = path
-        self.connection = EngineConnection(socketPath: path, apiVersion: "1.41")
+    /// - Parameters:
+    ///   - socket: `unix:///run/docker.sock` or a plain path; or `tcp://host:port`, a compute agent
+    ///     (`cloud agent`) in front of an engine on another machine.
+    ///   - token: The agent's bearer token (a `tcp://` engine's).
+    public init(socket: String, token: String? = nil) {
+        self.connection = EngineConnection(address: Self.address(socket), token: token, apiVersion: "1.41")
+    }
+
+    /// A socket string as an address (a `tcp://` one without a valid port is port 0: it fails to connect).
+    static func address(_ socket: String) -> EngineAddress {
+        if socket.hasPrefix("tcp://") {
+            let rest = socket.dropFirst("tcp://".count)
+            guard let colon = rest.lastIndex(of: ":") else { return .tcp(host: String(rest), port: 0) }
+            var host = String(rest[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return .tcp(host: host, port: Int(rest[rest.index(after: colon)...]) ?? 0)
+        }
+        return .unix(path: socket.hasPrefix("unix://") ? String(socket.dropFirst("unix://".count)) : socket)
     }
 
     /// What the engine says about its host.

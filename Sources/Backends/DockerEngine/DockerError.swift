@@ -20,11 +20,11 @@ public struct DockerError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// No engine listens on the socket.
     public static func unreachable(socket: String, reason: String) -> Self {
-        Self(.unreachable, "docker: no engine at unix://\(socket) (\(reason))")
+        Self(.unreachable, "docker: no engine at \(socket) (\(reason))")
     }
 
     static func timedOut(_ what: String, after: Duration, socket: String) -> Self {
-        Self(.timedOut, "docker: the engine at unix://\(socket) did not answer \(what) within \(after)")
+        Self(.timedOut, "docker: the engine at \(socket) did not answer \(what) within \(after)")
     }
 
     static func malformed(_ what: String) -> Self { Self(.malformed, "docker: \(what)") }

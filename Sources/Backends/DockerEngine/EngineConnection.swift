@@ -3,11 +3,27 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// One HTTP/1.1 exchange with a Docker Engine over its Unix socket: a connection per request,
-/// closed after the answer (the engine's own CLI does the same per command).
+/// Where an engine answers: its Unix socket, or a compute agent's TCP port in front of it.
+enum EngineAddress: Sendable, Equatable {
+    case unix(path: String)
+    case tcp(host: String, port: Int)
+
+    /// `unix:///run/docker.sock`, `tcp://10.0.0.5:2377`.
+    var url: String {
+        switch self {
+        case .unix(let path): "unix://" + path
+        case .tcp(let host, let port): "tcp://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange with a Docker Engine over its Unix socket (or through a compute agent,
+/// with the agent's token): a connection per request, closed after the answer (the engine's own
+/// CLI does the same per command).
 struct EngineConnection: Sendable {
-    /// The socket's path (`/run/docker.sock`).
-    let socketPath: String
+    let address: EngineAddress
+    /// The agent's bearer token (nil: a local socket).
+    let token: String?
     /// The engine API version every path is prefixed with (`/v1.41/...`).
     let apiVersion: String
 
@@ -42,7 +58,7 @@ struct EngineConnection: Sendable {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let answer = first else {
-                throw DockerError.timedOut("\(method.rawValue) \(path)", after: timeout, socket: self.socketPath)
+                throw DockerError.timedOut("\(method.rawValue) \(path)", after: timeout, socket: self.address.url)
             }
             return answer
         }
@@ -53,22 +69,26 @@ struct EngineConnection: Sendable {
     ) async throws -> Answer {
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
-                .connect(unixDomainSocketPath: self.socketPath) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
-                    }
+            let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
+            let initializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>> = { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
                 }
+            }
+            switch self.address {
+            case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
+            case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port, channelInitializer: initializer)
+            }
         } catch {
-            throw DockerError.unreachable(socket: self.socketPath, reason: "\(error)")
+            throw DockerError.unreachable(socket: self.address.url, reason: "\(error)")
         }
         let uri = "/v\(self.apiVersion)" + path + Self.encode(query)
         return try await channel.executeThenClose { inbound, outbound in
             var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
             head.headers.add(name: "Host", value: "docker")
             head.headers.add(name: "Connection", value: "close")
+            if let token = self.token { head.headers.add(name: "Authorization", value: "Bearer " + token) }
             head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
             if body != nil { head.headers.add(name: "Content-Type", value: contentType) }
             do {
@@ -97,6 +117,9 @@ struct EngineConnection: Sendable {
                     if buffer.readableBytes > room { answer.truncated = true }
                     if room > 0, let bytes = buffer.readBytes(length: min(room, buffer.readableBytes)) { answer.body += bytes }
                 case .end:
+                    if self.token != nil && answer.status == 401 {
+                        throw DockerError.unreachable(socket: self.address.url, reason: "the compute agent refused its token: \(answer.text)")
+                    }
                     return answer
                 }
             }

@@ -70,7 +70,7 @@ package enum HostCommand {
         }
     }
 
-    private static func locate(_ name: String) -> String? {
+    package static func locate(_ name: String) -> String? {
         if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
         for directory in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: directory + "/" + name) {
             return directory + "/" + name

@@ -430,8 +430,11 @@ struct Instances: AsyncParsableCommand {
 
     struct Console: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Where a running virtual machine's VNC console listens, and its password.",
-            discussion: "cloud instances console vm1   (then: vncviewer 127.0.0.1::PORT, or any VNC client, with the password)")
+            abstract: "Where a running virtual machine's VNC console listens, its password, and a one-time WebSocket link for browsers.",
+            discussion: """
+                cloud instances console vm1   (then: vncviewer 127.0.0.1::PORT, or any VNC client, with the password; \
+                or open the WebSocket link in noVNC within a minute: it serves one connection)
+                """)
         @Argument(help: "The name.") var name: String
         @OptionGroup var client: APIClientOptions
 
@@ -439,6 +442,7 @@ struct Instances: AsyncParsableCommand {
             let answer = try await self.client.call("GET", Instances.path(self.name) + "/console")
             self.client.emit(answer) {
                 print("VNC \(APIClientOptions.text(answer?["host"])):\(APIClientOptions.text(answer?["port"]))  password \(APIClientOptions.text(answer?["password"]))")
+                if case .string(let link)? = answer?["websocket_url"] { print("WebSocket \(link)  (one connection, within a minute)") }
             }
         }
     }
@@ -492,11 +496,11 @@ struct Instances: AsyncParsableCommand {
 struct Deployments: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Deployments: a number of identical instances, replaced when they fail, exit or lose their host.",
-        subcommands: [Create.self, List.self, Show.self, Scale.self, Delete.self], defaultSubcommand: List.self)
+        subcommands: [Create.self, List.self, Show.self, Scale.self, Update.self, Events.self, Delete.self], defaultSubcommand: List.self)
 
     static let columns = [
-        ("NAME", "name"), ("STATUS", "status"), ("READY", "ready_replicas"), ("REPLICAS", "replicas"), ("IMAGE", "image"), ("TYPE", "type"),
-        ("REASON", "status_reason"),
+        ("NAME", "name"), ("STATUS", "status"), ("READY", "ready_replicas"), ("REPLICAS", "replicas"), ("REVISION", "revision"),
+        ("UPDATED", "updated_replicas"), ("IMAGE", "image"), ("TYPE", "type"), ("REASON", "status_reason"),
     ]
 
     static func path(_ name: String) -> String { "/compute/deployments/" + name.addingPercentEncodingForQuery() }
@@ -522,13 +526,17 @@ struct Deployments: AsyncParsableCommand {
         @Argument(help: "The name (1 to 50 of lowercase letters, digits and -); its instances are NAME-xxxxx.") var name: String
         @Option(help: "The image.") var image: String
         @Option(help: "How many instances (0 to 100).") var replicas: Int
+        @Option(help: "How many replicas a rolling update may take below --replicas running (default 1).") var maxUnavailable: Int?
+        @Option(help: "How long a replica must have run before a rolling update counts it as available (default 10).") var minReadySeconds: Int?
         @Flag(help: "Wait until every replica runs.") var wait = false
         @OptionGroup var process: Instances.ProcessOptions
         @OptionGroup var client: APIClientOptions
 
         func run() async throws {
             let body: [(String, JSONValue)] =
-                [("name", .string(self.name)), ("image", .string(self.image)), ("replicas", .int(Int64(self.replicas)))] + (try self.process.members())
+                [("name", .string(self.name)), ("image", .string(self.image)), ("replicas", .int(Int64(self.replicas)))]
+                + (self.maxUnavailable.map { [("max_unavailable", .int(Int64($0)))] } ?? [])
+                + (self.minReadySeconds.map { [("min_ready_seconds", .int(Int64($0)))] } ?? []) + (try self.process.members())
             let resources = ResourceClient(self.client)
             var answer = try await resources.create("/compute/deployments", body: .object(body))
             if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
@@ -570,6 +578,60 @@ struct Deployments: AsyncParsableCommand {
                 "PATCH", Deployments.path(self.name), body: .object([("replicas", .int(Int64(self.replicas)))]))
             if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
             self.client.emit(answer) { print("Deployment \(self.name) scaled to \(self.replicas) replicas.") }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change what a deployment's replicas run; a rolling update replaces them, --max-unavailable at a time.",
+            discussion: """
+                Any of --image, --type, --cmd (or a command after --) and --env makes a new revision; --env gives all the variables \
+                (those not given go). Without --wait it returns at once: `cloud deployments events NAME` shows the update's progress.
+                cloud deployments update api --image busybox2 --max-unavailable 1 --wait
+                """)
+        @Argument(help: "The name.") var name: String
+        @Option(help: "The image.") var image: String?
+        @Option(help: "How many replicas the update may take below the deployment's replicas running.") var maxUnavailable: Int?
+        @Option(help: "How long a replica must have run before the update counts it as available.") var minReadySeconds: Int?
+        @Flag(name: .customLong("clear-command"), help: "Run the image's own command again.") var clearCommand = false
+        @Flag(help: "Wait until every replica runs the new revision.") var wait = false
+        @OptionGroup var process: Instances.ProcessOptions
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            var body = try self.process.members()
+            if let image { body.insert(("image", .string(image)), at: 0) }
+            if let maxUnavailable { body.append(("max_unavailable", .int(Int64(maxUnavailable)))) }
+            if let minReadySeconds { body.append(("min_ready_seconds", .int(Int64(minReadySeconds)))) }
+            if self.clearCommand {
+                guard !body.contains(where: { $0.0 == "command" }) else { throw ValidationError("give --clear-command or a command, not both") }
+                body.append(("command", .array([])))
+            }
+            guard !body.isEmpty else {
+                throw ValidationError("give what to change: --image, --type, --cmd, --env, --max-unavailable or --min-ready-seconds")
+            }
+            let resources = ResourceClient(self.client)
+            var answer = try await self.client.call("PATCH", Deployments.path(self.name), body: .object(body))
+            if self.wait { answer = try await Deployments.waitReady(resources, self.name) }
+            self.client.emit(answer) {
+                print(
+                    "Deployment \(self.name) at revision \(APIClientOptions.text(answer?["revision"])): "
+                        + "\(APIClientOptions.text(answer?["updated_replicas"])) of \(APIClientOptions.text(answer?["replicas"])) replicas run it.")
+            }
+        }
+    }
+
+    struct Events: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "What happened to a deployment, oldest first: replicas made, failed and replaced, scaling, updates rolled out.")
+        @Argument(help: "The name.") var name: String
+        @OptionGroup var client: APIClientOptions
+
+        func run() async throws {
+            let resources = ResourceClient(self.client)
+            resources.show(
+                try await resources.listAll(Deployments.path(self.name) + "/events", itemsKey: "events"), itemsKey: "events",
+                columns: [("TIME", "time"), ("KIND", "kind"), ("INSTANCE", "instance"), ("MESSAGE", "message")])
         }
     }
 

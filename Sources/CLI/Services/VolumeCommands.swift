@@ -45,6 +45,7 @@ struct Volumes: AsyncParsableCommand {
         @Argument(help: "The name (lowercase letters, digits and -).") var name: String
         @Option(help: "Its size: 1G, 512M, … (16M to 1T); from a snapshot, the snapshot's size by default.") var size: String?
         @Option(help: "A completed snapshot to restore into it.") var fromSnapshot: String?
+        @Option(help: "file (default: a sparse file on the host) or lvm (a logical volume, where the host has LVM).") var storage: String?
         @Flag(help: "Wait until it is available (or failed, with the reason).") var wait = false
         @OptionGroup var client: APIClientOptions
 
@@ -56,6 +57,7 @@ struct Volumes: AsyncParsableCommand {
             var body: [(String, JSONValue)] = [("name", .string(self.name))]
             if let size { body.append(("size_mib", .int(try Volumes.mebibytes(size)))) }
             if let fromSnapshot { body.append(("snapshot", .string(fromSnapshot))) }
+            if let storage { body.append(("storage", .string(storage))) }
             var answer = try await ResourceClient(self.client).create("/compute/volumes", body: .object(body))
             if self.wait { answer = try await Volumes.settle(self.client, self.name, passing: ["creating"], target: "available") }
             self.client.emit(answer) { print("Volume \(self.name) \(APIClientOptions.text(answer?["status"])) (\(APIClientOptions.text(answer?["size_mib"])) MiB).") }

@@ -71,7 +71,7 @@ extension ComputeService {
                     guard let hostName = member.host, let host = hosts[hostName] else { continue }
                     group.addTask {
                         do {
-                            return Autoscaler.percent(try await DockerEngine(socket: host.dockerSocket).stats(member.containerName), vcpus: member.vcpus)
+                            return Autoscaler.percent(try await host.engine.stats(member.containerName), vcpus: member.vcpus)
                         } catch {
                             logger.warning("replica not measured", metadata: ["instance": "\(member.id)", "error": "\(error)"])
                             return nil
@@ -96,7 +96,13 @@ extension ComputeService {
                     """,
                     [.text(deployment.id), .integer(deployment.version), mean, .integer(desired), .integer(changed ? now : deployment.scaledAt),
                      .integer(changed ? 1 : 0)])
-                if changed && !updated.isEmpty { try await context.queue.enqueue(Self.reconcileTask(deployment), in: db) }
+                if changed && !updated.isEmpty {
+                    try await context.queue.enqueue(Self.reconcileTask(deployment), in: db)
+                    try await DeploymentEvents.record(
+                        db, deployment: deployment.id, at: now, .autoscaled,
+                        "auto-scaled from \(deployment.replicas) to \(desired) replicas: their mean CPU use was \(Self.percentText(mean))"
+                            + " against a target of \(policy.targetCPUPercent) %")
+                }
             }
             if changed {
                 scaled += 1
@@ -110,5 +116,9 @@ extension ComputeService {
             }
         }
         return TaskCompletion(result: .object([("deployments", .int(Int64(deployments.count))), ("scaled", .int(Int64(scaled)))]))
+    }
+
+    static func percentText(_ mean: SQLValue) -> String {
+        if case .integer(let percent) = mean { "\(percent) %" } else { "not measured" }
     }
 }

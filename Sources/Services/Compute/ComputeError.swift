@@ -27,6 +27,8 @@ enum ComputeError: Error, APIErrorConvertible {
     case sshKeyNotFound(String)
     case sshKeyExists(String)
     case volumesUnavailable
+    /// Why volumes cannot be LVM logical volumes here.
+    case lvmUnavailable(String)
     case snapshotsUnavailable
     case volumeNotFound(String)
     case volumeExists(String)
@@ -70,6 +72,7 @@ enum ComputeError: Error, APIErrorConvertible {
         case .sshKeyExists(let name): .conflict("ssh_key_exists", "an SSH key '\(name)' exists")
         case .volumesUnavailable:
             APIError(status: 503, code: "volumes_unavailable", message: "this control plane has no volume directory (cloud server --volumes-dir)")
+        case .lvmUnavailable(let why): APIError(status: 503, code: "lvm_unavailable", message: why)
         case .snapshotsUnavailable: APIError(status: 503, code: "snapshots_unavailable", message: "no object store is configured for snapshots")
         case .volumeNotFound(let name): APIError(status: 404, code: "volume_not_found", message: "no volume '\(name)'")
         case .volumeExists(let name): .conflict("volume_exists", "a volume '\(name)' exists")

@@ -146,8 +146,18 @@ extension ComputeService {
         guard socket.isEmpty != uri.isEmpty else {
             throw APIError.invalidRequest("name one of docker_socket (a host of containers) and libvirt_uri (a host of virtual machines)")
         }
+        let token = context.body.string("agent_token") ?? ""
         if uri.isEmpty {
-            guard socket.hasPrefix("unix:///") else { throw APIError.invalidRequest("docker_socket must be unix:///path/to/docker.sock") }
+            if socket.hasPrefix("tcp://") {
+                guard token.utf8.count >= 32 else {
+                    throw APIError.invalidRequest("a tcp:// engine is a compute agent's (cloud agent): give its agent_token (at least 32 characters)")
+                }
+            } else {
+                guard socket.hasPrefix("unix:///") else {
+                    throw APIError.invalidRequest("docker_socket must be unix:///path/to/docker.sock, or tcp://host:port of a compute agent")
+                }
+                guard token.isEmpty else { throw APIError.invalidRequest("agent_token is a compute agent's (a tcp:// docker_socket)") }
+            }
         } else {
             try Self.checkLibvirtURI(uri)
         }
@@ -160,7 +170,7 @@ extension ComputeService {
         if uri.isEmpty {
             guard context.body.string("accelerator") == nil else { throw APIError.invalidRequest("accelerator is a libvirt host's") }
             do {
-                let info = try await DockerEngine(socket: socket).info()
+                let info = try await DockerEngine(socket: socket, token: token.isEmpty ? nil : token).info()
                 (cpus, memoryBytes, version) = (Int64(info.cpus), info.memoryBytes, info.serverVersion)
             } catch let error as DockerError {
                 throw APIError(status: 400, code: "host_unreachable", message: error.description)
@@ -181,19 +191,34 @@ extension ComputeService {
         let now = context.environment.clock.unixMilliseconds()
         let host = HostRecord(
             name: name, dockerSocket: socket, state: .ready, reason: nil, cpus: cpus, memoryBytes: memoryBytes, engineVersion: version,
-            cpuOvercommit: overcommit, seenAt: now, checkedAt: now, createdAt: now, libvirtURI: uri, accelerator: accelerator)
+            cpuOvercommit: overcommit, seenAt: now, checkedAt: now, createdAt: now, libvirtURI: uri, accelerator: accelerator, agentToken: token)
         return try await context.transaction { db in
-            if try await db.query("SELECT 1 FROM compute_hosts WHERE name = $1", [.text(name)]).first != nil { throw ComputeError.hostExists(name) }
+            if let existing = try await ComputeSchema.host(db, named: name) {
+                // An agent that starts again registers again: its new address and token replace the old.
+                guard !token.isEmpty, !existing.agentToken.isEmpty else { throw ComputeError.hostExists(name) }
+                try await db.query(
+                    """
+                    UPDATE compute_hosts SET docker_socket = $2, agent_token = $3, state = 'ready', reason = NULL, cpus = $4, memory_bytes = $5,
+                    engine_version = $6, cpu_overcommit = $7, seen_at = $8, checked_at = $8 WHERE name = $1
+                    """,
+                    [.text(name), .text(socket), .text(token), .integer(cpus), .integer(memoryBytes), .text(version), .integer(overcommit), .integer(now)])
+                Self.log(context, "compute agent registered again", ["host": "\(name)", "engine": "\(socket)"])
+                let placed = try await Self.candidates(db).first { $0.0.name == name }?.1
+                return .json(200, Self.hostShape.json(HostView(record: host, placed: placed ?? Self.emptyCandidate(host))))
+            }
             try await db.query(
-                "INSERT INTO compute_hosts (\(ComputeSchema.hostColumns)) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8, $8, $9, $10)",
+                "INSERT INTO compute_hosts (\(ComputeSchema.hostColumns)) VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8, $8, $9, $10, $11)",
                 [.text(name), .text(socket), .text(host.state.rawValue), .integer(host.cpus), .integer(host.memoryBytes), .text(host.engineVersion),
-                 .integer(overcommit), .integer(now), .text(uri), .text(host.accelerator)])
-            Self.log(context, "compute host added", ["host": "\(name)", "backend": "\(host.backend)", "cpus": "\(cpus)", "engine": "\(version)"])
-            let empty = Placement.Candidate(
-                host: name, state: .ready, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: overcommit, usedVCPUs: 0,
-                usedMemoryMiB: 0, instances: 0, backend: host.backend)
-            return .json(201, Self.hostShape.json(HostView(record: host, placed: empty)))
+                 .integer(overcommit), .integer(now), .text(uri), .text(host.accelerator), .text(token)])
+            Self.log(context, "compute host added", ["host": "\(name)", "backend": "\(host.backend.rawValue)", "cpus": "\(cpus)", "engine": "\(version)"])
+            return .json(201, Self.hostShape.json(HostView(record: host, placed: Self.emptyCandidate(host))))
         }
+    }
+
+    static func emptyCandidate(_ host: HostRecord) -> Placement.Candidate {
+        Placement.Candidate(
+            host: host.name, state: host.state, cpus: host.cpus, memoryBytes: host.memoryBytes, cpuOvercommit: host.cpuOvercommit, usedVCPUs: 0,
+            usedMemoryMiB: 0, instances: 0, backend: host.backend)
     }
 
     func listHosts(_ context: RouteContext) async throws -> APIResponse {
@@ -225,20 +250,20 @@ extension ComputeService {
         let imageName = context.body.string("image") ?? ""
         let typeName = context.body.string("type") ?? "small"
         guard let type = InstanceType.named(typeName) else { throw ComputeError.unknownType(typeName) }
-        let backend = context.body.string("backend") ?? "docker"
-        guard ["docker", "libvirt"].contains(backend) else { throw ComputeError.unknownBackend(backend) }
+        let backendName = context.body.string("backend") ?? Backend.docker.rawValue
+        guard let backend = Backend(rawValue: backendName) else { throw ComputeError.unknownBackend(backendName) }
         let restart = context.body.string("restart") ?? "no"
         guard Self.restartPolicies.contains(restart) else {
             throw APIError.invalidRequest("restart must be one of \(Self.restartPolicies.joined(separator: ", "))")
         }
         let command = context.body.strings("command") ?? []
         let variables = try Self.environmentVariables(context)
-        if backend == "libvirt", !command.isEmpty || !variables.isEmpty || restart != "no" {
+        if backend == .libvirt, !command.isEmpty || !variables.isEmpty || restart != "no" {
             throw APIError.invalidRequest("command, environment and restart are a container's: a virtual machine boots its image's kernel and init")
         }
         let userData = context.body.string("user_data") ?? ""
         let keyNames = context.body.strings("ssh_keys") ?? []
-        if backend == "docker", !userData.isEmpty || !keyNames.isEmpty {
+        if backend == .docker, !userData.isEmpty || !keyNames.isEmpty {
             throw APIError.invalidRequest("user_data and ssh_keys are a virtual machine's (backend libvirt): a container runs its command")
         }
         guard userData.utf8.count <= CloudInitSeed.maximumUserDataBytes else {
@@ -328,7 +353,7 @@ extension ComputeService {
             guard let next = action.transition(from: instance.state) else {
                 throw ComputeError.invalidState(name: instance.name, state: instance.state, action: action.rawValue)
             }
-            if instance.backend == "libvirt", action != .delete,
+            if instance.backend == .libvirt, action != .delete,
                 try await db.query(
                     """
                     SELECT 1 FROM compute_snapshots s JOIN compute_volumes v ON v.id = s.volume_id
@@ -369,13 +394,13 @@ extension ComputeService {
         }
         let (instance, host) = try await self.existingWithHost(context)
         guard let host else { return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: []))) }
-        if host.backend == "libvirt" {
+        if host.backend == .libvirt {
             guard since == nil else { throw APIError.invalidRequest("since is for containers: a machine's serial console has no times (use tail)") }
             return .json(200, Self.logsShape.json(Logs(instance: instance.name, lines: self.machineLogs(instance, tail: tail))))
         }
         var lines: [LogFrames.Line]
         do {
-            lines = try await DockerEngine(socket: host.dockerSocket).logs(instance.containerName, tail: tail, since: since)
+            lines = try await host.engine.logs(instance.containerName, tail: tail, since: since)
         } catch let error as DockerError where error.isNotFound {
             lines = []
         } catch let error as DockerError {
@@ -414,12 +439,12 @@ extension ComputeService {
             throw APIError.invalidRequest("timeout_seconds must be 1 to \(Self.maximumExecSeconds)")
         }
         let (instance, host) = try await self.existingWithHost(context)
-        guard instance.backend == "docker" else {
+        guard instance.backend == .docker else {
             throw ComputeError.unsupported("exec runs in containers; reach a virtual machine through its console (cloud instances console)")
         }
         guard instance.state == .ready, let host else { throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "run a command") }
         do {
-            let result = try await DockerEngine(socket: host.dockerSocket).exec(instance.containerName, command: command, timeout: .seconds(seconds))
+            let result = try await host.engine.exec(instance.containerName, command: command, timeout: .seconds(seconds))
             Self.log(context, "command run in instance", ["instance": "\(instance.name)", "exit-code": "\(result.exitCode)"])
             return .json(200, Self.execShape.json(ExecOutcome(instance: instance.name, result: result)))
         } catch let error as DockerError {

@@ -6,6 +6,7 @@ public import Libvirt
 import Logging
 import Prometheus
 public import ServiceContract
+public import ServiceLifecycle
 import SQLite
 public import VolumeFiles
 
@@ -32,6 +33,10 @@ public struct ComputeService: CloudService {
     /// Its counters, in the process's registry: provisions by outcome and their time, replicas a
     /// deployment replaced, auto-scaling changes.
     let metrics: ServiceMetrics
+    /// Where browsers reach machines' consoles over WebSocket (``ConsoleGateway``); nil: no gateway.
+    let console: ConsoleGatewayConfiguration?
+    /// The gateway's address once it listens.
+    let consoleLinks = ConsoleLinks()
 
     /// - Parameters:
     ///   - store: The storage cluster's system buckets; nil answers image imports with 503
@@ -40,13 +45,21 @@ public struct ComputeService: CloudService {
     ///     `volumes_unavailable`.
     ///   - machines: The host directory of virtual machines' files; nil makes instances on libvirt
     ///     hosts `failed` with the reason.
+    ///   - console: Where the console gateway listens (WebSocket links to machines' consoles); nil:
+    ///     the console route gives the VNC address only.
     public init(
-        store: SystemStore?, volumes: VolumeFiles? = nil, machines: MachineFiles? = nil, metrics: ServiceMetrics = ServiceMetrics(service: "compute")
+        store: SystemStore?, volumes: VolumeFiles? = nil, machines: MachineFiles? = nil, console: ConsoleGatewayConfiguration? = nil,
+        metrics: ServiceMetrics = ServiceMetrics(service: "compute")
     ) {
         self.images = store
         self.volumes = volumes
         self.machines = machines
+        self.console = console
         self.metrics = metrics
+    }
+
+    public func services(_ environment: ServiceEnvironment) -> [any Service] {
+        self.console.map { [ConsoleGateway(configuration: $0, links: self.consoleLinks, environment: environment)] } ?? []
     }
 
     /// Counts a provision's outcome (`ready`, `failed`) and, when it ran, how long the host took.
@@ -97,7 +110,7 @@ public struct ComputeService: CloudService {
             PermissionSpec("image:delete", "Delete images no instance uses.", grantedTo: [.developer]),
             PermissionSpec("deployment:read", "See deployments and their replicas.", grantedTo: [.developer, .viewer]),
             PermissionSpec("deployment:create", "Create deployments.", grantedTo: [.developer]),
-            PermissionSpec("deployment:update", "Scale deployments.", grantedTo: [.developer]),
+            PermissionSpec("deployment:update", "Scale and update deployments.", grantedTo: [.developer]),
             PermissionSpec("deployment:delete", "Delete deployments and their instances.", grantedTo: [.developer]),
         ] + self.volumePermissions + self.sshKeyPermissions
     }
@@ -180,7 +193,7 @@ public struct ComputeService: CloudService {
         $0.string("name") { $0.name }
         $0.string("image") { $0.image }
         $0.string("type") { $0.type }
-        $0.enumeration("backend", ["docker", "libvirt"]) { $0.backend }
+        $0.enumeration("backend", Backend.allCases.map(\.rawValue)) { $0.backend.rawValue }
         $0.integer("vcpus") { $0.vcpus }
         $0.integer("memory_mib") { $0.memoryMiB }
         $0.strings("command", "What it runs (empty: the image's command).") { $0.command }
@@ -224,7 +237,7 @@ public struct ComputeService: CloudService {
 
     static let hostShape = ResponseShape<HostView>("ComputeHost") {
         $0.string("name") { $0.record.name }
-        $0.enumeration("backend", ["docker", "libvirt"], "What it runs: containers or virtual machines.") { $0.record.backend }
+        $0.enumeration("backend", Backend.allCases.map(\.rawValue), "What it runs: containers or virtual machines.") { $0.record.backend.rawValue }
         $0.string("docker_socket", "Empty on a libvirt host.") { $0.record.dockerSocket }
         $0.string("libvirt_uri", "Empty on a Docker host.") { $0.record.libvirtURI }
         $0.string("accelerator", "A libvirt host's machines run on kvm or tcg (QEMU's emulation); empty on a Docker host.") { $0.record.accelerator }
@@ -306,11 +319,12 @@ public struct ComputeService: CloudService {
             },
             Route(
                 method: "POST", path: "/compute/hosts", operationID: "addComputeHost",
-                summary: "Register a host by its Docker Engine socket or its libvirt URI (platform operators); it must answer.",
+                summary: "Register a host by its Docker Engine socket, its compute agent or its libvirt URI (platform operators); it must answer.",
                 access: .platformAdmin,
                 body: BodySchema([
                     .string("name", maxLength: 63, "1 to 63 of lowercase letters, digits and -."),
-                    .string("docker_socket", required: false, maxLength: 200, "unix:///path/to/docker.sock: a host of containers."),
+                    .string("docker_socket", required: false, maxLength: 200, "unix:///path/to/docker.sock: a host of containers; or tcp://host:port of a compute agent (cloud agent) in front of one."),
+                    .string("agent_token", required: false, maxLength: 200, "A compute agent's bearer token (with a tcp:// docker_socket); an agent that registers again replaces its address and token (200)."),
                     .string("libvirt_uri", required: false, maxLength: 200, "qemu:///system: a host of virtual machines (this machine's libvirt)."),
                     .string("accelerator", required: false, maxLength: 8, "A libvirt host's: kvm (the default where libvirt offers it) or tcg (QEMU's emulation)."),
                     .integer("cpu_overcommit", "Instance vCPUs per CPU (1 to 64, default 8)."),

@@ -1,4 +1,5 @@
 import Database
+import DockerEngine
 import ServiceContract
 import SQLite
 
@@ -27,9 +28,23 @@ struct HostRecord: Sendable, Equatable {
     var libvirtURI: String = ""
     /// How a libvirt host runs machines: `kvm` or `tcg` (QEMU's emulation); empty for a Docker host.
     var accelerator: String = ""
+    /// The bearer token of the compute agent (`cloud agent`) in front of a `tcp://` engine; empty
+    /// for a local socket. Never in an answer.
+    var agentToken: String = ""
 
-    /// What it runs: `docker` (containers) or `libvirt` (virtual machines).
-    var backend: String { self.libvirtURI.isEmpty ? "docker" : "libvirt" }
+    /// Its engine, through its agent when it has one.
+    var engine: DockerEngine { DockerEngine(socket: self.dockerSocket, token: self.agentToken.isEmpty ? nil : self.agentToken) }
+
+    /// What it runs: containers or virtual machines.
+    var backend: Backend { self.libvirtURI.isEmpty ? .docker : .libvirt }
+}
+
+/// What runs an instance, as its `backend` says on the wire and in its row.
+enum Backend: String, Sendable, CaseIterable {
+    /// A container on a Docker Engine.
+    case docker
+    /// A virtual machine on a libvirt daemon (QEMU).
+    case libvirt
 }
 
 /// Whether the scheduler may place instances on a host.
@@ -80,7 +95,7 @@ struct InstanceRecord: Sendable {
     var image: String
     var imageDigest: String
     var type: String
-    var backend: String
+    var backend: Backend
     var vcpus: Int64
     var memoryMiB: Int64
     var command: [String]
@@ -101,6 +116,8 @@ struct InstanceRecord: Sendable {
     var userData: String = ""
     /// The SSH public keys a machine's cloud-init installs, by the names they had (copied at creation).
     var sshKeys: [(String, String)] = []
+    /// The revision of its deployment it runs (1 for an instance no deployment made).
+    var revision: Int64 = 1
 
     /// The container's name on its engine (and the domain's name on a libvirt host).
     var containerName: String { "cloud-\(self.id)" }
@@ -202,16 +219,43 @@ enum ComputeSchema {
                 PRIMARY KEY (tenant_id, name)
             );
             """),
+        Migration(version: 6, name: "rolling updates and events of deployments", sql: """
+            ALTER TABLE compute_deployments ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+            ALTER TABLE compute_deployments ADD COLUMN max_unavailable BIGINT NOT NULL DEFAULT 1;
+            ALTER TABLE compute_deployments ADD COLUMN rolled_out BIGINT NOT NULL DEFAULT 0;
+            ALTER TABLE compute_deployments ADD COLUMN min_ready_seconds BIGINT NOT NULL DEFAULT 10;
+            ALTER TABLE compute_instances ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+            CREATE TABLE compute_deployment_events (
+                deployment_id TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                at BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                instance TEXT,
+                message TEXT NOT NULL,
+                PRIMARY KEY (deployment_id, sequence)
+            );
+            """),
+        Migration(version: 7, name: "one-time console tickets and compute agents", sql: """
+            ALTER TABLE compute_hosts ADD COLUMN agent_token TEXT NOT NULL DEFAULT '';
+            CREATE TABLE compute_console_tickets (
+                digest TEXT PRIMARY KEY,
+                instance_id TEXT NOT NULL,
+                expires_at BIGINT NOT NULL
+            );
+            """),
     ]
 
-    static let hostColumns =
-        "name, docker_socket, state, reason, cpus, memory_bytes, engine_version, cpu_overcommit, seen_at, checked_at, created_at, libvirt_uri, accelerator"
+    static let hostColumns = """
+        name, docker_socket, state, reason, cpus, memory_bytes, engine_version, cpu_overcommit, seen_at, checked_at, created_at, libvirt_uri, \
+        accelerator, agent_token
+        """
 
     static func host(_ row: SQLRow) -> HostRecord {
         HostRecord(
             name: row.text(0), dockerSocket: row.text(1), state: HostState(rawValue: row.text(2)) ?? .unknown, reason: row.optionalText(3),
             cpus: row.int(4), memoryBytes: row.int(5), engineVersion: row.text(6), cpuOvercommit: row.int(7), seenAt: row.int(8),
-            checkedAt: row.int(9), createdAt: row.int(10), libvirtURI: row.text(11), accelerator: row.text(12))
+            checkedAt: row.int(9), createdAt: row.int(10), libvirtURI: row.text(11), accelerator: row.text(12),
+            agentToken: row.text(13))
     }
 
     static func host(_ db: any SQLSession, named name: String) async throws -> HostRecord? {
@@ -228,17 +272,17 @@ enum ComputeSchema {
 
     static let instanceColumns = """
         id, tenant_id, name, image, image_digest, type, backend, vcpus, memory_mib, command, environment, restart, state, reason, host, \
-        backend_id, version, created_at, updated_at, deployment_id, user_data, ssh_keys
+        backend_id, version, created_at, updated_at, deployment_id, user_data, ssh_keys, revision
         """
 
     static func instance(_ row: SQLRow) -> InstanceRecord {
         InstanceRecord(
             id: row.text(0), tenantID: row.text(1), name: row.text(2), image: row.text(3), imageDigest: row.text(4), type: row.text(5),
-            backend: row.text(6), vcpus: row.int(7), memoryMiB: row.int(8), command: Self.strings(row.text(9)),
+            backend: Backend(rawValue: row.text(6)) ?? .docker, vcpus: row.int(7), memoryMiB: row.int(8), command: Self.strings(row.text(9)),
             environment: Self.pairs(row.text(10)), restart: row.text(11), state: InstanceState(rawValue: row.text(12)) ?? .unknown,
             reason: row.optionalText(13), host: row.optionalText(14), backendID: row.optionalText(15), version: row.int(16),
             createdAt: row.int(17), updatedAt: row.int(18), deploymentID: row.optionalText(19), userData: row.text(20),
-            sshKeys: Self.pairs(row.text(21)))
+            sshKeys: Self.pairs(row.text(21)), revision: row.int(22))
     }
 
     /// Writes a new instance (its provisioning task is the caller's to enqueue, in the same transaction).
@@ -246,18 +290,19 @@ enum ComputeSchema {
         try await db.query(
             """
             INSERT INTO compute_instances (\(Self.instanceColumns))
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14, $15, $16, $17)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, NULL, 1, $14, $14, $15, $16, $17, $18)
             """,
             [.text(instance.id), .text(instance.tenantID), .text(instance.name), .text(instance.image), .text(instance.imageDigest),
-             .text(instance.type), .text(instance.backend), .integer(instance.vcpus), .integer(instance.memoryMiB),
+             .text(instance.type), .text(instance.backend.rawValue), .integer(instance.vcpus), .integer(instance.memoryMiB),
              .text(Self.encode(instance.command)), .text(Self.encode(pairs: instance.environment)), .text(instance.restart),
              .text(instance.state.rawValue), .integer(instance.createdAt), instance.deploymentID.map(SQLValue.text) ?? .null,
-             .text(instance.userData), .text(Self.encode(pairs: instance.sshKeys))])
+             .text(instance.userData), .text(Self.encode(pairs: instance.sshKeys)), .integer(instance.revision)])
     }
 
     static let deploymentColumns = """
         id, tenant_id, name, image, type, vcpus, memory_mib, command, environment, replicas, deleting, reason, failures, retry_at, version, \
-        created_at, updated_at, min_replicas, max_replicas, target_cpu, cpu_percent, scaled_at
+        created_at, updated_at, min_replicas, max_replicas, target_cpu, cpu_percent, scaled_at, revision, max_unavailable, rolled_out, \
+        min_ready_seconds
         """
 
     static func deployment(_ row: SQLRow) -> DeploymentRecord {
@@ -269,7 +314,8 @@ enum ComputeSchema {
             autoscaling: row.optionalInt(19).map {
                 AutoscalingPolicy(minimum: row.optionalInt(17) ?? 0, maximum: row.optionalInt(18) ?? 0, targetCPUPercent: $0)
             },
-            cpuPercent: row.optionalInt(20), scaledAt: row.int(21))
+            cpuPercent: row.optionalInt(20), scaledAt: row.int(21), revision: row.int(22), maxUnavailable: row.int(23),
+            minReadySeconds: row.int(25), rolledOut: row.int(24))
     }
 
     static func deployment(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws

@@ -29,6 +29,10 @@ extension ComputeService {
         return TaskCompletion(result: result) { db in
             guard let current = try await ComputeSchema.instance(db, id: instance.id), states.contains(current.state) else { return }
             try await ComputeSchema.update(db, id: instance.id, state: state, reason: reason, backendID: backendID, now: now)
+            // Its deployment goes on at once (a rolling update's next step, a replacement) rather than at its next scheduled pass.
+            if let deployment = current.deploymentID {
+                try await context.queue.enqueue(Self.reconcileTask(deploymentID: deployment, tenantID: current.tenantID), in: db)
+            }
         }
     }
 
@@ -61,10 +65,10 @@ extension ComputeService {
             return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host was removed", context)
         }
         guard host.backend == instance.backend else {
-            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host \(host.name) runs \(host.backend), not \(instance.backend)", context)
+            return self.settle(instance, from: [.pending, .provisioning], to: .failed, reason: "its host \(host.name) runs \(host.backend.rawValue), not \(instance.backend.rawValue)", context)
         }
-        if host.backend == "libvirt" { return try await self.provisionMachine(instance, on: host, context) }
-        let engine = DockerEngine(socket: host.dockerSocket)
+        if host.backend == .libvirt { return try await self.provisionMachine(instance, on: host, context) }
+        let engine = host.engine
         let started = ContinuousClock.now
         do {
             try await self.ensureImage(instance, on: engine, logger: logger)
@@ -142,10 +146,10 @@ extension ComputeService {
             return self.settle(instance, from: [during], to: .failed, reason: "it has no host", context)
         }
         do {
-            if host.backend == "libvirt" {
+            if host.backend == .libvirt {
                 try await self.powerMachine(action, instance, on: host, context)
             } else {
-                let engine = DockerEngine(socket: host.dockerSocket)
+                let engine = host.engine
                 switch action {
                 case .stop: try await engine.stop(instance.containerName)
                 case .start: try await engine.start(instance.containerName)
@@ -168,10 +172,10 @@ extension ComputeService {
         guard let instance = try await self.instance(context) else { return TaskCompletion(result: .string("already gone")) }
         if let hostName = instance.host, let host = try await Self.host(context, hostName) {
             do {
-                if host.backend == "libvirt" {
+                if host.backend == .libvirt {
                     try await self.removeMachine(instance, on: host)
                 } else {
-                    try await DockerEngine(socket: host.dockerSocket).remove(instance.containerName)
+                    try await host.engine.remove(instance.containerName)
                 }
             } catch let error where Self.unreachable(error) != nil {
                 if context.attempt < 3 { throw TaskFailure.retryable("\(error)") }
@@ -206,7 +210,7 @@ extension ComputeService {
                     "SELECT \(ComputeSchema.instanceColumns) FROM compute_instances WHERE host = $1", [.text(host.name)]
                 ).map(ComputeSchema.instance)
                 let report =
-                    host.backend == "libvirt"
+                    host.backend == .libvirt
                     ? try await self.inspectMachines(host, placed: placed, context) : try await self.inspectContainers(host, placed: placed, context)
                 var updates: [(InstanceRecord, InstanceState, String?)] = []
                 for instance in placed {
@@ -267,7 +271,7 @@ extension ComputeService {
     /// What a Docker host's engine reports, with how each instance placed there is; containers of
     /// instances that are gone (deleted while the engine was away) are removed.
     private func inspectContainers(_ host: HostRecord, placed: [InstanceRecord], _ context: TaskContext) async throws -> HostReport {
-        let engine = DockerEngine(socket: host.dockerSocket)
+        let engine = host.engine
         let info = try await engine.info()
         let containers = try await engine.containers(label: "cloud.instance")
         var observations: [String: ContainerObservation] = [:]

@@ -182,6 +182,9 @@ extension ComputeService {
         var host: String
         var port: Int64
         var password: String
+        /// A one-time link through the console gateway, when there is one.
+        var websocketURL: String?
+        var websocketExpiresAt: Int64?
     }
 
     static let consoleShape = ResponseShape<Console>("InstanceConsole") {
@@ -190,13 +193,18 @@ extension ComputeService {
         $0.string("host", "The address the console listens on (the host machine's loopback).") { $0.host }
         $0.integer("port") { $0.port }
         $0.string("password", "The machine's VNC password.") { $0.password }
+        $0.optionalString(
+            "websocket_url",
+            "A WebSocket to the console for browsers (noVNC): good for one connection within a minute; null without a console gateway."
+        ) { $0.websocketURL }
+        $0.optionalTime("websocket_expires_at") { $0.websocketExpiresAt }
     }
 
     /// Where a running machine's VNC console is, and its password.
     func console(_ context: RouteContext) async throws -> APIResponse {
         let (instance, host) = try await self.existingWithHost(context)
-        guard instance.backend == "libvirt" else { throw ComputeError.unsupported("a console is a virtual machine's (backend libvirt); use exec or logs for a container") }
-        guard instance.state == .ready, let host, host.backend == "libvirt" else {
+        guard instance.backend == .libvirt else { throw ComputeError.unsupported("a console is a virtual machine's (backend libvirt); use exec or logs for a container") }
+        guard instance.state == .ready, let host, host.backend == .libvirt else {
             throw ComputeError.invalidState(name: instance.name, state: instance.state, action: "show its console")
         }
         let xml: String
@@ -206,8 +214,17 @@ extension ComputeService {
         guard let port = DomainSpec.vncPort(liveXML: xml), let password = DomainSpec.vncPassword(liveXML: xml) else {
             throw ComputeError.engine("the machine of instance \(instance.name) has no VNC console")
         }
+        var console = Console(instance: instance.name, host: Self.consoleListen, port: Int64(port), password: password)
+        if let base = self.consoleLinks.baseURL {
+            let now = context.environment.clock.unixMilliseconds()
+            let ticket = try await context.environment.database.transaction { db in
+                try await ConsoleTickets.issue(db, instanceID: instance.id, now: now)
+            }
+            console.websocketURL = base + "/console/" + ticket
+            console.websocketExpiresAt = now + ConsoleTickets.lifetime
+        }
         Self.log(context, "console opened", ["instance": "\(instance.name)"])
-        return .json(200, Self.consoleShape.json(Console(instance: instance.name, host: Self.consoleListen, port: Int64(port), password: password)))
+        return .json(200, Self.consoleShape.json(console))
     }
 }
 

@@ -30,8 +30,8 @@ enum Placement {
         var usedVCPUs: Int64
         var usedMemoryMiB: Int64
         var instances: Int64
-        /// What it runs: `docker` or `libvirt`.
-        var backend: String = "docker"
+        /// What it runs.
+        var backend: Backend = .docker
 
         var vcpuCapacity: Int64 { self.cpus * self.cpuOvercommit }
         var memoryCapacityMiB: Int64 { self.memoryBytes / (1 << 20) }
@@ -57,14 +57,14 @@ enum Placement {
 
     /// Spreads: the ready host of the instance's backend that would be least loaded after taking
     /// the instance (then the one with fewer instances, then by name, so the choice is deterministic).
-    static func choose(vcpus: Int64, memoryMiB: Int64, backend: String = "docker", among all: [Candidate]) -> Decision {
+    static func choose(vcpus: Int64, memoryMiB: Int64, backend: Backend = .docker, among all: [Candidate]) -> Decision {
         let candidates = all.filter { $0.backend == backend }
         let ready = candidates.filter { $0.state == .ready }
         guard !ready.isEmpty else {
             if candidates.isEmpty {
-                return .refuse(reason: all.isEmpty ? "no compute host is registered" : "no compute host runs \(backend) (cloud hosts add)")
+                return .refuse(reason: all.isEmpty ? "no compute host is registered" : "no compute host runs \(backend.rawValue) (cloud hosts add)")
             }
-            return .refuse(reason: "no \(backend) compute host is ready (\(candidates.count) unknown)")
+            return .refuse(reason: "no \(backend.rawValue) compute host is ready (\(candidates.count) unknown)")
         }
         let fitting = ready.filter { $0.fits(vcpus: vcpus, memoryMiB: memoryMiB) }
         guard

@@ -2,6 +2,7 @@ import Database
 import Logging
 import ServiceContract
 import SQLite
+import VolumeFiles
 
 extension ComputeService {
     static let volumesQuota = QuotaResource(rawValue: "volumes")
@@ -101,8 +102,9 @@ extension ComputeService {
                     .string("name", maxLength: 63, "1 to 63 of lowercase letters, digits and -; unique in the tenant."),
                     .integer("size_mib", "Its size in MiB (16 to 1048576); from a snapshot, at least the snapshot's (its size by default)."),
                     .string("snapshot", required: false, maxLength: 63, "A completed snapshot of the tenant to restore."),
+                    .string("storage", required: false, maxLength: 16, "file (the default: a sparse file on the host) or lvm (a logical volume; where it is unavailable, a 503 says why)."),
                 ]), success: 201, response: .shape(Self.volumeShape.component),
-                errors: [(409, "volume_exists"), (404, "snapshot_not_found"), (503, "volumes_unavailable")]
+                errors: [(409, "volume_exists"), (404, "snapshot_not_found"), (503, "volumes_unavailable"), (503, "lvm_unavailable")]
             ) { context in try await self.createVolume(context) },
             Route(
                 method: "GET", path: "/compute/volumes", operationID: "listVolumes", summary: "The tenant's volumes by name.", access: read,
@@ -116,7 +118,7 @@ extension ComputeService {
                 method: "POST", path: "/compute/volumes/{name}/attach", operationID: "attachVolume",
                 summary: "Attach an available volume to a ready or stopped instance, which sees it at /volumes/NAME (asynchronous).",
                 access: update, body: BodySchema([.string("instance", maxLength: 63, "An instance of the tenant.")]), success: 202,
-                response: .shape(Self.volumeShape.component), errors: [(409, "invalid_state"), (404, "instance_not_found")]
+                response: .shape(Self.volumeShape.component), errors: [(409, "invalid_state"), (404, "instance_not_found"), (409, "unsupported_by_backend")]
             ) { context in try await self.attachVolume(context) },
             Route(
                 method: "POST", path: "/compute/volumes/{name}/detach", operationID: "detachVolume",
@@ -172,6 +174,11 @@ extension ComputeService {
     func createVolume(_ context: RouteContext) async throws -> APIResponse {
         let caller = try context.authenticated
         guard self.volumes != nil else { throw ComputeError.volumesUnavailable }
+        switch context.body.string("storage") ?? "file" {
+        case "file": break
+        case "lvm": throw ComputeError.lvmUnavailable(LVMSupport.unavailableHere())
+        case let other: throw APIError.invalidRequest("storage must be file or lvm, not '\(other)'")
+        }
         let name = context.body.string("name") ?? ""
         try Self.checkName(name)
         let snapshotName = context.body.string("snapshot")
@@ -281,6 +288,11 @@ extension ComputeService {
             guard [.ready, .stopped].contains(current.state) else {
                 throw ComputeError.invalidState(name: instance.name, state: current.state, action: "take a volume")
             }
+            // Volume files live on the control plane's machine; an agent's engine is on another one.
+            if let hostName = current.host, let host = try await ComputeSchema.host(db, named: hostName), !host.agentToken.isEmpty {
+                throw ComputeError.unsupported(
+                    "instance \(instance.name) runs on host \(hostName), reached through a compute agent: volumes attach only to instances on the control plane's machine")
+            }
         }
     }
 
@@ -330,7 +342,7 @@ extension ComputeService {
                 // read at all (its power requests wait for the snapshot too: see request(_:_:)).
                 let lock = dialect == .postgres ? " FOR UPDATE" : ""
                 if let row = try await db.query("SELECT state, backend FROM compute_instances WHERE id = $1\(lock)", [.text(instanceID)]).first,
-                    row.text(1) == "libvirt", ![InstanceState.ready.rawValue, InstanceState.stopped.rawValue].contains(row.text(0))
+                    row.text(1) == Backend.libvirt.rawValue, ![InstanceState.ready.rawValue, InstanceState.stopped.rawValue].contains(row.text(0))
                 {
                     throw APIError.conflict(
                         "invalid_state", "volume '\(volume.name)' is a disk of a machine that is \(row.text(0)): snapshot it once it is ready or stopped")

@@ -162,7 +162,7 @@ extension ComputeService {
         guard let hostName = instance.host, let host = try await Self.host(context, hostName) else {
             return back("not attached: the instance has no host")
         }
-        if host.backend == "libvirt" {
+        if host.backend == .libvirt {
             do {
                 if !volume.formatted {
                     try await files.format(volume.id, label: volume.name)
@@ -181,7 +181,7 @@ extension ComputeService {
             return self.settle(volume, from: [.attaching], to: .attached, reason: nil, context)
         }
         do {
-            guard let container = try await DockerEngine(socket: host.dockerSocket).inspect(instance.containerName) else {
+            guard let container = try await host.engine.inspect(instance.containerName) else {
                 return back("not attached: the instance has no container on \(hostName)")
             }
             guard container.mountTargets.contains(Self.volumesPath) else {
@@ -248,7 +248,7 @@ extension ComputeService {
     /// The instance when it is a machine (backend libvirt) with its host, else nil.
     func machine(_ instanceID: String, _ context: TaskContext) async throws -> (InstanceRecord, HostRecord)? {
         try await context.queue.database.transaction { db in
-            guard let instance = try await ComputeSchema.instance(db, id: instanceID), instance.backend == "libvirt", let name = instance.host,
+            guard let instance = try await ComputeSchema.instance(db, id: instanceID), instance.backend == .libvirt, let name = instance.host,
                 let host = try await ComputeSchema.host(db, named: name)
             else { return nil }
             return (instance, host)

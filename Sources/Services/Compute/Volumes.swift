@@ -24,12 +24,12 @@ struct VolumeRecord: Sendable {
     /// The name of `instanceID`, read with it.
     var instanceName: String? = nil
     /// That instance's backend (`docker`, `libvirt`).
-    var instanceBackend: String? = nil
+    var instanceBackend: Backend? = nil
 
     /// Where its instance sees it: a directory in a container, a disk in a machine.
     var mountPath: String? {
         guard self.instanceName != nil else { return nil }
-        return self.instanceBackend == "libvirt" ? "/dev/disk/by-id/virtio-\(self.id)" : "/volumes/\(self.name)"
+        return self.instanceBackend == .libvirt ? "/dev/disk/by-id/virtio-\(self.id)" : "/volumes/\(self.name)"
     }
 }
 
@@ -136,7 +136,7 @@ extension ComputeSchema {
             id: row.text(0), tenantID: row.text(1), name: row.text(2), sizeMiB: row.int(3), state: VolumeState(rawValue: row.text(4)) ?? .failed,
             reason: row.optionalText(5), instanceID: row.optionalText(6), sourceSnapshot: row.optionalText(7), formatted: row.int(8) != 0,
             version: row.int(9), createdAt: row.int(10), updatedAt: row.int(11), instanceName: row.optionalText(12),
-            instanceBackend: row.optionalText(13))
+            instanceBackend: row.optionalText(13).flatMap(Backend.init(rawValue:)))
     }
 
     static func volume(_ db: any SQLSession, tenantID: String, name: String, dialect: SQLDialect, forUpdate: Bool = false) async throws
