@@ -29,9 +29,35 @@ extension S3Handler {
 
     // MARK: - ListBuckets
 
+    /// The caller's buckets by name; with `max-buckets` (1 to 10000) a page of them, continued by
+    /// `continuation-token` (the last name of the page before, opaque to clients); `prefix` filters.
     func listBuckets(_ context: Context) async throws -> S3Response {
         let principal = context.principal
-        let buckets = try await self.engine.listBuckets().filter { principal.mayUse(bucketOwnedBy: $0.owner) }
+        let q = context.query
+        var maxBuckets: Int?
+        if let text = q["max-buckets"] {
+            guard let value = Int(text), (1...10_000).contains(value) else {
+                throw S3Error.invalidArgument("Argument max-buckets must be an integer between 1 and 10000", name: "max-buckets", value: text)
+            }
+            maxBuckets = value
+        }
+        var after: String?
+        if let token = q["continuation-token"] {
+            guard let bytes = Base64.decode(token), let name = String(validating: bytes, as: UTF8.self) else {
+                throw S3Error.invalidArgument("The continuation token provided is incorrect", name: "continuation-token", value: token)
+            }
+            after = name
+        }
+        let prefix = q["prefix"] ?? ""
+        var buckets = try await self.engine.listBuckets()
+            .filter { principal.mayUse(bucketOwnedBy: $0.owner) && $0.name.hasPrefix(prefix) }
+            .sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        if let after { buckets = buckets.filter { after.utf8.lexicographicallyPrecedes($0.name.utf8) } }
+        var next: String?
+        if let maxBuckets, buckets.count > maxBuckets {
+            buckets = Array(buckets.prefix(maxBuckets))
+            next = buckets.last.map { Base64.encode(Array($0.name.utf8)) }
+        }
         var xml = XMLWriter()
         xml.group("ListAllMyBucketsResult", namespace: true) { xml in
             Self.writeOwner(&xml, principal.owner)
@@ -40,9 +66,12 @@ extension S3Handler {
                     xml.group("Bucket") { xml in
                         xml.element("Name", bucket.name)
                         xml.element("CreationDate", HTTPDate.iso8601(bucket.created))
+                        xml.element("BucketRegion", self.configuration.region)
                     }
                 }
             }
+            if let next { xml.element("ContinuationToken", next) }
+            if q["prefix"] != nil { xml.element("Prefix", prefix) }
         }
         return Self.xmlResponse(xml, operation: "ListBuckets")
     }
@@ -109,21 +138,35 @@ extension S3Handler {
 
     // MARK: - ListObjects (v1) and ListObjectsV2
 
-    func listObjects(_ context: Context, bucket: String, version2: Bool) async throws -> S3Response {
-        let q = context.query
-        var maxKeys = 1000
-        if let text = q["max-keys"] {
-            guard let value = Int(text), value >= 0 else {
-                throw S3Error.invalidArgument("Provided max-keys not an integer or within integer range", name: "max-keys", value: text)
-            }
-            maxKeys = min(value, 1000)
+    /// `max-keys`: 1000 when absent, at most 1000.
+    static func maxKeys(_ q: [String: String]) throws -> Int {
+        guard let text = q["max-keys"] else { return 1000 }
+        guard let value = Int(text), value >= 0 else {
+            throw S3Error.invalidArgument("Provided max-keys not an integer or within integer range", name: "max-keys", value: text)
         }
-        let encodeURL: Bool
+        return min(value, 1000)
+    }
+
+    /// `encoding-type`: whether keys are answered URL-encoded.
+    static func encodesURL(_ q: [String: String]) throws -> Bool {
         switch q["encoding-type"] {
-        case nil: encodeURL = false
-        case "url": encodeURL = true
+        case nil: false
+        case "url": true
         case let other?: throw S3Error.invalidArgument("Invalid Encoding Method specified in Request", name: "encoding-type", value: other)
         }
+    }
+
+    /// A page of the bucket; `max-keys=0` asks for none (AWS answers an empty, untruncated page).
+    func listPage(bucket: String, prefix: String, delimiter: String?, startAfter: String?, maxKeys: Int) async throws -> StorageEngine.ListPage {
+        guard maxKeys > 0 else { return StorageEngine.ListPage() }
+        return try await self.engine.list(
+            bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter?.isEmpty == true ? nil : startAfter, maxKeys: maxKeys)
+    }
+
+    func listObjects(_ context: Context, bucket: String, version2: Bool) async throws -> S3Response {
+        let q = context.query
+        let maxKeys = try Self.maxKeys(q)
+        let encodeURL = try Self.encodesURL(q)
         func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
         let prefix = q["prefix"] ?? ""
         let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
@@ -141,13 +184,7 @@ extension S3Handler {
             startAfter = q["marker"]
         }
         let owner = try await self.ownedBucket(context, bucket).owner
-        let page = try await self.engine.list(
-            bucket: bucket,
-            prefix: prefix,
-            delimiter: delimiter,
-            startAfter: startAfter?.isEmpty == true ? nil : startAfter,
-            maxKeys: maxKeys
-        )
+        let page = try await self.listPage(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter, maxKeys: maxKeys)
         let fetchOwner = !version2 || q["fetch-owner"] == "true"
         var xml = XMLWriter()
         xml.group("ListBucketResult", namespace: true) { xml in
@@ -189,6 +226,65 @@ extension S3Handler {
         return Self.xmlResponse(xml, operation: version2 ? "ListObjectsV2" : "ListObjects")
     }
 
+    // MARK: - ListObjectVersions
+
+    /// `GET /bucket?versions`. Buckets are not versioned, so every object has one version, `null`,
+    /// the latest: the listing is the objects' (with `key-marker` and `version-id-marker` for
+    /// pages), which is what tools that empty a bucket through it (Terraform's `force_destroy`,
+    /// `aws s3api list-object-versions`, boto3's `object_versions`) need.
+    func listObjectVersions(_ context: Context, bucket: String) async throws -> S3Response {
+        let q = context.query
+        let maxKeys = try Self.maxKeys(q)
+        let encodeURL = try Self.encodesURL(q)
+        func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
+        let prefix = q["prefix"] ?? ""
+        let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
+        let keyMarker = q["key-marker"] ?? ""
+        if let versionMarker = q["version-id-marker"], !versionMarker.isEmpty {
+            guard !keyMarker.isEmpty else {
+                throw S3Error.invalidArgument(
+                    "A version-id marker cannot be specified without a key marker.", name: "version-id-marker", value: versionMarker)
+            }
+            guard versionMarker == "null" else {
+                throw S3Error.invalidArgument("Invalid version id specified", name: "version-id-marker", value: versionMarker)
+            }
+        }
+        let owner = try await self.ownedBucket(context, bucket).owner
+        // A key's only version is null: a page that ended on it resumes after it, marker or not.
+        let page = try await self.listPage(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: keyMarker, maxKeys: maxKeys)
+        var xml = XMLWriter()
+        xml.group("ListVersionsResult", namespace: true) { xml in
+            xml.element("Name", bucket)
+            xml.element("Prefix", encode(prefix))
+            xml.element("KeyMarker", encode(keyMarker))
+            xml.element("VersionIdMarker", q["version-id-marker"] ?? "")
+            xml.element("MaxKeys", maxKeys)
+            if let delimiter { xml.element("Delimiter", encode(delimiter)) }
+            if encodeURL { xml.element("EncodingType", "url") }
+            xml.element("IsTruncated", page.isTruncated)
+            if page.isTruncated, let last = page.lastReturned {
+                xml.element("NextKeyMarker", encode(last))
+                xml.element("NextVersionIdMarker", "null")
+            }
+            for entry in page.entries {
+                xml.group("Version") { xml in
+                    xml.element("Key", encode(entry.key))
+                    xml.element("VersionId", "null")
+                    xml.element("IsLatest", true)
+                    xml.element("LastModified", HTTPDate.iso8601(entry.lastModified))
+                    xml.element("ETag", "\"\(entry.etag)\"")
+                    xml.element("Size", entry.size)
+                    Self.writeOwner(&xml, owner)
+                    xml.element("StorageClass", "STANDARD")
+                }
+            }
+            for commonPrefix in page.commonPrefixes {
+                xml.group("CommonPrefixes") { xml in xml.element("Prefix", encode(commonPrefix)) }
+            }
+        }
+        return Self.xmlResponse(xml, operation: "ListObjectVersions")
+    }
+
     // MARK: - DeleteObjects
 
     func deleteObjects(_ context: Context, bucket: String, payload: PayloadReader) async throws -> S3Response {
@@ -202,13 +298,19 @@ extension S3Handler {
         let objects = root.children("Object")
         guard !objects.isEmpty, objects.count <= 1000 else { throw S3Error.malformedXML }
         var keys: [String] = []
+        // Keys whose request named a version: the only one there is, null, is echoed.
+        var versioned: Set<String> = []
         var errors: [(String, S3Error)] = []
         for object in objects {
             guard let key = object.child("Key")?.text else { throw S3Error.malformedXML }
+            let version = object.child("VersionId")?.text
             if key.isEmpty || key.utf8.count > 1024 {
                 errors.append((key, key.isEmpty ? S3Error.invalidArgument("Invalid key") : S3Error.keyTooLong))
+            } else if let version, version != "null" {
+                errors.append((key, S3Error("NoSuchVersion", 404, "The specified version does not exist.")))
             } else {
                 keys.append(key)
+                if version != nil { versioned.insert(key) }
             }
         }
         _ = try await self.ownedBucket(context, bucket)
@@ -217,7 +319,10 @@ extension S3Handler {
         xml.group("DeleteResult", namespace: true) { xml in
             if !quiet {
                 for key in keys {
-                    xml.group("Deleted") { xml in xml.element("Key", key) }
+                    xml.group("Deleted") { xml in
+                        xml.element("Key", key)
+                        if versioned.contains(key) { xml.element("VersionId", "null") }
+                    }
                 }
             }
             for (key, error) in errors {

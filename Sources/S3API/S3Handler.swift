@@ -243,7 +243,7 @@ public struct S3Handler: Sendable {
         "acl", "policy", "cors", "lifecycle", "tagging", "encryption", "website", "logging", "notification",
         "replication", "requestPayment", "object-lock", "retention", "legal-hold", "torrent", "restore", "select",
         "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
-        "accelerate", "versions", "policyStatus", "attributes",
+        "accelerate", "policyStatus", "attributes",
     ]
 
     static func operationName(_ context: Context) -> String {
@@ -259,6 +259,7 @@ public struct S3Handler: Sendable {
                 if q["location"] != nil { return "GetBucketLocation" }
                 if q["uploads"] != nil { return "ListMultipartUploads" }
                 if q["versioning"] != nil { return "GetBucketVersioning" }
+                if q["versions"] != nil { return "ListObjectVersions" }
                 return q["list-type"] == "2" ? "ListObjectsV2" : "ListObjects"
             }
         }
@@ -319,6 +320,7 @@ public struct S3Handler: Sendable {
                 if q["location"] != nil { return try await self.getBucketLocation(context, bucket: bucket) }
                 if q["uploads"] != nil { return try await self.listUploads(context, bucket: bucket) }
                 if q["versioning"] != nil { return try await self.getBucketVersioning(context, bucket: bucket) }
+                if q["versions"] != nil { return try await self.listObjectVersions(context, bucket: bucket) }
                 return try await self.listObjects(context, bucket: bucket, version2: q["list-type"] == "2")
             default:
                 throw S3Error.methodNotAllowed

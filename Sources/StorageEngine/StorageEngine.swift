@@ -319,6 +319,9 @@ public final class StorageEngine: Sendable {
         public var isTruncated = false
         /// The last key or common prefix returned; the next page starts after it.
         public var lastReturned: String?
+
+        /// An empty, untruncated page.
+        public init() {}
     }
 
     /// Lists keys in byte order, after `startAfter`, under `prefix`, rolling keys that contain

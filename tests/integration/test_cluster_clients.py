@@ -152,3 +152,23 @@ def test_s3cmd_through_different_nodes(cluster, tmp_path):
     s3cmd(b, "get", "s3://s3cmd-cluster/x.bin", str(got))
     assert got.read_bytes() == f.read_bytes()
     assert "x.bin" in s3cmd(b, "ls", "s3://s3cmd-cluster").stdout
+
+
+@pytest.mark.deadline(200)
+def test_versions_listing_and_emptying_through_different_nodes(cluster):
+    """ListObjectVersions of an unversioned bucket in a cluster, paged through two nodes, and the
+    bucket emptied by VersionId through a third, as Terraform's force_destroy does."""
+    clients = [n.client() for n in cluster.nodes]
+    clients[0].create_bucket(Bucket="versions-cluster")
+    keys = [f"k/{i:02d}" for i in range(7)]
+    for i, key in enumerate(keys):
+        clients[i % 3].put_object(Bucket="versions-cluster", Key=key, Body=key.encode())
+    first = clients[1].list_object_versions(Bucket="versions-cluster", MaxKeys=4)
+    assert [v["Key"] for v in first["Versions"]] == keys[:4] and first["NextVersionIdMarker"] == "null"
+    rest = clients[2].list_object_versions(Bucket="versions-cluster", KeyMarker=first["NextKeyMarker"], VersionIdMarker="null")
+    assert [(v["Key"], v["VersionId"]) for v in rest["Versions"]] == [(k, "null") for k in keys[4:]]
+    doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in first["Versions"] + rest["Versions"]]
+    deleted = clients[0].delete_objects(Bucket="versions-cluster", Delete={"Objects": doomed})["Deleted"]
+    assert sorted(d["Key"] for d in deleted) == keys
+    assert clients[1].list_object_versions(Bucket="versions-cluster").get("Versions") is None
+    clients[2].delete_bucket(Bucket="versions-cluster")
