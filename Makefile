@@ -2,7 +2,7 @@
 SWIFT ?= swift
 DATA_DIR ?= ./cloud-data
 
-.PHONY: deps build release run test unit-test integration-test bench bench-control clean api-docs
+.PHONY: test-slow deps build release run test unit-test integration-test bench bench-control clean api-docs
 
 deps:
 	bash scripts/install-deps.sh
@@ -32,6 +32,11 @@ unit-test:
 
 integration-test:
 	timeout -s KILL 1800 python3 -m pytest tests/integration -q -p no:cacheprovider
+
+# Slow tests kept out of `make test` and CI (they download from the Debian mirror): tests/slow.
+test-slow: deps
+	$(SWIFT) build --build-tests
+	scripts/with-postgres.sh python3 -m pytest tests/slow -q -s -p no:cacheprovider
 
 # docs/api.md, the API reference, from the route table (CLITests fails when it is out of date).
 api-docs:

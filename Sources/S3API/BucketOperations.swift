@@ -138,22 +138,33 @@ extension S3Handler {
 
     // MARK: - ListObjects (v1) and ListObjectsV2
 
-    /// `max-keys`: 1000 when absent, at most 1000.
-    static func maxKeys(_ q: [String: String]) throws -> Int {
-        guard let text = q["max-keys"] else { return 1000 }
-        guard let value = Int(text), value >= 0 else {
-            throw S3Error.invalidArgument("Provided max-keys not an integer or within integer range", name: "max-keys", value: text)
-        }
-        return min(value, 1000)
-    }
+    /// What every listing of a bucket's keys takes: `max-keys` (1000 when absent, at most 1000),
+    /// `encoding-type`, `prefix` and `delimiter`.
+    struct ListingQuery {
+        var maxKeys: Int
+        var encodesURL: Bool
+        var prefix: String
+        var delimiter: String?
 
-    /// `encoding-type`: whether keys are answered URL-encoded.
-    static func encodesURL(_ q: [String: String]) throws -> Bool {
-        switch q["encoding-type"] {
-        case nil: false
-        case "url": true
-        case let other?: throw S3Error.invalidArgument("Invalid Encoding Method specified in Request", name: "encoding-type", value: other)
+        init(_ q: [String: String]) throws {
+            self.maxKeys = 1000
+            if let text = q["max-keys"] {
+                guard let value = Int(text), value >= 0 else {
+                    throw S3Error.invalidArgument("Provided max-keys not an integer or within integer range", name: "max-keys", value: text)
+                }
+                self.maxKeys = min(value, 1000)
+            }
+            switch q["encoding-type"] {
+            case nil: self.encodesURL = false
+            case "url": self.encodesURL = true
+            case let other?: throw S3Error.invalidArgument("Invalid Encoding Method specified in Request", name: "encoding-type", value: other)
+            }
+            self.prefix = q["prefix"] ?? ""
+            self.delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
         }
+
+        /// A key or prefix as the answer carries it.
+        func encode(_ text: String) -> String { self.encodesURL ? URLEncoding.encode(text) : text }
     }
 
     /// A page of the bucket; `max-keys=0` asks for none (AWS answers an empty, untruncated page).
@@ -165,11 +176,8 @@ extension S3Handler {
 
     func listObjects(_ context: Context, bucket: String, version2: Bool) async throws -> S3Response {
         let q = context.query
-        let maxKeys = try Self.maxKeys(q)
-        let encodeURL = try Self.encodesURL(q)
-        func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
-        let prefix = q["prefix"] ?? ""
-        let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
+        let listing = try ListingQuery(q)
+        let (maxKeys, encodeURL, prefix, delimiter, encode) = (listing.maxKeys, listing.encodesURL, listing.prefix, listing.delimiter, listing.encode)
         var startAfter: String?
         if version2 {
             if let token = q["continuation-token"] {
@@ -234,11 +242,8 @@ extension S3Handler {
     /// `aws s3api list-object-versions`, boto3's `object_versions`) need.
     func listObjectVersions(_ context: Context, bucket: String) async throws -> S3Response {
         let q = context.query
-        let maxKeys = try Self.maxKeys(q)
-        let encodeURL = try Self.encodesURL(q)
-        func encode(_ text: String) -> String { encodeURL ? URLEncoding.encode(text) : text }
-        let prefix = q["prefix"] ?? ""
-        let delimiter = q["delimiter"].flatMap { $0.isEmpty ? nil : $0 }
+        let listing = try ListingQuery(q)
+        let (maxKeys, encodeURL, prefix, delimiter, encode) = (listing.maxKeys, listing.encodesURL, listing.prefix, listing.delimiter, listing.encode)
         let keyMarker = q["key-marker"] ?? ""
         if let versionMarker = q["version-id-marker"], !versionMarker.isEmpty {
             guard !keyMarker.isEmpty else {

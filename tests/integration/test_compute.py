@@ -295,6 +295,14 @@ def test_cli(dev, engines, busybox_tar, tmp_path):
     tar.write_bytes(busybox_tar)
     imported = json.loads(cli(["images", "import", "bb", str(tar), "--cmd", "sleep 3600", "-o", "json"], env).stdout)
     assert imported["command"] == ["sleep", "3600"] and imported["size_bytes"] == len(busybox_tar)
+    # --debootstrap (the real one is tests/slow/test_debootstrap.py: it downloads Debian): bad input is refused before anything runs.
+    for args, message in [(["--debootstrap", "book worm"], "takes a suite name"), ([str(tar), "--debootstrap", "bookworm"], "exactly one of"),
+                          ([str(tar), "--include", "curl"], "--include goes with --debootstrap")]:
+        refused = cli(["images", "import", "deb"] + args, env, check=False)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+    if shutil.which("debootstrap") is None:
+        missing = cli(["images", "import", "deb", "--debootstrap", "bookworm"], env, check=False)
+        assert missing.returncode != 0 and "debootstrap is not installed" in missing.stderr, missing.stderr
     rootfs = tmp_path / "rootfs"
     with tarfile.open(tar) as t:
         t.extractall(rootfs)

@@ -182,6 +182,9 @@ public struct VolumeFiles: Sendable {
         var shared: Bool
     }
 
+    /// Where this process sees something mounted, read whole from `/proc/self/mountinfo`.
+    public static func mountPoints() -> [String] { Self.mountTable().map(\.point) }
+
     /// This process's mount table (`/proc/self/mountinfo`).
     static func mountTable() -> [MountEntry] {
         guard let text = Self.readProcFile("/proc/self/mountinfo") else { return [] }

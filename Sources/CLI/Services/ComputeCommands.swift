@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ServiceContract
+import VolumeFiles
 
 /// `cloud images`: the root file systems instances start from (docs/services/compute.md).
 struct Images: AsyncParsableCommand {
@@ -16,21 +17,37 @@ struct Images: AsyncParsableCommand {
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Import an image from a tar of a root file system (or from a directory with --from-dir).",
-            discussion: "cloud images import busybox ./busybox-rootfs.tar\ncloud images import tools --from-dir ./rootfs --cmd \"sh -l\"")
+            abstract: "Import an image from a tar of a root file system (or from a directory with --from-dir, or a Debian made with --debootstrap).",
+            discussion: """
+                cloud images import busybox ./busybox-rootfs.tar
+                cloud images import tools --from-dir ./rootfs --cmd "sh -l"
+                cloud images import bookworm --debootstrap bookworm --cmd bash     (as root, with debootstrap and a Debian mirror)
+                """)
         @Argument(help: "The image's name (lowercase letters, digits and -).") var name: String
         @Argument(help: "The tar file, or '-' for standard input.") var tar: String?
         @Option(help: "Make the tar from this directory (with the system's tar).") var fromDir: String?
+        @Option(help: "Make the root file system with debootstrap --variant=minbase of this Debian suite (bookworm, trixie, …).")
+        var debootstrap: String?
+        @Option(help: "The Debian mirror debootstrap fetches from.") var mirror: String = "http://deb.debian.org/debian"
+        @Option(help: "More packages for debootstrap to install, comma-separated.") var include: String?
         @Option(help: "What an instance runs when it names nothing, as words split at spaces (default sh).") var cmd: String?
         @OptionGroup var client: APIClientOptions
 
         func validate() throws {
-            guard (self.tar == nil) != (self.fromDir == nil) else { throw ValidationError("give exactly one of a tar file or --from-dir") }
+            guard [self.tar != nil, self.fromDir != nil, self.debootstrap != nil].filter({ $0 }).count == 1 else {
+                throw ValidationError("give exactly one of a tar file, --from-dir or --debootstrap")
+            }
+            if let suite = self.debootstrap, suite.isEmpty || !suite.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) {
+                throw ValidationError("--debootstrap takes a suite name such as bookworm")
+            }
+            if self.include != nil && self.debootstrap == nil { throw ValidationError("--include goes with --debootstrap") }
         }
 
         func run() async throws {
             let data: Data
-            if let directory = self.fromDir {
+            if let suite = self.debootstrap {
+                data = try Self.debootstrapped(suite: suite, mirror: self.mirror, include: self.include)
+            } else if let directory = self.fromDir {
                 data = try Self.tarOf(directory: directory)
             } else if self.tar == "-" {
                 data = FileHandle.standardInput.readDataToEndOfFile()
@@ -47,6 +64,50 @@ struct Images: AsyncParsableCommand {
             let answer = try await self.client.call("PUT", path, upload: .init(data: data, contentType: "application/x-tar"))
             self.client.emit(answer) {
                 print("Image \(self.name) imported (\(APIClientOptions.text(answer?["size_bytes"])) bytes, \(APIClientOptions.text(answer?["digest"]))).")
+            }
+        }
+
+        /// A minimal Debian of `suite` made by `debootstrap --variant=minbase` in a directory of its own
+        /// (its progress on standard error), as a tar; the directory goes afterwards.
+        static func debootstrapped(suite: String, mirror: String, include: String?) throws -> Data {
+            guard getuid() == 0 else { throw CLIError("--debootstrap needs root (debootstrap makes device nodes and chroots)") }
+            guard let tool = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+                throw CLIError("debootstrap is not installed on this machine (Debian: apt-get install debootstrap)")
+            }
+            let root = FileManager.default.temporaryDirectory.appendingPathComponent("cloud-debootstrap-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+            defer { Self.removeTree(root) }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = ["--variant=minbase"] + (include.map { ["--include=" + $0] } ?? []) + [suite, root, mirror]
+            process.standardOutput = FileHandle.standardError
+            process.standardError = FileHandle.standardError
+            do { try process.run() } catch { throw CLIError("cannot run debootstrap: \(error)") }
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw CLIError("debootstrap of \(suite) from \(mirror) failed (exit \(process.terminationStatus)); its output is above")
+            }
+            // What debootstrap downloaded is not part of the image.
+            Self.removeTree(root + "/var/cache/apt/archives", keepingTheDirectory: true)
+            return try Self.tarOf(directory: root)
+        }
+
+        /// Removes a tree, after lazily unmounting what a failed debootstrap may have left mounted in it
+        /// (never following a mount out of it). `keepingTheDirectory` empties it instead.
+        static func removeTree(_ path: String, keepingTheDirectory: Bool = false) {
+            let mounts = VolumeFiles.mountPoints().filter { $0 == path || $0.hasPrefix(path + "/") }.sorted { $0.count > $1.count }
+            for mount in mounts {
+                let umount = Process()
+                umount.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                umount.arguments = ["umount", "-l", mount]
+                if (try? umount.run()) != nil { umount.waitUntilExit() }
+            }
+            if keepingTheDirectory {
+                for entry in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+                    try? FileManager.default.removeItem(atPath: path + "/" + entry)
+                }
+            } else {
+                try? FileManager.default.removeItem(atPath: path)
             }
         }
 
