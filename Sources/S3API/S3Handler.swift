@@ -213,6 +213,20 @@ public struct S3Handler: Sendable {
         guard case .signed(let credential) = try SigV4.parse(head) else {
             throw S3Error.accessDenied("Anonymous access is not allowed; sign the request with an access key.")
         }
+        // The scope names this endpoint's region, as AWS requires (a key signed for another region is refused).
+        guard credential.region == self.configuration.region else {
+            throw S3Error(
+                credential.isPresigned ? "AuthorizationQueryParametersError" : "AuthorizationHeaderMalformed", 400,
+                "The authorization \(credential.isPresigned ? "query parameters are" : "header is") malformed; "
+                    + "the region '\(credential.region.prefix(40))' is wrong; expecting '\(self.configuration.region)'",
+                fields: [("Region", self.configuration.region)])
+        }
+        let unsigned = SigV4.unsignedAmzHeaders(head, credential: credential)
+        guard unsigned.isEmpty else {
+            throw S3Error(
+                "AccessDenied", 403, "There were headers present in the request which were not signed",
+                fields: [("HeadersNotSigned", unsigned.joined(separator: ", "))])
+        }
         guard let principal = try await self.credentials.principal(forAccessKey: credential.accessKey) else {
             throw S3Error("InvalidAccessKeyId", 403, "The AWS Access Key Id you provided does not exist in our records.")
         }

@@ -92,6 +92,16 @@ extension SigV4 {
             .joined()
     }
 
+    /// The request's `x-amz-*` headers that the signature does not cover, lowercased and sorted. S3
+    /// refuses a request with any (`AccessDenied`, "There were headers present in the request which
+    /// were not signed"): an unsigned `x-amz-copy-source` would turn a presigned PUT into a copy of
+    /// any object the signer can read, an unsigned `x-amz-acl` would change who may read it.
+    public static func unsignedAmzHeaders(_ head: RequestHead, credential: Credential) -> [String] {
+        let signed = Set(credential.signedHeaders)
+        let names = head.headers.map { asciiLowercased($0.name) }.filter { $0.hasPrefix("x-amz-") && !signed.contains($0) }
+        return Array(Set(names)).sorted()
+    }
+
     /// The request signature (step 4) for `head` and `credential` under `secretKey`, lowercase hex.
     /// Exposed for clients and tests; servers call ``verify(_:head:secretKey:now:maxSkew:)``.
     public static func signature(for head: RequestHead, credential: Credential, secretKey: String) -> String {

@@ -132,3 +132,43 @@ def test_presigned_expires_over_7_days_rejected(s3, bucket):
     assert status in (400, 403)
     assert parse_error(data)["Code"] in ("AuthorizationQueryParametersError",
                                          "AccessDenied")
+
+
+def test_unsigned_amz_headers_are_refused(s3, bucket, server):
+    """An x-amz-* header the signature does not cover could change what a signed request does: an
+    x-amz-copy-source added to a presigned PUT would copy any object the signer may read."""
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"only for the signer")
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "upload"}, ExpiresIn=300)
+    assert requests.put(url, data=b"plain upload", timeout=30).status_code == 200
+    r = requests.put(url, data=b"", headers={"x-amz-copy-source": f"{bucket}/secret"}, timeout=30)
+    assert r.status_code == 403, r.text
+    err = parse_error(r.content)
+    assert err["Code"] == "AccessDenied" and err["HeadersNotSigned"] == "x-amz-copy-source", err
+    assert s3.get_object(Bucket=bucket, Key="upload")["Body"].read() == b"plain upload", "the copy did not happen"
+
+    # Header authentication: a header added after signing.
+    from cloudtest import signed_headers_for
+    headers = signed_headers_for(server, "PUT", f"/{bucket}/tagged", body=b"x")
+    headers["x-amz-meta-added"] = "later"
+    headers["X-Amz-Acl"] = "public-read"
+    r = requests.put(f"{server.endpoint}/{bucket}/tagged", data=b"x", headers=headers, timeout=30)
+    assert r.status_code == 403 and parse_error(r.content)["HeadersNotSigned"] == "x-amz-acl, x-amz-meta-added", r.text
+
+
+def test_a_signature_for_another_region_is_refused(server, bucket):
+    import hashlib
+    from cloudtest import make_client, sign
+    signed = sign("GET", f"/{bucket}/nothing", [], {"Host": server.hostport}, hashlib.sha256(b"").hexdigest(),
+                  server.access_key, server.secret_key, region="eu-west-1")
+    r = requests.get(f"{server.endpoint}/{bucket}/nothing", headers=signed.headers, timeout=30)
+    err = parse_error(r.content)
+    assert r.status_code == 400 and err["Code"] == "AuthorizationHeaderMalformed", r.text
+    assert err["Region"] == "us-east-1" and "'eu-west-1' is wrong" in err["Message"], err
+    # botocore reads that answer as AWS's: it signs again for the region named and goes on.
+    other = make_client(server, region_name="eu-west-1")
+    with pytest.raises(ClientError) as ei:
+        other.get_object(Bucket=bucket, Key="nothing")
+    assert ei.value.response["Error"]["Code"] == "NoSuchKey", ei.value.response
+    url = other.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "nothing"}, ExpiresIn=300)
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 400 and parse_error(r.content)["Code"] == "AuthorizationQueryParametersError", r.text
