@@ -222,3 +222,16 @@ enum ChunkedExample {
         }
     }
 }
+
+@Suite struct UnsignedHeaderTests {
+    @Test func amzHeadersOutsideTheSignatureAreNamed() throws {
+        var head = documentationExamples[0].head
+        guard case .signed(let credential) = try SigV4.parse(head) else {
+            Issue.record("not signed")
+            return
+        }
+        #expect(SigV4.unsignedAmzHeaders(head, credential: credential).isEmpty, "the example signs all it sends")
+        head.headers += [("X-Amz-Copy-Source", "other/secret"), ("x-amz-acl", "public-read"), ("X-AMZ-ACL", "again"), ("user-agent", "x")]
+        #expect(SigV4.unsignedAmzHeaders(head, credential: credential) == ["x-amz-acl", "x-amz-copy-source"])
+    }
+}
