@@ -44,11 +44,19 @@ public enum APIKey {
 }
 
 /// When logins are refused after repeated failures: `maximumFailures` failed attempts for one email
-/// within `window` (with no success after them) lock it for `lockDuration` after the last failure.
+/// from one client address within `window` (with no success after them) lock that email for that
+/// address for `lockDuration` after the last failure, so that failures from elsewhere cannot lock
+/// its owner out; `maximumClientFailures` failed attempts from one address, whatever the emails,
+/// lock that address out of every login the same way (guessing across accounts, and the password
+/// hashes that it would cost).
 public struct LockoutPolicy: Sendable, Equatable {
-    /// Failures that trigger a lockout.
+    /// Failures for one email from one address that trigger a lockout.
     public var maximumFailures: Int = 5 {
         willSet { precondition(newValue >= 1, "maximumFailures must be at least 1") }
+    }
+    /// Failures from one address, over all emails, that lock the address out.
+    public var maximumClientFailures: Int = 100 {
+        willSet { precondition(newValue >= 1, "maximumClientFailures must be at least 1") }
     }
     /// How far back failures count, in seconds.
     public var window: Int64 = 15 * 60
@@ -62,9 +70,10 @@ public struct LockoutPolicy: Sendable, Equatable {
     ///   - failures: Times (seconds) of the failed attempts since the last successful one.
     ///   - now: The current time (seconds).
     /// - Returns: The end of the lockout, when one is in force.
-    public func lockedUntil(failures: [Int64], now: Int64) -> Int64? {
+    ///   - limit: How many failures lock (default `maximumFailures`).
+    public func lockedUntil(failures: [Int64], now: Int64, limit: Int? = nil) -> Int64? {
         let recent = failures.filter { $0 > now - self.window }.sorted()
-        guard recent.count >= self.maximumFailures, let last = recent.last else { return nil }
+        guard recent.count >= (limit ?? self.maximumFailures), let last = recent.last else { return nil }
         let until = last + self.lockDuration
         return until > now ? until : nil
     }

@@ -324,12 +324,18 @@ public final class ControlAPI: Sendable {
         let password = context.body.string("password") ?? ""
         let now = self.now()
         let policy = self.configuration.lockout
-        let failures = try await self.store.loginFailures(email: email, since: now - policy.window)
-        if let until = policy.lockedUntil(failures: failures, now: now) {
+        let client = context.request.clientAddress
+        let failures = try await self.store.loginFailures(email: email, clientAddress: client, since: now - policy.window)
+        let clientFailures = try await self.store.loginFailures(clientAddress: client, since: now - policy.window)
+        let locks = [
+            policy.lockedUntil(failures: failures, now: now).map { ($0, "too many failed logins for this email from your address") },
+            policy.lockedUntil(failures: clientFailures, now: now, limit: policy.maximumClientFailures).map {
+                ($0, "too many failed logins from your address")
+            },
+        ].compactMap { $0 }
+        if let (until, why) = locks.max(by: { $0.0 < $1.0 }) {
             self.metrics.count(.lockedLogins)
-            var error = APIError(
-                status: 429, code: "too_many_attempts",
-                message: "too many failed logins for this email; try again in \(until - now) seconds")
+            var error = APIError(status: 429, code: "too_many_attempts", message: "\(why); try again in \(until - now) seconds")
             error.headers = [("Retry-After", String(until - now))]
             throw error
         }
@@ -339,7 +345,11 @@ public final class ControlAPI: Sendable {
         guard let user, correct else {
             try await self.store.recordLogin(email: email, clientAddress: context.request.clientAddress, succeeded: false, at: now)
             self.metrics.count(.loginFailures)
-            if policy.lockedUntil(failures: failures + [now], now: now) != nil { self.metrics.count(.lockouts) }
+            if policy.lockedUntil(failures: failures + [now], now: now) != nil
+                || policy.lockedUntil(failures: clientFailures + [now], now: now, limit: policy.maximumClientFailures) != nil
+            {
+                self.metrics.count(.lockouts)
+            }
             self.logger.notice(
                 "login failed", metadata: ["request-id": "\(context.request.requestID)", "client": "\(context.request.clientAddress)"])
             throw APIError(status: 401, code: "invalid_credentials", message: "the email or the password is wrong")

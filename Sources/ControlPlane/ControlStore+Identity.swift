@@ -181,13 +181,22 @@ extension ControlStore {
         }
     }
 
-    /// Times of the failed attempts for `email` since its last success and after `since`.
-    public func loginFailures(email: String, since: Int64) async throws -> [Int64] {
+    /// Times of the failed attempts for `email` since its last success and after `since`; with
+    /// `clientAddress`, only those from that address.
+    public func loginFailures(email: String, clientAddress: String? = nil, since: Int64) async throws -> [Int64] {
         try await self.query(
             """
-            SELECT attempted_at FROM login_attempts WHERE email = $1 AND succeeded = 0 AND attempted_at > $2
-            ORDER BY attempted_at
-            """, [.text(email), .integer(since)]
+            SELECT attempted_at FROM login_attempts WHERE email = $1 AND succeeded = 0 AND attempted_at > $2 \
+            AND ($3 = '' OR client_address = $3) ORDER BY attempted_at
+            """, [.text(email), .integer(since), .text(clientAddress ?? "")]
+        ).map { $0.int(0) }
+    }
+
+    /// Times of the failed attempts from `clientAddress` after `since`, whatever the email.
+    public func loginFailures(clientAddress: String, since: Int64) async throws -> [Int64] {
+        try await self.query(
+            "SELECT attempted_at FROM login_attempts WHERE client_address = $1 AND succeeded = 0 AND attempted_at > $2 ORDER BY attempted_at",
+            [.text(clientAddress), .integer(since)]
         ).map { $0.int(0) }
     }
 }

@@ -210,12 +210,29 @@ func errorCode(_ body: JSONValue?) -> String? {
         #expect(locked == 429)
         #expect(errorCode(body) == "too_many_attempts")
         #expect(response.headers.contains { $0.0 == "Retry-After" })
+        // Failures from one address do not lock the email's owner out elsewhere.
+        #expect(await h.call("POST", "/auth/login", body: good, client: "10.0.0.2").0 == 200)
         h.clock.advance(15 * 60 + 1)
         #expect(await h.call("POST", "/auth/login", body: good).0 == 200)
         // An unknown email fails the same way as a wrong password.
         let (unknown, unknownBody, _) = await h.call("POST", "/auth/login", body: #"{"email": "bob@example.com", "password": "whatever it is"}"#)
         #expect(unknown == 401)
         #expect(errorCode(unknownBody) == "invalid_credentials")
+    }
+
+    @Test func oneAddressGuessingAcrossEmailsIsLockedOut() async throws {
+        let h = try await Harness { $0.lockout.maximumClientFailures = 4 }
+        defer { h.cleanUp() }
+        _ = try await h.user("ada@example.com")
+        for n in 0..<4 {
+            let (status, _, _) = await h.call("POST", "/auth/login", body: #"{"email": "u\#(n)@example.com", "password": "guess guess"}"#, client: "10.0.0.9")
+            #expect(status == 401)
+        }
+        let good = #"{"email": "ada@example.com", "password": "a long enough secret"}"#
+        let (locked, body, _) = await h.call("POST", "/auth/login", body: good, client: "10.0.0.9")
+        guard case .string(let message)? = body?["error"]?["message"] else { throw CancellationError() }
+        #expect(locked == 429 && message.hasPrefix("too many failed logins from your address"), "\(message)")
+        #expect(await h.call("POST", "/auth/login", body: good, client: "10.0.0.1").0 == 200, "another address is not locked")
     }
 
     @Test func rbacAllowsAndDenies() async throws {

@@ -312,3 +312,16 @@ def test_reset_rate_limit_is_shared_by_processes_on_one_postgres(postgres, tmp_p
     finally:
         for server in servers:
             server.stop()
+
+
+def test_failures_from_one_address_do_not_lock_the_owner_out_elsewhere(api):
+    """Another address guessing an email's password locks it out only for itself."""
+    email = new_email("targeted")
+    register(api, email)
+    for _ in range(5):
+        status, _, body = post_from("127.0.0.31", api, "/auth/login", {"email": email, "password": "not the password at all"})
+        assert status == 401 and body["error"]["code"] == "invalid_credentials"
+    status, _, body = post_from("127.0.0.31", api, "/auth/login", {"email": email, "password": PASSWORD})
+    assert status == 429 and body["error"]["code"] == "too_many_attempts", body
+    status, _, body = post_from("127.0.0.32", api, "/auth/login", {"email": email, "password": PASSWORD})
+    assert status == 200 and body["api_key"], body
