@@ -162,29 +162,35 @@ final class ConsoleGateway: Service, Sendable {
             throw ConsoleRefusal(status: .notFound, message: "no such console: open the websocket_url that GET /compute/instances/{name}/console gives")
         }
         let now = self.clock.unixMilliseconds()
-        let found = try? await self.database.transaction { db -> (InstanceRecord, HostRecord?)? in
-            guard let id = try await ConsoleTickets.redeem(db, ticket: ticket, now: now), let instance = try await ComputeSchema.instance(db, id: id)
-            else { return nil }
-            return (instance, try await instance.host.asyncMap { try await ComputeSchema.host(db, named: $0) } ?? nil)
+        let found: (InstanceRecord, HostRecord?)?
+        do {
+            found = try await self.database.transaction { db -> (InstanceRecord, HostRecord?)? in
+                guard let id = try await ConsoleTickets.redeem(db, ticket: ticket, now: now), let instance = try await ComputeSchema.instance(db, id: id)
+                else { return nil }
+                guard let hostName = instance.host else { return (instance, nil) }
+                return (instance, try await ComputeSchema.host(db, named: hostName))
+            }
+        } catch {
+            self.logger.error("console ticket not checked", metadata: ["error": "\(error)"])
+            throw ConsoleRefusal(status: .serviceUnavailable, message: "the control plane's database did not answer; try again")
         }
-        guard let (instance, host) = found ?? nil else {
+        guard let (instance, host) = found else {
             throw ConsoleRefusal(status: .forbidden, message: "the console ticket is unknown, used or expired: ask GET /compute/instances/{name}/console for another")
         }
         guard instance.state == .ready, let host, host.backend == .libvirt else {
             throw ConsoleRefusal(status: .conflict, message: "instance \(instance.name) is \(instance.state.rawValue): its console is not there")
         }
-        guard let xml = try? await Libvirt(uri: host.libvirtURI).liveXML(instance.containerName), let port = DomainSpec.vncPort(liveXML: xml) else {
+        let xml: String
+        do {
+            xml = try await Libvirt(uri: host.libvirtURI).liveXML(instance.containerName)
+        } catch {
+            throw ConsoleRefusal(status: .badGateway, message: "libvirt did not describe the machine of instance \(instance.name): \(error)")
+        }
+        guard let port = DomainSpec.vncPort(liveXML: xml) else {
             throw ConsoleRefusal(status: .badGateway, message: "the machine of instance \(instance.name) has no VNC console")
         }
         self.logger.info("console connected", metadata: ["instance": "\(instance.id)"])
         return port
-    }
-}
-
-extension Optional {
-    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }
 
