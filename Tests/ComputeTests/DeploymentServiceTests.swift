@@ -72,15 +72,15 @@ import Testing
         }
     }
 
-    /// A user (their key) whose tenant has an image `busybox`.
-    static func userWithImage(_ h: Harness) async throws -> String {
+    /// A user (their key) and their tenant, which has an image `busybox`.
+    static func userWithImage(_ h: Harness) async throws -> (key: String, tenant: String) {
         let driver = APIDriver(h.api)
         let ada = try await driver.user("ada@example.com")
         let tenant = await driver.tenant(of: ada)
         try await h.database.query(
             "INSERT INTO compute_images (tenant_id, name, digest, size_bytes, command, created_at) VALUES ($1, 'busybox', 'abc', 1, '[\"sh\"]', 0)",
             [.text(tenant)])
-        return ada
+        return (ada, tenant)
     }
 
     static func names(_ value: JSONValue?) -> [String] {
@@ -90,12 +90,7 @@ import Testing
 
     @Test(arguments: Backing.available) func createScaleAndDeleteOnEachDatabase(_ backing: Backing) async throws {
         let h = try await Harness(backing)
-        let driver = APIDriver(h.api)
-        let ada = try await driver.user("ada@example.com")
-        let tenant = await driver.tenant(of: ada)
-        try await h.database.query(
-            "INSERT INTO compute_images (tenant_id, name, digest, size_bytes, command, created_at) VALUES ($1, 'busybox', 'abc', 1, '[\"sh\"]', 0)",
-            [.text(tenant)])
+        let (ada, tenant) = try await Self.userWithImage(h)
 
         let (created, made) = await h.call("POST", "/compute/deployments", key: ada, body: #"{"name": "api", "image": "busybox", "replicas": 3, "type": "nano"}"#)
         #expect(created == 201 && made?["status"] == .string("progressing") && made?["replicas"] == .int(3))
@@ -153,7 +148,7 @@ extension DeploymentServiceTests {
     /// console's one-time tickets, on both dialects' SQL.
     @Test(arguments: Backing.available) func eventsOfAnUpdateAndConsoleTicketsOnEachDatabase(_ backing: Backing) async throws {
         let h = try await Harness(backing)
-        let ada = try await Self.userWithImage(h)
+        let ada = try await Self.userWithImage(h).key
         #expect(await h.call("POST", "/compute/deployments", key: ada, body: #"{"name": "api", "image": "busybox", "replicas": 2, "type": "nano"}"#).0 == 201)
         try await h.reconciling {
             let first = Set(Self.names(try await h.deployment("api", key: ada) { Self.names($0).count == 2 }))

@@ -54,8 +54,9 @@ struct DeploymentRecord: Sendable {
 /// A rolling update (a new ``DeploymentRecord/revision``) replaces the replicas of older revisions
 /// a few at a time: outdated replicas that do not run go at once, and running ones only while
 /// fewer than `maxUnavailable` replicas are short of available (running for `minReady`); each is
-/// replaced by one of the new revision in the same pass. There is no surge: a deployment never has more live replicas than it
-/// asks for, so its quota (which counts its replicas) holds during an update too.
+/// replaced by one of the new revision in the same pass. There is no surge: a deployment never has
+/// more live replicas than it asks for, so its quota (which counts its replicas) holds during an
+/// update too.
 enum DeploymentPlanner {
     struct Plan: Equatable, Sendable {
         /// Broken replicas (failed, exited, on a host that does not answer), to delete.
@@ -398,9 +399,15 @@ extension ComputeService {
     func deploymentEvents(_ context: RouteContext) async throws -> APIResponse {
         let page = try context.page()
         guard let after = Int64(page.after ?? "0") else { throw APIError.invalidRequest("next_token is not one this list gave") }
+        let caller = try context.authenticated
+        let name = context.parameter("name")
+        let dialect = context.environment.database.dialect
         let (events, next) = try await context.environment.database.transaction { db in
-            let view = try await self.existingDeployment(context, db)
-            return page.finish(try await DeploymentEvents.list(db, deployment: view.record.id, after: after, limit: page.fetchLimit)) { "\($0.sequence)" }
+            // The deployment's row only: its instances are not part of the answer.
+            guard let record = try await ComputeSchema.deployment(db, tenantID: caller.tenantID, name: name, dialect: dialect) else {
+                throw ComputeError.deploymentNotFound(name)
+            }
+            return page.finish(try await DeploymentEvents.list(db, deployment: record.id, after: after, limit: page.fetchLimit)) { "\($0.sequence)" }
         }
         return .json(200, Self.deploymentEventList.json(events, nextToken: next))
     }
